@@ -1,0 +1,98 @@
+"""Network helpers NetVLAD uses (relja_matlab/matconvnet and netPrepareFor*.m).
+
+Layer positions are 0-based Python indices, except ``backPropToLayer`` which is a
+trainWeakly option and keeps MATLAB's 1-based meaning (1 = the first layer).
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+
+from .simplenn import SimpleNN
+
+
+def layerNames(net: SimpleNN) -> list[str]:
+    """relja_layerNames: the layers' names in order."""
+    return [l.name for l in net.layers]
+
+
+def layerTypes(net: SimpleNN) -> list[str]:
+    """relja_layerTypes: the layers' MatConvNet types ('custom' for classdef layers)."""
+    return [l.type for l in net.layers]
+
+
+def whichLayer(net: SimpleNN, layerName: str) -> int:
+    """relja_whichLayer: 0-based index of the one layer called ``layerName``."""
+    hits = [i for i, n in enumerate(layerNames(net)) if n == layerName]
+    if len(hits) != 1:
+        raise ValueError(f"whichLayer: {len(hits)} layers are named '{layerName}' (expected exactly 1); "
+                         f"layers: {', '.join(layerNames(net))}")
+    return hits[0]
+
+
+def cropToLayer(net: SimpleNN, layerName: str) -> SimpleNN:
+    """relja_cropToLayer: a copy of ``net`` keeping layers up to and including ``layerName``."""
+    i = whichLayer(net, layerName)
+    return SimpleNN([copy.deepcopy(l) for l in net.layers[: i + 1]], net.meta)
+
+
+def swapLayersForEfficiency(net: SimpleNN) -> SimpleNN:
+    """relja_swapLayersForEfficiency: every relu directly followed by a max pool is
+    swapped with it (max and relu commute; pooling first makes the relu cheaper).
+    Scans left to right and skips past a swapped pair.  Returns a new network."""
+    layers = list(net.layers)
+    i = 0
+    while i < len(layers) - 1:
+        a, b = layers[i], layers[i + 1]
+        if a.type == "relu" and b.type == "pool" and getattr(b, "method", None) == "max":
+            layers[i], layers[i + 1] = b, a
+            i += 2
+        else:
+            i += 1
+    return SimpleNN([copy.deepcopy(l) for l in layers], net.meta)
+
+
+def netOutputDim(net: SimpleNN, imDim=None) -> tuple[int, tuple[int, ...]]:
+    """relja_netOutputDim: (number of output values, MATLAB size H x W x C of the output)
+    for one image of MATLAB size ``imDim`` = [H W C] (default: the size of
+    ``meta.normalization.averageImage``)."""
+    if imDim is None:
+        avg = np.asarray(net.meta["normalization"]["averageImage"], dtype=np.float32)
+        imDim = avg.shape + (1,) * (3 - avg.ndim)
+    h, w, c = (int(v) for v in imDim)
+    p = next(net.parameters(), None)
+    x = torch.zeros((1, c, h, w), dtype=torch.float32, device=p.device if p is not None else "cpu")
+    with torch.no_grad():
+        y = net(x)
+    return y.numel(), (y.shape[2], y.shape[3], y.shape[1])
+
+
+def netPrepareForTest(net: SimpleNN, removeDropout: bool = False, removeExtras: bool = False) -> SimpleNN:
+    """netPrepareForTest: clear ``precious``; ``removeExtras`` drops momentum;
+    ``removeDropout`` deletes dropout layers.  Puts the net in eval mode."""
+    for l in net.layers:
+        l.precious = False
+        if removeExtras:
+            l.momentum = None
+    if removeDropout:
+        net.layers = torch.nn.ModuleList([l for l in net.layers if l.type != "dropout"])
+    return net.eval()
+
+
+def netPrepareForTrain(net: SimpleNN, backPropToLayer: int = 1) -> SimpleNN:
+    """netPrepareForTrain: layers from ``backPropToLayer`` (1-based, as MATLAB) on get
+    zero momentum per weight and 1.0 learningRate/weightDecay multipliers where
+    missing; ``precious`` is set on layers >= backPropToLayer-1 not followed by a relu
+    (MATLAB's memory rule; kept for fidelity, autograd decides what it keeps)."""
+    n = len(net.layers)
+    for i1, l in enumerate(net.layers, start=1):
+        if i1 >= backPropToLayer and len(l.weights):
+            l.momentum = [torch.zeros_like(w, requires_grad=False).detach() for w in l.weights]
+            if not l.learningRate:
+                l.learningRate = [1.0] * len(l.weights)
+            if not l.weightDecay:
+                l.weightDecay = [1.0] * len(l.weights)
+        l.precious = i1 >= backPropToLayer - 1 and i1 < n and net.layers[i1].type != "relu"
+    return net.train()

@@ -1,0 +1,60 @@
+"""MatConvNet's SimpleNN network: an ordered ``layers`` list plus a ``meta`` dict."""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .layers import Layer, layer_from_struct
+
+
+class SimpleNN(nn.Module):
+    """``net.layers`` (a list of :class:`~matnet.layers.Layer`) and ``net.meta``
+    (``normalization.averageImage``, ``netID``, ``sessionID``, ``epoch``, ...).
+
+    ``net(x)`` runs every layer on an N x C x H x W float32 tensor (MATLAB's
+    H x W x C x N, see :mod:`matnet.layout`).  ``net.eval()`` is vl_simplenn's
+    'test' mode (dropout off).
+    """
+
+    def __init__(self, layers=(), meta: dict | None = None):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        for i, l in enumerate(self.layers):
+            if not isinstance(l, Layer):
+                raise TypeError(f"net.layers[{i}] is a {type(l).__name__}, not a matnet Layer")
+        self.meta = copy.deepcopy(meta) if meta is not None else {}
+
+    @classmethod
+    def from_structs(cls, layer_structs, meta=None) -> "SimpleNN":
+        """Build from MATLAB layer structs (dicts); ``(dict, class_name)`` pairs for classdef layers."""
+        layers = []
+        for i, s in enumerate(layer_structs):
+            if isinstance(s, tuple):
+                layers.append(layer_from_struct(s[0], class_name=s[1], index=i))
+            else:
+                layers.append(layer_from_struct(s, index=i))
+        return cls(layers, meta)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    @property
+    def device(self) -> torch.device:
+        p = next(self.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+
+def vl_simplenn(net: SimpleNN, x: torch.Tensor) -> list[torch.Tensor]:
+    """Every layer's output as vl_simplenn's ``res``: ``res[0]`` is the input and
+    ``res[i]`` (0-based list index i) the output of layer i (MATLAB's ``res(i+1).x``)."""
+    res = [x]
+    for layer in net.layers:
+        res.append(layer(res[-1]))
+    return res

@@ -1,0 +1,1 @@
+"""Published NetVLAD numbers and the harness that reproduces them."""
