@@ -1,0 +1,1 @@
+"""Subcommands of the ``matnet`` command line (see :mod:`matnet.cli`)."""
