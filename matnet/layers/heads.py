@@ -1,0 +1,81 @@
+"""NetVLAD's parameter-free classdef layers: layerWholeL2Normalize, layerTotalMaxPool,
+layerTotalAvgPool (``type`` 'custom'; properties type, name, precious)."""
+from __future__ import annotations
+
+import torch
+
+from .base import Layer, register_class
+
+EPS = 1e-12  # relja_l2normalize_col: x / (||x|| + 1e-12)
+
+
+def matlab_flatten(x: torch.Tensor) -> torch.Tensor:
+    """N x C x H x W -> N x (H*W*C) in MATLAB's ``reshape(x, [], N)`` order (h fastest, then w, c)."""
+    return x.transpose(2, 3).reshape(x.shape[0], -1)
+
+
+class _WholeL2(torch.autograd.Function):
+    """y = x / (||x|| + 1e-12) per column, with layerWholeL2Normalize.backward_'s gradient:
+    dz/dx = dzdy / n - x (x^T dzdy) / n^3, n = ||x|| + 1e-12."""
+
+    @staticmethod
+    def forward(ctx, x):
+        n = torch.linalg.vector_norm(x, dim=1, keepdim=True) + EPS
+        ctx.save_for_backward(x, n)
+        return x / n
+
+    @staticmethod
+    def backward(ctx, g):
+        x, n = ctx.saved_tensors
+        return g / n - x * ((x * g).sum(1, keepdim=True) / n ** 3)
+
+
+class _Parameterless(Layer):
+    type = "custom"
+
+    def __init__(self, name: str | None = None, *, precious: bool = False, extra=None, **_):
+        super().__init__(self.default_name if name is None else name, precious=precious, extra=extra)
+
+    @classmethod
+    def from_struct(cls, s: dict):
+        kw = cls.common_kwargs(s)
+        return cls(s.get("name", cls.default_name), precious=kw["precious"], extra=kw["extra"])
+
+    def to_struct(self) -> dict:
+        """The MATLAB object's properties (type, name, precious)."""
+        return {"type": self.type, "name": self.name, "precious": self.precious, **self.extra}
+
+
+@register_class("layerWholeL2Normalize")
+class layerWholeL2Normalize(_Parameterless):
+    """L2-normalise each sample's whole output, relja_l2normalize_col (x / (||x|| + 1e-12)).
+    Output N x (H*W*C) x 1 x 1 (MATLAB 1 x 1 x HWC x N) in MATLAB's column-major order."""
+
+    default_name = "wholeL2"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = _WholeL2.apply(matlab_flatten(x))
+        return y.reshape(y.shape[0], -1, 1, 1)
+
+
+@register_class("layerTotalMaxPool")
+class layerTotalMaxPool(_Parameterless):
+    """Max over the whole H x W map per channel (vl_nnpool 'max' with pool [H W]) -> N x C x 1 x 1.
+    The gradient goes to the first maximum in MATLAB's column-major order, as vl_nnpool's."""
+
+    default_name = "maxTotal"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.transpose(2, 3).reshape(x.shape[0], x.shape[1], -1)
+        idx = flat.argmax(2, keepdim=True)
+        return flat.gather(2, idx).unsqueeze(3)
+
+
+@register_class("layerTotalAvgPool")
+class layerTotalAvgPool(_Parameterless):
+    """Mean over the whole H x W map per channel (vl_nnpool 'avg' with pool [H W]) -> N x C x 1 x 1."""
+
+    default_name = "avgTotal"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3), keepdim=True)

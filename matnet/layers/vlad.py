@@ -1,0 +1,219 @@
+"""NetVLAD's aggregation layers ``layerVLAD`` and ``layerVLADv2`` (MATLAB classdefs).
+
+Both take conv features N x D x H x W (MATLAB H x W x D x N), soft-assign every
+local descriptor x_i to K clusters with a softmax over a 1x1 convolution, and sum
+the residuals:  V(k, d) = sum_i a_k(x_i) (x_i(d) - c_k(d)).
+The output is N x D x 1 x K, the torch image of MATLAB's 1 x K x D x N, so that a
+flattened descriptor has element (k, d) at k + K*d (the K values of one dimension
+are contiguous), the order the released PCA/whitening matrices expect.
+Normalisations (intra, L2) are separate layers, as in the original.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..layout import matlab_shape
+from .base import Layer, LayerError, _as_list, register_class
+
+# The MATLAB classdef properties, in declaration order (relja_saveobj writes them all).
+VLAD_PROPERTIES = ("type", "name", "K", "D", "vladDim", "weights", "momentum",
+                   "learningRate", "weightDecay", "precious")
+
+
+def _empty() -> np.ndarray:
+    return np.zeros((0, 0))
+
+
+def vlad_aggregate(x: torch.Tensor, assign_w: torch.Tensor, assign_b: torch.Tensor | None,
+                   neg_centres: torch.Tensor) -> torch.Tensor:
+    """The NetVLAD function on x (N x D x H x W); assign_w and neg_centres are D x K,
+    assign_b is K or None.  Returns N x D x 1 x K (MATLAB's 1 x K x D x N).
+
+    Vectorised: V = A X^T + (sum_i A) (-c)^T with one batched matmul, A the N x K x HW
+    soft assignment; no per-cluster loop and no N x K x D x HW residual tensor.
+    """
+    n, d, h, w = x.shape
+    feats = x.reshape(n, d, h * w)                               # N x D x HW
+    logits = torch.matmul(assign_w.t(), feats)                   # N x K x HW
+    if assign_b is not None:
+        logits = logits + assign_b.reshape(1, -1, 1)
+    assign = torch.softmax(logits, dim=1)                        # vl_nnsoftmax over K
+    vlad = torch.bmm(assign, feats.transpose(1, 2))              # N x K x D
+    vlad = vlad + assign.sum(2, keepdim=True) * neg_centres.t().unsqueeze(0)
+    return vlad.transpose(1, 2).reshape(n, d, 1, -1)
+
+
+class _VLADBase(Layer):
+    """Shared property handling of layerVLAD / layerVLADv2 (``type`` 'custom')."""
+
+    type = "custom"
+    n_weights = 0
+
+    def __init__(self, name: str = "VLAD", weights=(), **kw):
+        super().__init__(name, weights, **kw)
+        if len(self.weights):
+            self._check_weights()
+
+    @property
+    def D(self) -> int:
+        return int(self.weights[0].shape[2]) if len(self.weights) else 0
+
+    @property
+    def K(self) -> int:
+        return int(self.weights[0].shape[3]) if len(self.weights) else 0
+
+    @property
+    def vladDim(self) -> int:
+        return self.D * self.K
+
+    def _check_weights(self):
+        if len(self.weights) != self.n_weights:
+            raise self.fail(f"expected {self.n_weights} weights, got {len(self.weights)}")
+        for i, wt in enumerate(self.weights):
+            if not torch.isfinite(wt).all():
+                raise self.fail(f"weights{{{i + 1}}} contain NaN or Inf")
+        shape = tuple(self.weights[0].shape)
+        for i in self._dk_weights():
+            if tuple(self.weights[i].shape) != shape or len(shape) != 4 or shape[:2] != (1, 1):
+                raise self.fail(f"weights{{{i + 1}}} has shape {tuple(self.weights[i].shape)}, "
+                                f"expected 1x1xDxK = {shape}")
+
+    def _dk_weights(self) -> tuple[int, ...]:
+        return tuple(range(self.n_weights))
+
+    def _set_weights(self, ws):
+        self.weights = torch.nn.ParameterList(
+            [torch.nn.Parameter(torch.as_tensor(np.ascontiguousarray(w, dtype=np.float32))) for w in ws])
+        self._check_weights()
+
+    @classmethod
+    def _check_constructor_dk(cls, name, *mats) -> list[np.ndarray]:
+        out = []
+        for i, m in enumerate(mats):
+            m = np.asarray(m, dtype=np.float32)
+            if m.ndim == 1:
+                m = m.reshape(-1, 1)
+            if m.ndim != 2:
+                raise LayerError(f"layer '{name}' ({cls.class_name}): constructor weight {i + 1} "
+                                 f"must be a D x K matrix, got shape {m.shape}")
+            out.append(m)
+        return out
+
+    @classmethod
+    def from_struct(cls, s: dict):
+        """From the MATLAB object's properties (relja_saveobj struct): the 1x1xDxK weights
+        may come with trailing singletons dropped; K, D, vladDim are checked against them."""
+        name = s.get("name", "VLAD")
+        ws = _as_list(s.get("weights"))
+        if ws:
+            if len(ws) != cls.n_weights:
+                raise LayerError(f"layer '{name}' ({cls.class_name}): expected {cls.n_weights} "
+                                 f"weights, got {len(ws)}")
+            ws = cls._restore_shapes(name, ws)
+        layer = cls(name, ws, **cls.common_kwargs(s, ("K", "D", "vladDim")))
+        for prop in ("K", "D", "vladDim"):
+            v = np.asarray(s.get(prop, _empty()))
+            if v.size and ws and int(v.reshape(-1)[0]) != getattr(layer, prop):
+                raise layer.fail(f"property {prop}={int(v.reshape(-1)[0])} does not match the "
+                                 f"weights ({prop}={getattr(layer, prop)})")
+        return layer
+
+    @classmethod
+    def _restore_shapes(cls, name, ws):
+        return [matlab_shape(np.asarray(w, dtype=np.float32), 4) for w in ws]
+
+    def to_struct(self) -> dict:
+        """The MATLAB object's properties (relja_saveobj field names and order)."""
+        def opt(v):
+            return _empty() if v is None else np.asarray(v, np.float32).reshape(1, -1)
+        s = {"type": self.type, "name": self.name,
+             "K": float(self.K) if len(self.weights) else _empty(),
+             "D": float(self.D) if len(self.weights) else _empty(),
+             "vladDim": float(self.vladDim) if len(self.weights) else _empty(),
+             "weights": [wt.detach().cpu().numpy().copy() for wt in self.weights],
+             "momentum": _empty() if self.momentum is None else
+             [m.detach().cpu().numpy().copy() for m in self.momentum],
+             "learningRate": opt(self.learningRate), "weightDecay": opt(self.weightDecay),
+             "precious": self.precious}
+        return {**{k: s[k] for k in VLAD_PROPERTIES}, **self.extra}
+
+    def _check_input(self, x: torch.Tensor):
+        if not len(self.weights):
+            raise self.fail("no weights: call constructor(weights) first")
+        if x.dim() != 4 or x.shape[1] != self.D:
+            raise self.fail(f"input has {x.shape[1] if x.dim() == 4 else tuple(x.shape)} channels "
+                            f"(N x D x H x W expected), the layer has D={self.D}")
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, K={self.K}, D={self.D}"
+
+
+@register_class("layerVLAD")
+class layerVLAD(_VLADBase):
+    """NetVLAD without assignment bias.  weights = {1x1xDxK assignment filters,
+    1x1xDxK negated centres}; a_k(x) = softmax_k(w_k^T x)."""
+
+    n_weights = 2
+
+    def constructor(self, weights) -> "layerVLAD":
+        """MATLAB's constructor({assign D x K, centres D x K}): stores the centres negated.
+        Returns the layer (as MATLAB's ``l= l.constructor(...)``)."""
+        if len(weights) != 2:
+            raise self.fail(f"constructor takes {{assign DxK, centres DxK}}, got {len(weights)} weights")
+        a, c = self._check_constructor_dk(self.name, *weights)
+        if a.shape != c.shape:
+            raise self.fail(f"assignment weights are {a.shape[0]}x{a.shape[1]} but centres are "
+                            f"{c.shape[0]}x{c.shape[1]} (both must be D x K)")
+        d, k = a.shape
+        self._set_weights([a.reshape(1, 1, d, k), (-c).reshape(1, 1, d, k)])
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        w0, w1 = self.weights[0], self.weights[1]
+        return vlad_aggregate(x, w0.reshape(self.D, self.K), None, w1.reshape(self.D, self.K))
+
+
+@register_class("layerVLADv2")
+class layerVLADv2(_VLADBase):
+    """NetVLAD with assignment bias.  weights = {1x1xDxK assignment filters (2 alpha c),
+    1xK biases (-alpha ||c||^2), 1x1xDxK negated centres (-c)}."""
+
+    n_weights = 3
+
+    def _dk_weights(self):
+        return (0, 2)
+
+    def _check_weights(self):
+        super()._check_weights()
+        b = self.weights[1]
+        if tuple(b.shape) != (1, self.K):
+            raise self.fail(f"weights{{2}} (assignment bias) has shape {tuple(b.shape)}, expected 1x{self.K}")
+
+    @classmethod
+    def _restore_shapes(cls, name, ws):
+        w0 = matlab_shape(np.asarray(ws[0], dtype=np.float32), 4)
+        b = np.asarray(ws[1], dtype=np.float32).reshape(1, -1)   # a 1xK row, possibly flattened
+        return [w0, b, matlab_shape(np.asarray(ws[2], dtype=np.float32), 4)]
+
+    def constructor(self, weights) -> "layerVLADv2":
+        """MATLAB's constructor({2 alpha c (D x K), -alpha ||c||^2 (1 x K), -c (D x K)}).
+        Returns the layer."""
+        if len(weights) != 3:
+            raise self.fail(f"constructor takes {{DxK, 1xK, DxK}}, got {len(weights)} weights")
+        a, c = self._check_constructor_dk(self.name, weights[0], weights[2])
+        b = np.asarray(weights[1], dtype=np.float32)
+        if b.ndim > 2 or (b.ndim == 2 and b.shape[0] != 1):
+            raise self.fail(f"assignment bias must be 1 x K, got shape {b.shape}")
+        if b.size != a.shape[1] or a.shape != c.shape:
+            raise self.fail(f"inconsistent shapes: assignment {a.shape}, bias {b.shape}, "
+                            f"offsets {c.shape} (expected D x K, 1 x K, D x K)")
+        d, k = a.shape
+        self._set_weights([a.reshape(1, 1, d, k), b.reshape(1, k), c.reshape(1, 1, d, k)])
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        w0, b, w2 = self.weights
+        return vlad_aggregate(x, w0.reshape(self.D, self.K), b.reshape(-1), w2.reshape(self.D, self.K))
