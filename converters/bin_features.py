@@ -1,0 +1,66 @@
+"""MATLAB's raw feature files (``serialAllFeats`` output, read by ``testFromFn``).
+
+Layout: little-endian float32, no header; the D values of image 1, then image 2, ...
+(MATLAB's column-major D x N matrix, i.e. row-major N x D here).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+DTYPE = np.dtype("<f4")
+
+
+class BinFeatureError(ValueError):
+    """A ``.bin`` feature file that does not match what the caller expects."""
+
+
+def write_bin(path, feats) -> None:
+    """Write N x D ``feats`` as float32 in MATLAB order, to a temporary name then renamed."""
+    feats = np.ascontiguousarray(np.asarray(feats, dtype=DTYPE))
+    if feats.ndim != 2:
+        raise BinFeatureError(f"{path}: features must be N x D, got shape {feats.shape}")
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        feats.tofile(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_bin(path, D: int | None = None, n: int | None = None, check_finite: bool = True) -> np.ndarray:
+    """Read a ``.bin`` as an N x D float32 array.
+
+    Give ``D`` (values per image) and/or ``n`` (number of images); with only ``n`` the
+    dimensionality is inferred as MATLAB's ``reshape(x, [], n)`` does.  Raises
+    :class:`BinFeatureError` naming the file when its size is not a whole number of
+    D-vectors, when it holds a different number of images than ``n``, or (with
+    ``check_finite``) when it contains NaN/Inf.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BinFeatureError(f"{path}: feature file not found")
+    nbytes = path.stat().st_size
+    if nbytes % DTYPE.itemsize:
+        raise BinFeatureError(f"{path}: size {nbytes} bytes is not a whole number of float32 values")
+    nvals = nbytes // DTYPE.itemsize
+    if D is None:
+        if n is None:
+            raise BinFeatureError(f"{path}: give the dimensionality D or the number of images n")
+        if n <= 0 or nvals % n:
+            raise BinFeatureError(f"{path}: {nvals} values cannot be split into {n} images")
+        D = nvals // n
+    if D <= 0 or nvals % D:
+        raise BinFeatureError(f"{path}: {nvals} values is not a multiple of D={D} "
+                              f"({nvals / D:.3f} images)")
+    if n is not None and nvals // D != n:
+        raise BinFeatureError(f"{path}: holds {nvals // D} images of D={D}, expected {n}")
+    feats = np.fromfile(path, dtype=DTYPE).reshape(-1, D)
+    if check_finite and not np.isfinite(feats).all():
+        bad = np.flatnonzero(~np.isfinite(feats).all(axis=1))
+        raise BinFeatureError(f"{path}: {bad.size} images have NaN/Inf features "
+                              f"(first 0-based index {bad[0]})")
+    return feats.astype(np.float32, copy=False)

@@ -1,0 +1,98 @@
+"""Reader for NetVLAD dataset specifications (``<specDir>/<name>.mat`` holding ``dbStruct``).
+
+Returns a dict with MATLAB's field names and normalised values: file name lists of
+str, UTM coordinates as float64 2 x N, time stamps as int64 1-D, integer counts and
+thresholds cast to Python numbers (the files store them as uint8/uint16/int32, where
+MATLAB arithmetic would saturate).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+_NUMERIC = ("numImages", "numQueries", "posDistThr", "posDistSqThr", "nonTrivPosDistSqThr")
+
+
+class DbStructError(ValueError):
+    """A dataset specification file that cannot be used."""
+
+
+def _loadmat(path: Path) -> dict:
+    try:
+        from converters.matfile import loadmat
+    except ImportError:  # the project's reader not available: v5 files through scipy
+        loadmat = None
+    if loadmat is not None:
+        return loadmat(path)
+    import scipy.io
+    try:
+        raw = scipy.io.loadmat(path, squeeze_me=False, struct_as_record=True)
+    except NotImplementedError as e:  # v7.3
+        raise DbStructError(f"{path}: v7.3 spec files need converters.matfile ({e})") from e
+    if "dbStruct" not in raw:
+        return raw
+    s = raw["dbStruct"]
+    return {"dbStruct": {n: s[0, 0][n] for n in s.dtype.names}}
+
+
+def _strings(v, field, path) -> list[str]:
+    if isinstance(v, str):
+        return [v]
+    arr = np.asarray(v, dtype=object).ravel(order="F")
+    out = []
+    for x in arr:
+        while isinstance(x, np.ndarray) and x.dtype == object and x.size == 1:
+            x = x.reshape(-1)[0]
+        if isinstance(x, np.ndarray):
+            x = str(x.reshape(-1)[0]) if x.size else ""
+        if not isinstance(x, str):
+            raise DbStructError(f"{path}: dbStruct.{field} holds a {type(x).__name__}, not file names")
+        out.append(x)
+    return out
+
+
+def _utm(v, n, field, path) -> np.ndarray:
+    a = np.asarray(v, dtype=np.float64)
+    if a.size == 0 and n == 0:
+        return np.zeros((2, 0))
+    if a.ndim != 2 or a.shape[0] != 2 or a.shape[1] != n:
+        raise DbStructError(f"{path}: dbStruct.{field} has shape {a.shape}, expected 2 x {n}")
+    return a
+
+
+def load_dbstruct(path) -> dict:
+    """``dbStruct`` of a spec file as a dict (see module docstring); errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DbStructError(f"{path}: dataset specification not found (download it and set "
+                            f"specDir / dsetSpecDir)")
+    m = _loadmat(path)
+    if "dbStruct" not in m:
+        raise DbStructError(f"{path}: no variable 'dbStruct' (has {sorted(m)})")
+    s = m["dbStruct"]
+    if isinstance(s, (list, np.ndarray)) and len(s) == 1:
+        s = s[0]
+    if not isinstance(s, dict):
+        raise DbStructError(f"{path}: dbStruct is a {type(s).__name__}, not a struct")
+    for f in ("dbImageFns", "utmDb", "posDistThr"):
+        if f not in s:
+            raise DbStructError(f"{path}: dbStruct has no field '{f}'")
+    out = dict(s)
+    ws = s.get("whichSet", "")
+    out["whichSet"] = _strings(ws, "whichSet", path)[0] if np.size(ws) else ""
+    out["dbImageFns"] = _strings(s["dbImageFns"], "dbImageFns", path)
+    out["qImageFns"] = _strings(s["qImageFns"], "qImageFns", path) if np.size(s.get("qImageFns", [])) else []
+    out["utmDb"] = _utm(s["utmDb"], len(out["dbImageFns"]), "utmDb", path)
+    out["utmQ"] = _utm(s.get("utmQ", np.zeros((2, 0))), len(out["qImageFns"]), "utmQ", path)
+    for f, n in (("dbTimeStamp", len(out["dbImageFns"])), ("qTimeStamp", len(out["qImageFns"]))):
+        if f in s:
+            t = np.asarray(s[f], dtype=np.int64).ravel()
+            if t.size != n:
+                raise DbStructError(f"{path}: dbStruct.{f} has {t.size} entries, expected {n}")
+            out[f] = t
+    for f in _NUMERIC:
+        if f in s and np.size(s[f]):
+            x = float(np.asarray(s[f]).reshape(-1)[0])
+            out[f] = int(x) if x.is_integer() else x
+    return out

@@ -1,0 +1,242 @@
+"""Recall@N evaluation (testFromFn.m, testCore.m, recallAtN.m, testCoreRank.m, rawNnSearch.m).
+
+Features are row-major N x D here (MATLAB's D x N columns); query and database ids
+are 0-based (1-based in MATLAB).  Search is exact L2 on all queries at once (torch
+matmul + top-k, on the GPU when there is one), never one call per query.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from converters.bin_features import read_bin
+
+RECALL_NS = [1, 2, 3, 4, 5] + list(range(10, 101, 5))
+_SEARCH_BLOCK = 1 << 26  # distance-matrix entries computed at once (256 MiB of float32)
+
+
+def _device(device=None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def relja_l2normalize_rows(x: np.ndarray) -> np.ndarray:
+    """relja_l2normalize_col on rows: ``x / (||x|| + 1e-12)``."""
+    return x / (np.sqrt((x.astype(np.float32) ** 2).sum(axis=1, keepdims=True)) + 1e-12)
+
+
+def rawNnSearch(q, db, k: int = 1, device=None):
+    """yael_nn: the ``k`` nearest rows of ``db`` (N x D) for each row of ``q`` (nQ x D,
+    or one D-vector) in squared L2.
+
+    Returns ``(ids, ds)``: nQ x min(k, N) int64 0-based ids and float32 squared
+    distances, ascending, ties by lower id (MATLAB's stable sort; for ties straddling
+    the k-th place the kept set follows torch.topk).  A 1-D ``q`` gives 1-D outputs.
+    """
+    single = np.ndim(q) == 1
+    dev = _device(device)
+    dbt = torch.as_tensor(np.asarray(db, np.float32) if not torch.is_tensor(db) else db).to(dev)
+    qt = torch.as_tensor(np.atleast_2d(np.asarray(q, np.float32)) if not torch.is_tensor(q) else q)
+    qt = torch.atleast_2d(qt)
+    n = dbt.shape[0]
+    k = min(int(k), n)
+    if qt.shape[1] != dbt.shape[1]:
+        raise ValueError(f"query dimensionality {qt.shape[1]} != database dimensionality {dbt.shape[1]}")
+    dbn = (dbt * dbt).sum(1)
+    rows = max(1, _SEARCH_BLOCK // max(n, 1))
+    ids_out, ds_out = [], []
+    with torch.no_grad():
+        for s in range(0, qt.shape[0], rows):
+            qc = qt[s:s + rows].to(dev, torch.float32)
+            d = torch.addmm(dbn[None, :] + (qc * qc).sum(1, keepdim=True), qc, dbt.T, alpha=-2)
+            d.clamp_(min=0)
+            vals, idx = torch.topk(d, k, dim=1, largest=False, sorted=True)
+            o = torch.argsort(idx, dim=1)  # tie-break: by id, then stable by distance
+            vals, idx = vals.gather(1, o), idx.gather(1, o)
+            o = torch.sort(vals, dim=1, stable=True).indices
+            ids_out.append(idx.gather(1, o).cpu())
+            ds_out.append(vals.gather(1, o).cpu())
+    ids = torch.cat(ids_out).numpy().astype(np.int64) if ids_out else np.zeros((0, k), np.int64)
+    ds = torch.cat(ds_out).numpy() if ds_out else np.zeros((0, k), np.float32)
+    return (ids[0], ds[0]) if single else (ids, ds)
+
+
+def sample_queries(nQueries: int, nSample) -> np.ndarray:
+    """Queries to test: all, or ``nSample`` of them drawn without replacement with a
+    fixed seed (43, as MATLAB's rng(43) + randsample; numpy's generator, so not the same
+    draw), sorted so result rows follow query order."""
+    if nSample < nQueries:
+        return np.sort(np.random.default_rng(43).choice(nQueries, int(nSample), replace=False))
+    return np.arange(nQueries)
+
+
+def recallAtN(searcher, nQueries: int, isPos, ns, printN: int = 10, nSample=math.inf,
+              batchSize: int = 4096):
+    """recallAtN.m, batched.  Returns ``(res, recalls)``: ``res`` = mean recall@printN,
+    ``recalls`` = nTested x len(ns) 0/1 array, rows in ascending query order.
+
+    ``searcher(qIds, nTop)`` gets an array of 0-based query ids and returns a
+    len(qIds) x <=nTop int array of 0-based database ids (or a ``(ids, ds)`` pair),
+    best first; a query with fewer results pads its row with -1.  ``isPos(qIds, dbIds)``
+    is elementwise on equal-shaped arrays.  As in MATLAB, a query with m < N results
+    uses its recall at m for N (no results: not recalled).
+    """
+    ns = np.asarray(ns, dtype=np.int64).ravel()
+    if ns.size == 0 or np.any(np.diff(ns) < 0) or ns[0] < 1:
+        raise ValueError(f"recall Ns must be a sorted list of positive integers, got {ns.tolist()}")
+    toTest = sample_queries(nQueries, nSample)
+    nTop = int(ns[-1])
+    recalls = np.zeros((toTest.size, ns.size))
+    printRecalls = np.zeros(toTest.size)
+    bar = tqdm(total=toTest.size, desc="recallAtN", unit="q", leave=False)
+    for s in range(0, toTest.size, batchSize):
+        qs = toTest[s:s + batchSize]
+        out = searcher(qs, nTop)
+        ids = np.asarray(out[0] if isinstance(out, tuple) else out, dtype=np.int64)
+        ids = ids.reshape(qs.size, -1)
+        if ids.shape[1] > nTop:
+            raise ValueError(f"searcher returned {ids.shape[1]} results, more than nTop={nTop}")
+        valid = ids >= 0
+        numReturned = valid.sum(1)
+        pos = np.zeros(ids.shape, dtype=bool)
+        pos[valid] = np.asarray(isPos(np.broadcast_to(qs[:, None], ids.shape)[valid], ids[valid]), bool)
+        hit = np.cumsum(pos, axis=1) > 0
+        hit = np.concatenate([np.zeros((qs.size, 1), bool), hit], axis=1)  # column 0: no results
+        cols = np.minimum(ns[None, :], numReturned[:, None])
+        recalls[s:s + qs.size] = np.take_along_axis(hit, cols, axis=1)
+        printRecalls[s:s + qs.size] = hit[np.arange(qs.size), np.minimum(printN, numReturned)]
+        bar.update(qs.size)
+    bar.close()
+    res = float(printRecalls.mean()) if toTest.size else float("nan")
+    print(f"\trec@{printN}= {res:.4f} ({toTest.size} queries)")
+    for n, r in zip(ns, recalls.mean(0) if toTest.size else np.full(ns.size, np.nan)):
+        print(f"{n:03d} {r:.4f}")
+    return res, recalls
+
+
+def _search_fn(qFeat, dbFeat, device=None):
+    """Batched raw searcher over prepared features (the database is moved to the
+    device once)."""
+    dev = _device(device)
+    dbt = torch.as_tensor(np.ascontiguousarray(dbFeat, np.float32)).to(dev)
+    qt = torch.as_tensor(np.ascontiguousarray(qFeat, np.float32))
+
+    def searcher(qIds, nTop):
+        return rawNnSearch(qt[torch.as_tensor(np.asarray(qIds, np.int64))], dbt, nTop, device=dev)
+    return searcher
+
+
+def testCore(db, qFeat, dbFeat, nTestSample=math.inf, recallNs=RECALL_NS, printN: int = 10,
+             device=None):
+    """testCore.m: recall@N of nQ x D queries against N x D database features.
+
+    Uses ``db.nnSearchPostprocess`` when the dataset has one (Tokyo 24/7 NMS, TokyoTM
+    time filter).  Returns ``(recalls, allRecalls)``: mean per N (len(recallNs)) and
+    nTested x len(recallNs).
+    """
+    raw = _search_fn(qFeat, dbFeat, device)
+    post = getattr(db, "nnSearchPostprocess", None)
+    searcher = (lambda q, n: post(raw, q, n)) if post is not None else raw
+    _, allRecalls = recallAtN(searcher, db.numQueries, db.isPosQ, recallNs, printN, nTestSample)
+    return allRecalls.mean(0), allRecalls
+
+
+def testCoreRank(db, qFeat, dbFeat, margin, nNegChoice, nTestSample=1000, rng=None, device=None):
+    """testCoreRank.m: mean over sampled queries (with non-trivial positives) of
+    ``mean_neg max(d_pos + margin - d_neg, 0)``, d = squared L2, d_pos the closest
+    non-trivial positive, ``nNegChoice`` random negatives per query.  Returns
+    ``(rankloss, losses)``.  Negatives come from numpy (seeded 43 by default), not
+    MATLAB's randsample stream.
+    """
+    if not math.isfinite(nTestSample):
+        raise ValueError("testCoreRank needs a finite nTestSample")
+    rng = np.random.default_rng(43) if rng is None else rng
+    toTest = sample_queries(qFeat.shape[0], nTestSample)
+    pos = db.nontrivialPosQ(toTest)
+    has = np.array([p.size > 0 for p in pos], bool)
+    toTest = toTest[has]
+    if toTest.size == 0:
+        raise ValueError(f"{getattr(db, 'name', 'db')}: no positives in the test")
+    pos = [p for p, h in zip(pos, has) if h]
+    negs = db.sampleNegsQ(toTest, nNegChoice, rng=rng)
+    dev = _device(device)
+    dbt = torch.as_tensor(np.ascontiguousarray(dbFeat, np.float32)).to(dev)
+    qt = torch.as_tensor(np.ascontiguousarray(qFeat[toTest], np.float32)).to(dev)
+    owner = np.repeat(np.arange(toTest.size), [p.size for p in pos])
+    pid = torch.as_tensor(np.concatenate(pos)).to(dev)
+    owner_t = torch.as_tensor(owner).to(dev)
+    dpos_all = ((qt[owner_t] - dbt[pid]) ** 2).sum(1)
+    dPos = torch.full((toTest.size,), math.inf, device=dev).scatter_reduce(0, owner_t, dpos_all, "amin")
+    negs_t = torch.as_tensor(negs).to(dev)
+    losses = torch.empty(toTest.size, device=dev)
+    chunk = max(1, _SEARCH_BLOCK // (negs.shape[1] * dbt.shape[1]))
+    with torch.no_grad():
+        for s in range(0, toTest.size, chunk):
+            x = dbt[negs_t[s:s + chunk]]  # c x nNeg x D
+            dneg = ((x - qt[s:s + chunk, None, :]) ** 2).sum(2)
+            losses[s:s + chunk] = (dPos[s:s + chunk, None] + margin - dneg).clamp(min=0).mean(1)
+    losses = losses.cpu().numpy().astype(np.float64)
+    rankloss = float(losses.mean())
+    print(f"\tloss= {rankloss:.4f}, margin= {margin:.4f} ({toTest.size} queries)")
+    return rankloss, losses
+
+
+TEST_OPTS = {"nTestRankSample": 0, "nTestSample": math.inf, "recallNs": RECALL_NS,
+             "margin": 0.1, "nNegChoice": 1000, "cropToDim": 0}
+
+
+def _opts_dict(opts) -> dict:
+    if opts is None:
+        return dict(TEST_OPTS)
+    if dataclasses.is_dataclass(opts):
+        d = dataclasses.asdict(opts)
+    elif isinstance(opts, Mapping):
+        d = dict(opts)
+    else:
+        d = dict(vars(opts))
+    return {**TEST_OPTS, **d}
+
+
+def testFromFn(db, dbFeatFn, qFeatFn, opts=None, **overrides):
+    """testFromFn.m: recall@N from ``.bin`` feature files (serialAllFeats output).
+
+    ``opts`` (dict, dataclass or None) defaults to recallNs [1:5, 10:5:100],
+    nTestSample inf, nTestRankSample 0, margin 0.1, nNegChoice 1000, cropToDim 0;
+    keyword overrides must name existing options.  ``cropToDim`` > 0 keeps the first
+    cropToDim dimensions and L2-normalises again.  Returns ``(recall, rankloss,
+    allRecalls, opts)``: mean recall per N, the rank loss (None unless
+    nTestRankSample > 0), per-query recalls, the options used.
+    """
+    opts = _opts_dict(opts)
+    for k, v in overrides.items():
+        if k not in opts:
+            raise TypeError(f"testFromFn: unknown option '{k}' (known: {sorted(opts)})")
+        opts[k] = v
+    nQ, nDb = int(db.numQueries), int(db.numImages)
+    if nQ == 0:
+        raise ValueError(f"{getattr(db, 'specFn', getattr(db, 'name', 'db'))}: the dataset has no queries")
+    print(f"testFromFn:\n{dbFeatFn}\n{qFeatFn}")
+    qFeat = read_bin(qFeatFn, n=nQ)
+    nDims = qFeat.shape[1]
+    dbFeat = read_bin(dbFeatFn, D=nDims, n=nDb)
+    crop = int(opts.get("cropToDim") or 0)
+    if crop > 0:
+        if crop > nDims:
+            warnings.warn(f"cropToDim ({crop}) larger than the dimensionality ({nDims}) -- ignoring")
+        else:
+            qFeat = relja_l2normalize_rows(qFeat[:, :crop])
+            dbFeat = relja_l2normalize_rows(dbFeat[:, :crop])
+    rankloss = None
+    if opts["nTestRankSample"] > 0:
+        rankloss, _ = testCoreRank(db, qFeat, dbFeat, opts["margin"], opts["nNegChoice"],
+                                   nTestSample=opts["nTestRankSample"])
+    recall, allRecalls = testCore(db, qFeat, dbFeat, nTestSample=opts["nTestSample"],
+                                  recallNs=opts["recallNs"])
+    return recall, rankloss, allRecalls, opts
