@@ -1,0 +1,61 @@
+"""loadNet: an ImageNet-pretrained MatConvNet model from ``localPaths().pretrainedCNNs``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .nettools import cropToLayer, swapLayersForEfficiency
+from .simplenn import SimpleNN
+
+# netID -> file in the pretrained folder (MatConvNet's names; 'tiny' is matnet's demo net)
+PRETRAINED = {"vd16": "imagenet-vgg-verydeep-16.mat", "vd19": "imagenet-vgg-verydeep-19.mat",
+              "caffe": "imagenet-caffe-ref.mat", "places": "places-caffe.mat",
+              "tiny": "matnet-tiny.mat"}
+
+
+def _pretrained_dir() -> Path:
+    from .datasets.local_paths import localPaths
+    return Path(localPaths()["pretrainedCNNs"])
+
+
+def _read_model(fn: Path) -> SimpleNN:
+    """A MatConvNet model file (variables ``layers`` and ``meta``, or ``net``)."""
+    from converters.matfile import loadmat
+    if not fn.is_file():
+        raise FileNotFoundError(f"{fn}: pretrained network not found (download it from "
+                                f"MatConvNet's pretrained models, or set MATNET_PRETRAINED_CNNS)")
+    m = loadmat(fn)
+    if "net" in m and "layers" not in m:
+        m = m["net"]
+    if "layers" not in m:
+        raise ValueError(f"{fn}: no 'layers' variable (has {sorted(m)})")
+    layers = m["layers"]
+    if isinstance(layers, np.ndarray):
+        layers = list(layers.reshape(-1, order="F"))
+    meta = dict(m.get("meta") or {})
+    if "normalization" not in meta and "normalization" in m:  # MatConvNet < beta17 layout
+        meta["normalization"] = m["normalization"]
+    try:
+        return SimpleNN.from_structs(layers, meta)
+    except ValueError as e:
+        raise ValueError(f"{fn}: {e}") from e
+
+
+def loadNet(netID: str, layerName: str | None = None, pretrainedDir=None) -> SimpleNN:
+    """loadNet.m: the model ``netID`` (vd16, vd19, caffe, places; tiny = matnet's demo
+    net) without ``meta.classes``, cropped after ``layerName`` (all layers if None),
+    relu/max-pool pairs swapped; ``meta.netID``, ``meta.sessionID`` =
+    '<netID>_offtheshelf[_<layerName>]' and ``meta.epoch`` = 0 set."""
+    if netID not in PRETRAINED:
+        raise ValueError(f"loadNet: unknown network ID '{netID}' (known: {', '.join(PRETRAINED)})")
+    folder = Path(pretrainedDir) if pretrainedDir is not None else _pretrained_dir()
+    net = _read_model(folder / PRETRAINED[netID])
+    net.meta.pop("classes", None)
+    if layerName is not None:
+        net = cropToLayer(net, layerName)
+    net = swapLayersForEfficiency(net)
+    net.meta["netID"] = netID
+    net.meta["sessionID"] = f"{netID}_offtheshelf" + (f"_{layerName}" if layerName is not None else "")
+    net.meta["epoch"] = 0
+    return net
