@@ -9,6 +9,7 @@ import sys
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "selftest": ("matnet.commands.selftest", "build a small VGG-like SimpleNN, run it end to end, print its layer table"),
+    "reference": ("matnet.commands.reference", "run a released network on a real dataset and compare with the published recall"),
 }
 
 
