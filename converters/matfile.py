@@ -222,8 +222,9 @@ def loadmat(path, variable_names=None) -> dict[str, Any]:
     if variable_names is not None:
         missing = [n for n in variable_names if n not in raw]
         if missing:
+            have = sorted(w[0] for w in whosmat(path))
             raise MatFileError(f"{path}: variable(s) {', '.join(missing)} not in file "
-                               f"(has: {', '.join(sorted(raw)) or 'nothing'})")
+                               f"(has: {', '.join(have) or 'nothing'})")
     dec = _Decoder()
     return {k: dec(v) for k, v in raw.items()}
 
@@ -233,7 +234,7 @@ def whosmat(path) -> list[tuple[str, tuple, str]]:
     path = Path(path)
     _check_file(path)
     try:
-        return [tuple(x) for x in matio.whosmat(str(path))]
+        return [(name, tuple(shape), cls) for name, (shape, cls) in matio.whosmat(str(path)).items()]
     except Exception as e:
         raise MatFileError(f"{path}: cannot list variables: {type(e).__name__}: {e}") from e
 

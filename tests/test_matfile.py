@@ -254,3 +254,10 @@ def test_failed_save_leaves_nothing(tmp_path, fmt):
         savemat(target, {"s": {"_x": 1.0}}, format=fmt)
     assert [p.name for p in tmp_path.iterdir()] == ["out.mat"]
     assert list(loadmat(target)) == ["keep"]  # the old file is untouched
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_whosmat(tmp_path, fmt):
+    from converters.matfile import whosmat
+    f = savemat(tmp_path / "w.mat", {"centres": np.ones((2, 5), np.float32), "x": "abc"}, format=fmt)
+    assert sorted(whosmat(f)) == [("centres", (2, 5), "single"), ("x", (1, 3), "char")]
