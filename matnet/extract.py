@@ -1,0 +1,208 @@
+"""Image representations from a network (serialAllFeats.m, computeRepresentation.m).
+
+Images are read as ``vl_imreadjpeg`` does (RGB float 0..255, grayscale replicated,
+no resizing), ``averageImage(1,1,c)`` is subtracted per channel and the network's
+last output is flattened in MATLAB order (``reshape(res(end).x, [], nIms)``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .images import imread_uint8
+from .nettools import netPrepareForTest
+from .simplenn import SimpleNN
+
+_CHUNK_BATCHES = 8  # batches decoded, computed and checkpointed together
+
+
+def _device(useGPU) -> torch.device:
+    if useGPU is None:
+        useGPU = torch.cuda.is_available()
+    if useGPU and not torch.cuda.is_available():
+        warnings.warn("useGPU=True but no CUDA device is available: running on the CPU")
+        useGPU = False
+    return torch.device("cuda" if useGPU else "cpu")
+
+
+def _mean(net: SimpleNN) -> np.ndarray:
+    try:
+        avg = np.asarray(net.meta["normalization"]["averageImage"], dtype=np.float32)
+    except (KeyError, TypeError) as e:
+        raise ValueError("net.meta['normalization']['averageImage'] is missing") from e
+    return avg.reshape(avg.shape + (1,) * (3 - avg.ndim))[0, 0, :3].copy()
+
+
+@contextmanager
+def _on(net: SimpleNN, device: torch.device):
+    """The net in test mode on ``device``, all CPU cores for torch; restored afterwards."""
+    was_training, old_dev, old_threads = net.training, net.device, torch.get_num_threads()
+    netPrepareForTest(net)
+    net.to(device)
+    torch.set_num_threads(os.cpu_count() or 1)
+    try:
+        yield net
+    finally:
+        torch.set_num_threads(old_threads)
+        net.to(old_dev)
+        net.train(was_training)
+
+
+def _forward(net: SimpleNN, ims_uint8: np.ndarray, mean: np.ndarray, device) -> np.ndarray:
+    """N x H x W x 3 uint8 -> N x D float32 (MATLAB order).  The NHWC buffer viewed as
+    NCHW is channels_last, the fast layout for CPU convolutions."""
+    x = torch.from_numpy(ims_uint8).to(device).permute(0, 3, 1, 2).float()
+    x = x - torch.from_numpy(mean).to(device).view(1, 3, 1, 1)
+    with torch.no_grad():
+        y = net(x)
+    # MATLAB H x W x C per image, column-major: C slowest, then W, then H
+    return y.permute(0, 1, 3, 2).reshape(y.shape[0], -1).float().cpu().numpy()
+
+
+def computeRepresentation(net: SimpleNN, im, useGPU=None) -> np.ndarray:
+    """Representation (1-D, D values in MATLAB order) of one image ``im``: H x W x C
+    float32 in 0..255 as vl_imreadjpeg gives (uint8 is converted with a warning,
+    grayscale replicated).  ``useGPU`` None = when available."""
+    im = np.asarray(im)
+    if im.dtype == np.uint8:
+        warnings.warn("computeRepresentation: the image is uint8, converting to float32 0..255")
+    elif im.dtype != np.float32:
+        raise TypeError(f"computeRepresentation: image must be float32 0..255 (vl_imreadjpeg), got {im.dtype}")
+    if im.ndim == 2:
+        im = im[:, :, None]
+    if im.ndim != 3 or im.shape[2] not in (1, 3):
+        raise ValueError(f"computeRepresentation: expected H x W x 3 (or 1), got {im.shape}")
+    if im.shape[2] == 1:
+        im = np.repeat(im, 3, axis=2)
+    device = _device(useGPU)
+    with _on(net, device):
+        x = torch.from_numpy(np.ascontiguousarray(im, np.float32))[None].to(device).permute(0, 3, 1, 2)
+        x = x - torch.from_numpy(_mean(net)).to(device).view(1, 3, 1, 1)
+        with torch.no_grad():
+            y = net(x)
+    return y.permute(0, 1, 3, 2).reshape(-1).float().cpu().numpy()
+
+
+def _fingerprint(net: SimpleNN, imPath: str, imageFns) -> str:
+    """Identifies a run for resuming: image list, layers and weight checksums."""
+    h = hashlib.sha1()
+    h.update(str(imPath).encode())
+    for fn in imageFns:
+        h.update(b"\0" + fn.encode())
+    with torch.no_grad():
+        for l in net.layers:
+            h.update(f"|{l.name}:{l.type}".encode())
+            for w in l.weights:
+                w64 = w.detach().double()
+                h.update(f"{tuple(w.shape)}{float(w64.sum()):.17g}{float(w64.abs().sum()):.17g}".encode())
+    return h.hexdigest()
+
+
+class _Checkpoint:
+    """``<outFn>.partial`` (features of the first ``done`` images, MATLAB order) and
+    ``<outFn>.partial.json`` (fingerprint, D, done)."""
+
+    def __init__(self, outFn: Path, fingerprint: str, nImages: int):
+        self.data, self.meta = Path(str(outFn) + ".partial"), Path(str(outFn) + ".partial.json")
+        self.fp, self.n, self.D, self.done, self.f = fingerprint, nImages, None, 0, None
+
+    def resume(self) -> int:
+        """Images already done by an interrupted run with the same fingerprint (0 if none)."""
+        try:
+            m = json.loads(self.meta.read_text())
+            ok = m.get("fingerprint") == self.fp and m.get("nImages") == self.n
+            D, done = int(m["D"]), int(m["done"])
+            ok = ok and self.data.is_file() and self.data.stat().st_size >= D * done * 4
+        except (OSError, ValueError, KeyError, TypeError):
+            ok = False
+        if not ok:
+            return 0
+        self.D, self.done = D, done
+        self.f = open(self.data, "r+b")
+        self.f.truncate(D * done * 4)
+        self.f.seek(0, os.SEEK_END)
+        return done
+
+    def append(self, feats: np.ndarray) -> None:
+        if self.f is None:
+            self.D = feats.shape[1]
+            self.f = open(self.data, "wb")
+        if feats.shape[1] != self.D:
+            raise ValueError(f"network output has {feats.shape[1]} values, earlier images {self.D}")
+        np.ascontiguousarray(feats, "<f4").tofile(self.f)
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.done += feats.shape[0]
+        tmp = Path(str(self.meta) + ".tmp")
+        tmp.write_text(json.dumps({"fingerprint": self.fp, "nImages": self.n, "D": self.D, "done": self.done}))
+        os.replace(tmp, self.meta)
+
+    def finish(self, outFn: Path) -> None:
+        if self.f is None:  # no images at all
+            self.f = open(self.data, "wb")
+        self.f.close()
+        os.replace(self.data, outFn)
+        self.meta.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self.f is not None and not self.f.closed:
+            self.f.close()
+
+
+def serialAllFeats(net: SimpleNN, imPath, imageFns, outFn, useGPU=None, numThreads=None,
+                   batchSize: int = 10) -> None:
+    """Write the representations of ``imPath + imageFns[i]`` to ``outFn`` as MATLAB's
+    ``.bin`` (little-endian float32, image after image).
+
+    Images are decoded by ``numThreads`` threads (default: all cores) ahead of the
+    network; consecutive images of equal size run in batches of up to ``batchSize``
+    (mixed sizes are fine: grouped by size, written in list order).  Progress goes
+    to a ``<outFn>.partial`` file plus a ``.partial.json`` sidecar, checkpointed every
+    few batches; a rerun with the same network and list resumes there, and the file is
+    renamed to ``outFn`` only when complete.  ``useGPU`` None = when available
+    (MATLAB's default is true).
+    """
+    outFn = Path(outFn)
+    imageFns = list(imageFns)
+    n = len(imageFns)
+    batchSize = max(1, int(batchSize))
+    numThreads = numThreads or os.cpu_count() or 1
+    device = _device(useGPU)
+    mean = _mean(net)
+    ck = _Checkpoint(outFn, _fingerprint(net, str(imPath), imageFns), n)
+    start = ck.resume()
+    chunk = batchSize * _CHUNK_BATCHES
+    paths = [str(imPath) + fn for fn in imageFns]
+    try:
+        with _on(net, device), ThreadPoolExecutor(numThreads) as pool, \
+                tqdm(total=n, initial=start, desc="serialAllFeats", unit="im", smoothing=0.1) as bar:
+            def submit(s):
+                return [pool.submit(imread_uint8, p) for p in paths[s:s + chunk]]
+            pending = submit(start) if start < n else []
+            for s in range(start, n, chunk):
+                ims = [f.result() for f in pending]
+                pending = submit(s + chunk) if s + chunk < n else []  # decode ahead
+                out = [None] * len(ims)
+                by_size: dict[tuple, list[int]] = {}
+                for i, im in enumerate(ims):
+                    by_size.setdefault(im.shape, []).append(i)
+                for idx in by_size.values():
+                    for b in range(0, len(idx), batchSize):
+                        sel = idx[b:b + batchSize]
+                        feats = _forward(net, np.stack([ims[i] for i in sel]), mean, device)
+                        for i, f in zip(sel, feats):
+                            out[i] = f
+                        bar.update(len(sel))
+                ck.append(np.stack(out))
+            ck.finish(outFn)
+    finally:
+        ck.close()

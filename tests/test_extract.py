@@ -1,0 +1,170 @@
+"""Image reading and serialAllFeats / computeRepresentation on generated images, against
+a per-image reference (vl_simplenn on the known pixels, MATLAB column-major flattening)."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from converters.bin_features import read_bin
+from matnet.extract import computeRepresentation, serialAllFeats
+from matnet.images import imread_uint8, vl_imreadjpeg
+from matnet.layers import Layer
+from matnet.layers.heads import layerTotalAvgPool
+from matnet.layout import torch_to_matlab
+from matnet.simplenn import SimpleNN, vl_simplenn
+
+MEAN = np.array([123.68, 116.779, 103.939], np.float32).reshape(1, 1, 3)
+
+
+def rgb(h, w, seed):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def tiny_net(total_pool=False, seed=0):
+    rng = np.random.default_rng(seed)
+    layers = [{"type": "conv", "name": "conv1",
+               "weights": [rng.standard_normal((3, 3, 3, 2)).astype(np.float32) * 0.01,
+                           rng.standard_normal(2).astype(np.float32)],
+               "stride": [1, 1], "pad": [1, 1, 1, 1]},
+              {"type": "relu", "name": "relu1"},
+              {"type": "pool", "name": "pool1", "method": "max", "pool": [2, 2], "stride": [2, 2],
+               "pad": [0, 0, 0, 0]}]
+    net = SimpleNN.from_structs(layers, meta={"normalization": {"averageImage": MEAN}})
+    if total_pool:
+        net.layers.append(layerTotalAvgPool("avg"))
+    return net
+
+
+def reference(net, im_uint8):
+    """Per-image: float pixels - mean, vl_simplenn, MATLAB H x W x C reshaped column-major."""
+    x = torch.from_numpy((im_uint8.astype(np.float32) - MEAN).transpose(2, 0, 1)[None].copy())
+    with torch.no_grad():
+        y = vl_simplenn(net.eval(), x)[-1]
+    return torch_to_matlab(y)[..., 0].reshape(-1, order="F")
+
+
+# ---------------------------------------------------------------- image reading
+
+def test_image_modes(tmp_path):
+    a = rgb(7, 5, 1)
+    Image.fromarray(a).save(tmp_path / "rgb.png")
+    Image.fromarray(a[:, :, 1]).save(tmp_path / "gray.png")
+    Image.fromarray(np.dstack([a, np.full((7, 5), 9, np.uint8)]), "RGBA").save(tmp_path / "rgba.png")
+    pal = np.array([[10, 20, 30], [200, 100, 0], [0, 255, 7]], np.uint8)
+    idx = np.random.default_rng(2).integers(0, 3, (7, 5)).astype(np.uint8)
+    p = Image.fromarray(idx, "P")
+    p.putpalette(pal.ravel().tolist())
+    p.save(tmp_path / "pal.png")
+    np.testing.assert_array_equal(imread_uint8(tmp_path / "rgb.png"), a)
+    np.testing.assert_array_equal(imread_uint8(tmp_path / "gray.png"), np.repeat(a[:, :, 1:2], 3, 2))
+    np.testing.assert_array_equal(imread_uint8(tmp_path / "rgba.png"), a)
+    np.testing.assert_array_equal(imread_uint8(tmp_path / "pal.png"), pal[idx])
+    f = vl_imreadjpeg(tmp_path / "rgb.png")
+    assert f.dtype == np.float32 and f.shape == (7, 5, 3) and f.max() <= 255
+
+
+def test_jpeg_cmyk_and_extension_fallback(tmp_path):
+    yy, xx = np.mgrid[0:32, 0:48]
+    smooth = np.dstack([xx * 5, yy * 7, (xx + yy) * 3]).astype(np.uint8)
+    Image.fromarray(smooth).save(tmp_path / "a.jpg", quality=98)
+    Image.fromarray(smooth).convert("CMYK").save(tmp_path / "c.jpg", quality=98)
+    for name in ("a.jpg", "c.jpg"):
+        got = imread_uint8(tmp_path / name).astype(int)
+        assert got.shape == (32, 48, 3) and np.abs(got - smooth).mean() < 3
+    Image.fromarray(smooth).save(tmp_path / "t.png")
+    with pytest.warns(UserWarning, match=r"t\.jpg not found, reading t\.png"):
+        np.testing.assert_array_equal(imread_uint8(tmp_path / "t.jpg"), smooth)
+    with pytest.raises(FileNotFoundError, match=r"missing\.jpg"):
+        imread_uint8(tmp_path / "missing.jpg")
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    with pytest.raises(OSError, match=r"broken\.jpg"):
+        imread_uint8(tmp_path / "broken.jpg")
+
+
+# ---------------------------------------------------------------- serialAllFeats
+
+def test_serialAllFeats_matches_reference(tmp_path):
+    net = tiny_net()
+    ims = [rgb(10, 6, s) for s in range(7)]
+    ims[3] = np.repeat(ims[3][:, :, :1], 3, 2)
+    fns = []
+    for i, a in enumerate(ims):
+        if i == 3:
+            Image.fromarray(a[:, :, 0]).save(tmp_path / f"{i}.png")  # grayscale file
+        else:
+            Image.fromarray(a).save(tmp_path / f"{i}.png")
+        fns.append(f"{i}.png")
+    serialAllFeats(net, str(tmp_path) + "/", fns, tmp_path / "out.bin", useGPU=False, numThreads=2,
+                   batchSize=3)
+    feats = read_bin(tmp_path / "out.bin", n=7)
+    assert feats.shape == (7, 5 * 3 * 2)  # output 5 x 3 x 2 per image
+    for i, a in enumerate(ims):
+        np.testing.assert_allclose(feats[i], reference(net, a), rtol=1e-5, atol=1e-4)
+    assert not list(tmp_path.glob("out.bin.*"))
+    one = computeRepresentation(net, vl_imreadjpeg(tmp_path / "2.png"), useGPU=False)
+    np.testing.assert_allclose(one, feats[2], rtol=1e-5, atol=1e-4)
+    gray = computeRepresentation(net, ims[3][:, :, 0].astype(np.float32), useGPU=False)
+    np.testing.assert_allclose(gray, feats[3], rtol=1e-5, atol=1e-4)
+    with pytest.raises(TypeError, match="float32"):
+        computeRepresentation(net, ims[0].astype(np.float64), useGPU=False)
+
+
+def test_serialAllFeats_mixed_sizes_keep_order(tmp_path):
+    net = tiny_net(total_pool=True)
+    shapes = [(8, 6), (6, 8), (8, 6), (8, 6), (10, 4), (6, 8), (8, 6)]
+    ims = [rgb(h, w, 10 + i) for i, (h, w) in enumerate(shapes)]
+    for i, a in enumerate(ims):
+        Image.fromarray(a).save(tmp_path / f"{i}.png")
+    serialAllFeats(net, str(tmp_path) + "/", [f"{i}.png" for i in range(7)], tmp_path / "m.bin",
+                   useGPU=False, batchSize=2)
+    feats = read_bin(tmp_path / "m.bin", n=7)
+    for i, a in enumerate(ims):
+        np.testing.assert_allclose(feats[i], reference(net, a), rtol=1e-5, atol=1e-4)
+
+
+class Counter(Layer):
+    """Counts images; raises once ``fail_after`` images have gone through."""
+    type = "custom"
+
+    def __init__(self):
+        super().__init__("counter")
+        self.seen, self.fail_after = 0, None
+
+    def forward(self, x):
+        if self.fail_after is not None and self.seen + x.shape[0] > self.fail_after:
+            raise RuntimeError("simulated crash")
+        self.seen += x.shape[0]
+        return x
+
+
+def test_resume_after_interruption(tmp_path):
+    net = tiny_net()
+    counter = Counter()
+    net.layers.insert(0, counter)
+    ims = [rgb(6, 4, 30 + i) for i in range(21)]
+    fns = []
+    for i, a in enumerate(ims):
+        Image.fromarray(a).save(tmp_path / f"{i}.png")
+        fns.append(f"{i}.png")
+    out = tmp_path / "r.bin"
+    counter.fail_after = 18  # batches of 2 checkpoint every 16 images
+    with pytest.raises(RuntimeError, match="simulated"):
+        serialAllFeats(net, str(tmp_path) + "/", fns, out, useGPU=False, batchSize=2)
+    assert not out.exists() and (tmp_path / "r.bin.partial").exists()
+    assert counter.seen == 18
+    counter.fail_after, counter.seen = None, 0
+    serialAllFeats(net, str(tmp_path) + "/", fns, out, useGPU=False, batchSize=2)
+    assert counter.seen == 21 - 16  # finished images were not recomputed
+    feats = read_bin(out, n=21)
+    for i, a in enumerate(ims):
+        np.testing.assert_allclose(feats[i], reference(net, a), rtol=1e-5, atol=1e-4)
+    assert not list(tmp_path.glob("r.bin.*"))
+    # a stale partial from another image list is not reused
+    counter.fail_after, counter.seen = 18, 0
+    with pytest.raises(RuntimeError):
+        serialAllFeats(net, str(tmp_path) + "/", fns, out, useGPU=False, batchSize=2)
+    counter.fail_after, counter.seen = None, 0
+    serialAllFeats(net, str(tmp_path) + "/", fns[::-1], out, useGPU=False, batchSize=2)
+    assert counter.seen == 21
+    np.testing.assert_allclose(read_bin(out, n=21), feats[::-1], rtol=1e-6)
