@@ -9,6 +9,8 @@ import sys
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "selftest": ("matnet.commands.selftest", "build a small VGG-like SimpleNN, run it end to end, print its layer table"),
+    "convert": ("matnet.commands.convert", "convert a network between .mat (v5/v7.3) and native .safetensors"),
+    "inspect": ("matnet.commands.inspect", "print a network file's layer table (name, type/class, weights, output size)"),
     "reference": ("matnet.commands.reference", "run a released network on a real dataset and compare with the published recall"),
 }
 
