@@ -23,8 +23,9 @@ def _read_model(fn: Path) -> SimpleNN:
     """A MatConvNet model file (variables ``layers`` and ``meta``, or ``net``)."""
     from converters.matfile import loadmat
     if not fn.is_file():
-        raise FileNotFoundError(f"{fn}: pretrained network not found (download it from "
-                                f"MatConvNet's pretrained models, or set MATNET_PRETRAINED_CNNS)")
+        from .datasets.local_paths import env_name
+        raise FileNotFoundError(f"{fn}: pretrained network not found (download it from MatConvNet's "
+                                f"pretrained models, or set pretrainedCNNs / {env_name('pretrainedCNNs')})")
     m = loadmat(fn)
     if "net" in m and "layers" not in m:
         m = m["net"]

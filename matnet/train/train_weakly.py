@@ -1,0 +1,369 @@
+"""trainWeakly: NetVLAD's weakly supervised triplet training (trainWeakly.m).
+
+Differences from MATLAB, all deliberate: random numbers come from numpy
+(``default_rng(43 - 1 + epoch)`` per epoch, used for the query order, the sampled
+negatives and jittering) instead of MATLAB's stream; a resumed run keeps the saved
+momentum (MATLAB's netPrepareForTrain zeroes it); ``startEpoch = e`` also resumes in
+the middle of epoch e when ``<sessionID>_ep<e>_latest.mat`` is a mid-epoch save
+(its random state, batch position and feature cache are stored with it), so a run
+killed at any point loses only the work since its last save.  All tuples of a batch
+go through the network in one forward/backward pass (the gradients are the same sum).
+"""
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from ..nettools import netOutputDim, netPrepareForTrain, whichLayer, layerNames
+from .checkpoint import (checkpointFn, loadCheckpoint, momentumOf, restoreMomentum, saveNet,
+                         uniqueTmp)
+from .loss import tripletLoss
+from .mining import mineQuery
+from .opts import TrainWeaklyOpts
+from .sgd import setBackPropDepth, sgdStep
+
+
+def _device(useGPU: bool) -> torch.device:
+    if useGPU and not torch.cuda.is_available():
+        warnings.warn("useGPU: no GPU available, training on the CPU", stacklevel=3)
+        return torch.device("cpu")
+    return torch.device("cuda" if useGPU else "cpu")
+
+
+def _bin_path(fn) -> None:
+    Path(fn).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _serial_feats(net, imPath, imageFns, outFn, opts: TrainWeaklyOpts) -> None:
+    """serialAllFeats into ``outFn`` through a unique temporary name (concurrent runs
+    sharing a checkpoint0 file never see a partial one)."""
+    from ..extract import serialAllFeats
+    _bin_path(outFn)
+    tmp = uniqueTmp(outFn)
+    try:
+        serialAllFeats(net, imPath, imageFns, tmp, batchSize=opts.computeBatchSize, useGPU=opts.useGPU,
+                       numThreads=opts.numThreads)
+        os.replace(tmp, outFn)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    net.train()
+
+
+def _read_feats(fn, n: int, D: int | None = None) -> np.ndarray:
+    from converters.bin_features import read_bin
+    return read_bin(fn, D=D, n=n)
+
+
+def computeAllFeats(db, net, opts: TrainWeaklyOpts, ID: str):
+    """computeAllFeats (trainWeakly.m): query and database features of ``db`` with the
+    current net, through temporary files that are deleted; (qFeat nQ x D, dbFeat N x D)."""
+    out = f"{opts.outPrefix}{opts.sessionID}_{ID}"
+    qFn, dbFn = f"{out}_q.bin", f"{out}_db.bin"
+    _serial_feats(net, db.qPath, db.qImageFns, qFn, opts)
+    qFeat = _read_feats(qFn, db.numQueries)
+    os.remove(qFn)
+    _serial_feats(net, db.dbPath, db.dbImageFns, dbFn, opts)
+    dbFeat = _read_feats(dbFn, db.numImages, qFeat.shape[1])
+    os.remove(dbFn)
+    return qFeat, dbFeat
+
+
+def testNet(db, opts: TrainWeaklyOpts, ID: str, qFeat, dbFeat):
+    """testNet.m: (recall per recallNs on nTestSample queries, rank loss on nTestRankSample)."""
+    from ..evaluate import testCore, testCoreRank
+    print(f"testNet: {opts.sessionID} {ID}")
+    rankloss, _ = testCoreRank(db, qFeat, dbFeat, opts.margin, opts.nNegChoice, nTestSample=opts.nTestRankSample)
+    recall, _ = testCore(db, qFeat, dbFeat, nTestSample=opts.nTestSample, recallNs=opts.recallNs)
+    return np.asarray(recall, np.float64), float(rankloss)
+
+
+class _ImageLoader:
+    """vl_imreadjpeg for a training tuple: RGB float32, optional resize of the shorter
+    side (jitterScale), average colour subtracted, read by ``numThreads`` threads."""
+
+    def __init__(self, averageImage, numThreads: int):
+        avg = np.asarray(averageImage, np.float32)
+        self.avg = avg.reshape(avg.shape + (1,) * (3 - avg.ndim))[0, 0, :3]
+        self.pool = ThreadPoolExecutor(max(1, numThreads))
+
+    def _one(self, fn, shorter):
+        from ..images import resolve_image_path
+        with Image.open(resolve_image_path(fn)) as im:
+            im = im.convert("RGB")
+            if shorter is not None:
+                w, h = im.size
+                s = shorter / min(w, h)
+                im = im.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.BILINEAR)
+            return np.asarray(im, np.float32) - self.avg
+
+    def __call__(self, fns, shorter=None) -> np.ndarray:
+        """N x H x W x 3."""
+        return np.stack(list(self.pool.map(lambda f: self._one(f, shorter), fns)))
+
+
+def _new_obj(nR: int) -> dict:
+    part = lambda: {"loss": np.zeros((1, 0)), "recall": np.zeros((nR, 0)), "rankloss": np.zeros((1, 0))}
+    return {"train": part(), "val": part()}
+
+
+def _append_col(a, col):
+    return np.hstack([a, np.asarray(col, np.float64).reshape(-1, 1)])
+
+
+def _checkpoint0_name(opts, dbName, kind, extra=""):
+    sfx = opts.checkpoint0suffix
+    return f"{opts.outPrefix}{dbName}_{opts.netID}_{opts.layerName}_{opts.method}_{sfx}{extra}{kind}.bin"
+
+
+def trainWeakly(dbTrain, dbVal, opts: TrainWeaklyOpts | None = None, **kw) -> str:
+    """trainWeakly.m: train ``loadNet(netID, layerName)`` + ``addLayers`` with the
+    weakly supervised triplet loss on ``dbTrain``, validating on ``dbVal``; options
+    as :class:`TrainWeaklyOpts` (or keywords).  Checkpoints
+    ``<outPrefix><sessionID>_ep%06d_latest.mat`` and ``<sessionID>_latest.mat``.
+    Returns the sessionID."""
+    from ..datasets.local_paths import localPaths
+    opts = (opts or TrainWeaklyOpts()).replace(**kw)
+    paths = localPaths()
+    if not opts.sessionID:
+        if opts.startEpoch > 1:
+            raise ValueError("trainWeakly: have to specify sessionID to restart (startEpoch > 1)")
+        opts.sessionID = secrets.token_hex(4)
+    if not opts.outPrefix:
+        opts.outPrefix = paths["outPrefix"]
+    _bin_path(opts.outPrefix + "x")
+    device = _device(opts.useGPU)
+    torch.set_num_threads(max(1, min(int(opts.numThreads), os.cpu_count() or 1)))
+    nBatches = dbTrain.numQueries // opts.batchSize
+    resumeBatch = 0
+    savedMomentum = None
+
+    if opts.startEpoch < 2:
+        opts.dbTrainName, opts.dbValName = dbTrain.name, dbVal.name
+        if opts.checkpoint0suffix:
+            opts.checkpoint0suffix += "_"
+        opts.dbCheckpoint0 = opts.dbCheckpoint0 or _checkpoint0_name(opts, dbTrain.name, "db")
+        opts.qCheckpoint0 = opts.qCheckpoint0 or _checkpoint0_name(opts, dbTrain.name, "q")
+        opts.dbCheckpoint0val = opts.dbCheckpoint0val or _checkpoint0_name(opts, dbVal.name, "db")
+        opts.qCheckpoint0val = opts.qCheckpoint0val or _checkpoint0_name(opts, dbVal.name, "q")
+        from ..add_layers import addLayers
+        from ..load_net import loadNet
+        net = loadNet(opts.netID, opts.layerName)
+        net = addLayers(net, opts, dbTrain)
+        if opts.backPropToLayer is None:
+            opts.backPropToLayer = 1
+        elif isinstance(opts.backPropToLayer, str):
+            opts.backPropToLayer = whichLayer(net, opts.backPropToLayer) + 1
+        opts.backPropToLayerName = net.layers[opts.backPropToLayer - 1].name
+        opts.backPropDepth = len(net.layers) - opts.backPropToLayer + 1
+        unknown = [n for n in opts.fixLayers if n not in layerNames(net)]
+        if unknown:
+            raise ValueError(f"trainWeakly: fixLayers {unknown} are not layers of the network "
+                             f"({', '.join(layerNames(net))})")
+        print(opts)
+        auxData = {"epochStartTime": [], "numTrain": dbTrain.numQueries,
+                   "negCache": [np.zeros(0, np.int64) for _ in range(dbTrain.numQueries)]}
+        obj = _new_obj(len(opts.recallNs))
+    else:
+        new = opts
+        mid = checkpointFn(opts, f"ep{opts.startEpoch:06d}_latest")
+        ck = None
+        if os.path.isfile(mid):  # a mid-epoch save of the epoch to resume
+            ck = loadCheckpoint(mid)
+            resumeBatch = ck["auxData"].get("resumeBatch", nBatches)
+            if not 0 < resumeBatch < nBatches:
+                ck, resumeBatch = None, 0
+        if ck is None:
+            ck = loadCheckpoint(checkpointFn(opts, f"ep{opts.startEpoch - 1:06d}_latest"))
+        net, obj, opts, auxData = ck["net"], ck["obj"], ck["opts"], ck["auxData"]
+        savedMomentum = momentumOf(net)
+        opts.startEpoch, opts.test0 = new.startEpoch, False
+        opts.useGPU, opts.numThreads = new.useGPU, new.numThreads
+        if opts.dbCheckpoint0_orig is None:
+            opts.dbCheckpoint0_orig, opts.qCheckpoint0_orig = opts.dbCheckpoint0, opts.qCheckpoint0
+        opts.dbCheckpoint0, opts.qCheckpoint0 = new.dbCheckpoint0, new.qCheckpoint0
+        if not opts.qCheckpoint0:
+            extra = f"{opts.sessionID}_ep{opts.startEpoch - 1:06d}_"
+            opts.dbCheckpoint0 = _checkpoint0_name(opts, dbTrain.name, "db", extra)
+            opts.qCheckpoint0 = _checkpoint0_name(opts, dbTrain.name, "q", extra)
+        print(opts)
+
+    net = netPrepareForTrain(net.to(device), opts.backPropToLayer)
+    if savedMomentum is not None:
+        restoreMomentum(net, savedMomentum)
+    setBackPropDepth(net, opts.backPropToLayer)
+    batchSaveFrequency = math.ceil(opts.saveFrequency / opts.batchSize)
+    batchCompFeatsFrequency = math.ceil(opts.compFeatsFrequency / opts.batchSize)
+    loader = _ImageLoader(net.meta["normalization"]["averageImage"], opts.numThreads)
+    first = loader([dbTrain.dbPath + dbTrain.dbImageFns[0]])[0]
+    origImS = min(first.shape[:2])
+
+    # ----- initial features
+    if resumeBatch:
+        cq, cdb = _cache_fns(opts, opts.startEpoch)
+        qFeat = _read_feats(cq, dbTrain.numQueries)
+        dbFeat = _read_feats(cdb, dbTrain.numImages, qFeat.shape[1])
+    else:
+        if not os.path.isfile(opts.qCheckpoint0):
+            _serial_feats(net, dbTrain.qPath, dbTrain.qImageFns, opts.qCheckpoint0, opts)
+        if not os.path.isfile(opts.dbCheckpoint0):
+            _serial_feats(net, dbTrain.dbPath, dbTrain.dbImageFns, opts.dbCheckpoint0, opts)
+        if opts.test0:
+            from ..evaluate import testFromFn
+            if not os.path.isfile(opts.qCheckpoint0val):
+                _serial_feats(net, dbVal.qPath, dbVal.qImageFns, opts.qCheckpoint0val, opts)
+            if not os.path.isfile(opts.dbCheckpoint0val):
+                _serial_feats(net, dbVal.dbPath, dbVal.dbImageFns, opts.dbCheckpoint0val, opts)
+            obj["pretrain"] = {}
+            for part, db, dFn, qFn in (("val", dbVal, opts.dbCheckpoint0val, opts.qCheckpoint0val),
+                                       ("train", dbTrain, opts.dbCheckpoint0, opts.qCheckpoint0)):
+                rec, rl, _, _ = testFromFn(db, dFn, qFn, opts)
+                obj["pretrain"][part] = {"recall": np.asarray(rec, np.float64).reshape(-1, 1),
+                                         "rankloss": np.float64(np.nan if rl is None else rl)}
+        qFeat = _read_feats(opts.qCheckpoint0, dbTrain.numQueries)
+        dbFeat = _read_feats(opts.dbCheckpoint0, dbTrain.numImages, qFeat.shape[1])
+    nDims = qFeat.shape[1]
+    outDim = netOutputDim(net, first.shape)[0]
+    if outDim != nDims:
+        raise ValueError(f"{opts.qCheckpoint0}: features have {nDims} dimensions, the network outputs {outDim}")
+    qFeat_t, dbFeat_t = torch.from_numpy(qFeat).to(device), torch.from_numpy(dbFeat).to(device)
+
+    # ----- training
+    lr = opts.learningRate
+    for iEpoch in tqdm(range(1, opts.nEpoch + 1), desc="epoch", disable=None):
+        if iEpoch != 1 and iEpoch % opts.lrDownFreq == 1:  # as MATLAB: lrDownFreq 1 never lowers it
+            old, lr = lr, lr / opts.lrDownFactor
+            print(f"Changing learning rate from {old:f} to {lr:f}")
+            batchCompFeatsFrequency = round(batchCompFeatsFrequency * opts.lrDownFactor)
+        if opts.startEpoch > iEpoch:
+            continue
+        print(f"Learning rate {lr:f}")
+        if not (resumeBatch and iEpoch == opts.startEpoch):
+            auxData["epochStartTime"].append(time.strftime("%d-%b-%Y %H:%M:%S"))
+        rng = np.random.default_rng(43 - 1 + iEpoch)
+        trainOrder = rng.permutation(dbTrain.numQueries)
+        startBatch = 1
+        if resumeBatch and iEpoch == opts.startEpoch:
+            rng.bit_generator.state = auxData["rngState"]
+            startBatch = resumeBatch + 1
+        ID = f"ep{iEpoch:06d}_latest"
+        trainID, valID = f"{ID}_train", f"{ID}_val"
+        for iBatch in tqdm(range(startBatch, nBatches + 1), desc=f"{opts.sessionID} epoch {iEpoch} batch",
+                           disable=None, leave=False):
+            if iBatch % batchSaveFrequency == 0 and not (startBatch > 1 and iBatch == startBatch):
+                _save_mid(net, obj, opts, auxData, ID, iEpoch, iBatch, rng, qFeat_t, dbFeat_t)
+                if opts.doDraw:
+                    _draw(obj, opts, auxData)
+            if iBatch % batchCompFeatsFrequency == 0 and iBatch != 1 and iBatch != nBatches:
+                q, d = computeAllFeats(dbTrain, net, opts, trainID)
+                qFeat_t, dbFeat_t = torch.from_numpy(q).to(device), torch.from_numpy(d).to(device)
+            qIDs = trainOrder[(iBatch - 1) * opts.batchSize: iBatch * opts.batchSize]
+            loss = _train_batch(net, dbTrain, qIDs, qFeat_t, dbFeat_t, auxData, opts, rng, loader, origImS,
+                                lr, device)
+            obj["train"]["loss"] = np.hstack([obj["train"]["loss"], [[loss]]])
+            if opts.printBatchLoss:
+                print(f"{opts.sessionID} batchloss= {loss:.4f}")
+        resumeBatch = 0
+        auxData["resumeBatch"] = nBatches
+        auxData.pop("rngState", None)
+        saveNet(net, obj, opts, auxData, ID, f"epoch-end {iEpoch}")
+        _remove_cache(opts, iEpoch)
+        testNow = iEpoch == opts.nEpoch or iEpoch % opts.epochTestFrequency == 0
+        if testNow:
+            qv, dv = computeAllFeats(dbVal, net, opts, valID)
+            rec, rl = testNet(dbVal, opts, valID, qv, dv)
+            obj["val"]["recall"] = _append_col(obj["val"]["recall"], rec)
+            obj["val"]["rankloss"] = _append_col(obj["val"]["rankloss"], rl)
+        q, d = computeAllFeats(dbTrain, net, opts, trainID)
+        qFeat_t, dbFeat_t = torch.from_numpy(q).to(device), torch.from_numpy(d).to(device)
+        if testNow:
+            rec, rl = testNet(dbTrain, opts, trainID, q, d)
+            obj["train"]["recall"] = _append_col(obj["train"]["recall"], rec)
+            obj["train"]["rankloss"] = _append_col(obj["train"]["rankloss"], rl)
+            saveNet(net, obj, opts, auxData, ID, f"epoch-end {iEpoch}")
+            if opts.doDraw:
+                _draw(obj, opts, auxData)
+    return opts.sessionID
+
+
+def _cache_fns(opts: TrainWeaklyOpts, iEpoch: int):
+    """Feature cache saved with a mid-epoch checkpoint (query, database)."""
+    p = f"{opts.outPrefix}{opts.sessionID}_ep{iEpoch:06d}_cache"
+    return f"{p}_q.bin", f"{p}_db.bin"
+
+
+def _remove_cache(opts, iEpoch):
+    for fn in _cache_fns(opts, iEpoch):
+        if os.path.exists(fn):
+            os.remove(fn)
+
+
+def _save_mid(net, obj, opts, auxData, ID, iEpoch, iBatch, rng, qFeat, dbFeat):
+    """A mid-epoch save: the state before batch ``iBatch``, with the feature cache and
+    the random state so that startEpoch=iEpoch continues exactly from here."""
+    from converters.bin_features import write_bin
+    for fn, f in zip(_cache_fns(opts, iEpoch), (qFeat, dbFeat)):
+        tmp = uniqueTmp(fn)
+        write_bin(tmp, f.cpu().numpy())
+        os.replace(tmp, fn)
+    auxData["resumeBatch"] = iBatch - 1
+    auxData["rngState"] = rng.bit_generator.state
+    saveNet(net, obj, opts, auxData, ID, f"epoch {iEpoch} batch {iBatch}")
+
+
+def _draw(obj, opts, auxData):
+    from ..plot_results import plotResults
+    plotResults(obj, opts, auxData, outFn=f"{opts.outPrefix}{opts.sessionID}_progress.png")
+
+
+def _train_batch(net, db, qIDs, qFeat, dbFeat, auxData, opts, rng, loader, origImS, lr, device) -> float:
+    """Mine, forward, backward each query's tuple (one at a time, as MATLAB), then one
+    SGD step with the gradients summed over the batch and divided by the number of
+    violating triplets.  Returns the batch loss (mean over the non-skipped queries)."""
+    losses, numTriplets = [], 0
+    for qID in (int(q) for q in qIDs):
+        potPos = np.asarray(db.nontrivialPosQ(qID)).reshape(-1)
+        if potPos.size == 0:
+            continue
+        sampled = db.sampleNegsQ(qID, opts.nNegChoice, rng=rng)
+        m = mineQuery(qFeat[qID], dbFeat, potPos, auxData["negCache"][qID], sampled,
+                      opts.nNegCap, opts.nNegCache, opts.margin, opts.excludeVeryHard)
+        auxData["negCache"][qID] = m.negCache
+        if opts.printLoss:
+            print(f"{opts.sessionID} loss= {m.loss:.4f}, #violate= {m.nViolating}, #vhard= {m.nVeryHard}, "
+                  f"(qID={qID})")
+        if m.nViolating == 0:
+            losses.append(0.0)
+            continue
+        fns = [db.qPath + db.qImageFns[qID]] + [db.dbPath + db.dbImageFns[i] for i in [m.posID, *m.negIDs]]
+        shorter = None
+        if opts.jitterScale:
+            shorter = round(opts.jitterScale[int(rng.integers(len(opts.jitterScale)))] * origImS)
+        ims = loader(fns, shorter)
+        if opts.jitterFlip and rng.random() > 0.5:
+            ims = ims[:, :, ::-1]
+        x = torch.from_numpy(np.ascontiguousarray(ims.transpose(0, 3, 1, 2))).to(device)
+        feats = net(x).reshape(x.shape[0], -1)
+        loss, dzdy, nViol, nVH = tripletLoss(feats.detach(), opts.margin, opts.excludeVeryHard)
+        if opts.printLoss:
+            print(f"   real loss= {loss:.4f}, #violate= {nViol}, #vhard= {nVH}, (qID={qID})")
+        losses.append(loss)
+        if nViol == 0:
+            continue
+        feats.backward(dzdy)
+        numTriplets += nViol
+    if numTriplets > 0:
+        sgdStep(net, lr, numTriplets, opts.momentum, opts.weightDecay, opts.backPropToLayer, opts.fixLayers)
+    else:
+        net.zero_grad(set_to_none=True)
+    return float(np.mean(losses)) if losses else 0.0
