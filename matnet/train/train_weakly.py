@@ -1,5 +1,8 @@
 """trainWeakly: NetVLAD's weakly supervised triplet training (trainWeakly.m).
 
+Resuming (``startEpoch`` > 1) takes the saved options, except startEpoch, test0,
+useGPU, numThreads (as MATLAB) and nEpoch (so a finished run can be extended).
+
 Differences from MATLAB, all deliberate: random numbers come from numpy
 (``default_rng(43 - 1 + epoch)`` per epoch, used for the query order, the sampled
 negatives and jittering) instead of MATLAB's stream; a resumed run keeps the saved
@@ -112,6 +115,19 @@ class _ImageLoader:
         return np.stack(list(self.pool.map(lambda f: self._one(f, shorter), fns)))
 
 
+def lrSchedule(opts: TrainWeaklyOpts) -> list[tuple[float, int]]:
+    """(learning rate, cache refresh period in batches) for epochs 1..nEpoch: both
+    start at learningRate and ceil(compFeatsFrequency/batchSize); at every epoch e > 1
+    with rem(e, lrDownFreq) == 1 the rate is divided by lrDownFactor and the period
+    multiplied by it (rounded).  As MATLAB, lrDownFreq 1 never lowers the rate."""
+    lr, period, out = opts.learningRate, math.ceil(opts.compFeatsFrequency / opts.batchSize), []
+    for e in range(1, opts.nEpoch + 1):
+        if e != 1 and e % opts.lrDownFreq == 1:
+            lr, period = lr / opts.lrDownFactor, round(period * opts.lrDownFactor)
+        out.append((lr, period))
+    return out
+
+
 def _new_obj(nR: int) -> dict:
     part = lambda: {"loss": np.zeros((1, 0)), "recall": np.zeros((nR, 0)), "rankloss": np.zeros((1, 0))}
     return {"train": part(), "val": part()}
@@ -145,10 +161,15 @@ def trainWeakly(dbTrain, dbVal, opts: TrainWeaklyOpts | None = None, **kw) -> st
     device = _device(opts.useGPU)
     torch.set_num_threads(max(1, min(int(opts.numThreads), os.cpu_count() or 1)))
     nBatches = dbTrain.numQueries // opts.batchSize
-    resumeBatch = 0
-    savedMomentum = None
+    resumeBatch, savedMomentum, ck = 0, None, None
+    mid = checkpointFn(opts, f"ep{opts.startEpoch:06d}_latest")
+    if os.path.isfile(mid):  # a mid-epoch save of the epoch to start: continue it
+        ck = loadCheckpoint(mid)
+        resumeBatch = ck["auxData"].get("resumeBatch", nBatches)
+        if not 0 < resumeBatch < nBatches:
+            ck, resumeBatch = None, 0
 
-    if opts.startEpoch < 2:
+    if opts.startEpoch < 2 and ck is None:
         opts.dbTrainName, opts.dbValName = dbTrain.name, dbVal.name
         if opts.checkpoint0suffix:
             opts.checkpoint0suffix += "_"
@@ -176,26 +197,20 @@ def trainWeakly(dbTrain, dbVal, opts: TrainWeaklyOpts | None = None, **kw) -> st
         obj = _new_obj(len(opts.recallNs))
     else:
         new = opts
-        mid = checkpointFn(opts, f"ep{opts.startEpoch:06d}_latest")
-        ck = None
-        if os.path.isfile(mid):  # a mid-epoch save of the epoch to resume
-            ck = loadCheckpoint(mid)
-            resumeBatch = ck["auxData"].get("resumeBatch", nBatches)
-            if not 0 < resumeBatch < nBatches:
-                ck, resumeBatch = None, 0
         if ck is None:
             ck = loadCheckpoint(checkpointFn(opts, f"ep{opts.startEpoch - 1:06d}_latest"))
         net, obj, opts, auxData = ck["net"], ck["obj"], ck["opts"], ck["auxData"]
         savedMomentum = momentumOf(net)
         opts.startEpoch, opts.test0 = new.startEpoch, False
-        opts.useGPU, opts.numThreads = new.useGPU, new.numThreads
-        if opts.dbCheckpoint0_orig is None:
-            opts.dbCheckpoint0_orig, opts.qCheckpoint0_orig = opts.dbCheckpoint0, opts.qCheckpoint0
-        opts.dbCheckpoint0, opts.qCheckpoint0 = new.dbCheckpoint0, new.qCheckpoint0
-        if not opts.qCheckpoint0:
-            extra = f"{opts.sessionID}_ep{opts.startEpoch - 1:06d}_"
-            opts.dbCheckpoint0 = _checkpoint0_name(opts, dbTrain.name, "db", extra)
-            opts.qCheckpoint0 = _checkpoint0_name(opts, dbTrain.name, "q", extra)
+        opts.useGPU, opts.numThreads, opts.nEpoch = new.useGPU, new.numThreads, new.nEpoch
+        if not resumeBatch:  # the cache comes from the previous epoch's net
+            if opts.dbCheckpoint0_orig is None:
+                opts.dbCheckpoint0_orig, opts.qCheckpoint0_orig = opts.dbCheckpoint0, opts.qCheckpoint0
+            opts.dbCheckpoint0, opts.qCheckpoint0 = new.dbCheckpoint0, new.qCheckpoint0
+            if not opts.qCheckpoint0:
+                extra = f"{opts.sessionID}_ep{opts.startEpoch - 1:06d}_"
+                opts.dbCheckpoint0 = _checkpoint0_name(opts, dbTrain.name, "db", extra)
+                opts.qCheckpoint0 = _checkpoint0_name(opts, dbTrain.name, "q", extra)
         print(opts)
 
     net = netPrepareForTrain(net.to(device), opts.backPropToLayer)
@@ -203,7 +218,6 @@ def trainWeakly(dbTrain, dbVal, opts: TrainWeaklyOpts | None = None, **kw) -> st
         restoreMomentum(net, savedMomentum)
     setBackPropDepth(net, opts.backPropToLayer)
     batchSaveFrequency = math.ceil(opts.saveFrequency / opts.batchSize)
-    batchCompFeatsFrequency = math.ceil(opts.compFeatsFrequency / opts.batchSize)
     loader = _ImageLoader(net.meta["normalization"]["averageImage"], opts.numThreads)
     first = loader([dbTrain.dbPath + dbTrain.dbImageFns[0]])[0]
     origImS = min(first.shape[:2])
@@ -239,12 +253,11 @@ def trainWeakly(dbTrain, dbVal, opts: TrainWeaklyOpts | None = None, **kw) -> st
     qFeat_t, dbFeat_t = torch.from_numpy(qFeat).to(device), torch.from_numpy(dbFeat).to(device)
 
     # ----- training
-    lr = opts.learningRate
+    schedule = lrSchedule(opts)
     for iEpoch in tqdm(range(1, opts.nEpoch + 1), desc="epoch", disable=None):
-        if iEpoch != 1 and iEpoch % opts.lrDownFreq == 1:  # as MATLAB: lrDownFreq 1 never lowers it
-            old, lr = lr, lr / opts.lrDownFactor
-            print(f"Changing learning rate from {old:f} to {lr:f}")
-            batchCompFeatsFrequency = round(batchCompFeatsFrequency * opts.lrDownFactor)
+        lr, batchCompFeatsFrequency = schedule[iEpoch - 1]
+        if iEpoch > 1 and lr != schedule[iEpoch - 2][0]:
+            print(f"Changing learning rate from {schedule[iEpoch - 2][0]:f} to {lr:f}")
         if opts.startEpoch > iEpoch:
             continue
         print(f"Learning rate {lr:f}")

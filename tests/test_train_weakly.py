@@ -1,0 +1,125 @@
+"""trainWeakly end to end on a tiny synthetic set: schedule, checkpoints, resume."""
+import math
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from matnet.datasets.local_paths import env_name
+from matnet.layers.heads import layerTotalMaxPool, layerWholeL2Normalize
+from matnet.simplenn import SimpleNN
+from matnet.synthetic import dbSynthetic, makePlaces, saveTinyNet
+from matnet.train import train_weakly as tw
+from matnet.train.checkpoint import loadCheckpoint
+from matnet.train.opts import TrainWeaklyOpts
+
+
+def _simple_head(net, opts, dbTrain):
+    """A parameter-free head in place of addLayers (no clustering: fast and deterministic)."""
+    return SimpleNN(list(net.layers) + [layerTotalMaxPool("max:core"), layerWholeL2Normalize("postL2")], net.meta)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tw")
+    makePlaces(root / "data", numImages=24, numQueries=12, imSize=(32, 40), splits=("train", "val"))
+    saveTinyNet(root / "pre", [120, 120, 120], imSize=(32, 40))
+    return root
+
+
+@pytest.fixture
+def env(data, tmp_path, monkeypatch):
+    monkeypatch.setenv(env_name("pretrainedCNNs"), str(data / "pre"))
+    monkeypatch.setenv(env_name("outPrefix"), str(tmp_path / "out") + "/")
+    fake = types.ModuleType("matnet.add_layers")
+    fake.addLayers = _simple_head
+    monkeypatch.setitem(sys.modules, "matnet.add_layers", fake)
+    return dbSynthetic("train", data / "data"), dbSynthetic("val", data / "data"), tmp_path / "out"
+
+
+OPTS = dict(netID="tiny", layerName="conv3", batchSize=2, nNegChoice=8, nNegCap=3, nNegCache=4, margin=0.5,
+            learningRate=0.05, useGPU=False, numThreads=2, saveFrequency=4, compFeatsFrequency=6,
+            nTestSample=1000, nTestRankSample=12, recallNs=[1, 2, 5, 10], backPropToLayer="conv2")
+
+
+def _weights(net):
+    return [w.detach().clone() for l in net.layers for w in l.weights]
+
+
+def test_lr_and_cache_period_schedule():
+    o = TrainWeaklyOpts(learningRate=1.0, lrDownFreq=3, lrDownFactor=2, nEpoch=8, compFeatsFrequency=10, batchSize=4)
+    sched = tw.lrSchedule(o)
+    assert [lr for lr, _ in sched] == [1, 1, 1, 0.5, 0.5, 0.5, 0.25, 0.25]
+    assert [p for _, p in sched] == [3, 3, 3, 6, 6, 6, 12, 12]  # ceil(10/4)=3, then x2 with each lr drop
+    assert all(lr == 1 for lr, _ in tw.lrSchedule(o.replace(lrDownFreq=1)))  # rem(e,1) is never 1
+
+
+def test_resume_equals_uninterrupted(env):
+    dbT, dbV, out = env
+    tw.trainWeakly(dbT, dbV, sessionID="full", nEpoch=2, **OPTS)
+    tw.trainWeakly(dbT, dbV, sessionID="split", nEpoch=1, **OPTS)
+    first = loadCheckpoint(out / "split_ep000001_latest.mat")
+    tw.trainWeakly(dbT, dbV, sessionID="split", nEpoch=2, startEpoch=2, **OPTS)
+    a = loadCheckpoint(out / "full_ep000002_latest.mat")
+    b = loadCheckpoint(out / "split_latest.mat")
+    nb = dbT.numQueries // OPTS["batchSize"]
+    assert a["obj"]["train"]["loss"].shape == (1, 2 * nb)
+    assert a["obj"]["val"]["recall"].shape == (4, 2) and "pretrain" in a["obj"]
+    for x, y in zip(_weights(a["net"]), _weights(b["net"])):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+    np.testing.assert_array_equal(a["obj"]["train"]["loss"], b["obj"]["train"]["loss"])
+    np.testing.assert_array_equal(a["obj"]["val"]["recall"], b["obj"]["val"]["recall"])
+    for x, y in zip(a["auxData"]["negCache"], b["auxData"]["negCache"]):
+        np.testing.assert_array_equal(x, y)
+    # training changed the trained layers only (backPropToLayer conv2: conv1 fixed)
+    w0 = {l.name: l.weights[0].detach() for l in first["net"].layers if len(l.weights)}
+    w2 = {l.name: l.weights[0].detach() for l in a["net"].layers if len(l.weights)}
+    assert not torch.equal(w0["conv3"], w2["conv3"])
+    torch.testing.assert_close(w0["conv1"], w2["conv1"], rtol=0, atol=0)
+    # the negative caches hold at most nNegCache ids, which are negatives of their query
+    for q, c in enumerate(a["auxData"]["negCache"]):
+        assert len(c) <= OPTS["nNegCache"]
+        assert not np.any(dbT.isPosQ(q, c))
+    assert a["opts"].backPropToLayer == 4 and a["opts"].backPropToLayerName == "conv2"
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_interrupted_mid_epoch_then_resumed(env, monkeypatch):
+    dbT, dbV, out = env
+    tw.trainWeakly(dbT, dbV, sessionID="ref", nEpoch=2, **OPTS)
+    real, calls = tw._train_batch, {"n": 0}
+
+    def dying(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 6 + 5:  # epoch 2, batch 5: the last save was before batch 4
+            raise _Killed()
+        return real(*a, **k)
+    monkeypatch.setattr(tw, "_train_batch", dying)
+    with pytest.raises(_Killed):
+        tw.trainWeakly(dbT, dbV, sessionID="kill", nEpoch=2, **OPTS)
+    monkeypatch.setattr(tw, "_train_batch", real)
+    saved = loadCheckpoint(out / "kill_latest.mat")
+    assert saved["auxData"]["resumeBatch"] == 3 and saved["obj"]["train"]["loss"].size == 6 + 3
+    tw.trainWeakly(dbT, dbV, sessionID="kill", nEpoch=2, startEpoch=2, **OPTS)
+    a = loadCheckpoint(out / "ref_latest.mat")
+    b = loadCheckpoint(out / "kill_latest.mat")
+    for x, y in zip(_weights(a["net"]), _weights(b["net"])):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+    np.testing.assert_array_equal(a["obj"]["train"]["loss"], b["obj"]["train"]["loss"])
+    np.testing.assert_array_equal(a["obj"]["train"]["recall"], b["obj"]["train"]["recall"])
+    assert not list(out.glob("*.tmp")) and not list(out.glob("*_cache_*.bin"))
+
+
+def test_bad_options(env):
+    dbT, dbV, _ = env
+    with pytest.raises(ValueError, match="sessionID"):
+        tw.trainWeakly(dbT, dbV, startEpoch=3, **OPTS)
+    with pytest.raises(ValueError, match="fixLayers"):
+        tw.trainWeakly(dbT, dbV, fixLayers=["nope"], **OPTS)
+    with pytest.raises(ValueError, match="unknown option"):
+        tw.trainWeakly(dbT, dbV, nNegcap=3, **OPTS)
