@@ -29,3 +29,68 @@ def getBestEpoch(recalls, recallNs, N: int = 5) -> int:
         if potential.sum() <= 1:
             break
     return int(np.flatnonzero(potential)[0]) + 1
+
+
+def pickBestNet(sessionID: str, N: int = 5, verbose: int = 2, outPrefix=None):
+    """pickBestNet.m: the epoch (1-based) with the best validation recall@N of a
+    trainWeakly run (getBestEpoch), from ``<outPrefix><sessionID>_latest.mat``, and
+    that epoch's network (``<sessionID>_ep%06d_latest.mat``) with meta.sessionID /
+    meta.epoch set and momentum removed.  ``verbose`` > 0 prints recall@1..5,10
+    off-the-shelf vs trained; > 1 also writes the training plots and the recall@N
+    curves as PNGs next to the checkpoints.  Returns (bestEpoch, bestNet)."""
+    from .train.checkpoint import loadCheckpoint
+    if outPrefix is None:
+        from .datasets.local_paths import localPaths
+        outPrefix = localPaths()["outPrefix"]
+    res = loadCheckpoint(f"{outPrefix}{sessionID}_latest.mat", what=("obj", "opts", "auxData"))
+    obj, opts = res["obj"], res["opts"]
+    if opts.epochTestFrequency != 1:
+        raise ValueError(f"pickBestNet: this code assumes epochTestFrequency==1 (it is {opts.epochTestFrequency})")
+    bestEpoch = getBestEpoch(obj["val"]["recall"], opts.recallNs, N)
+    if verbose > 0:
+        _print_table(sessionID, bestEpoch, obj, opts)
+    if verbose > 1:
+        _plots(sessionID, bestEpoch, obj, opts, res["auxData"], outPrefix)
+    net = loadCheckpoint(f"{outPrefix}{sessionID}_ep{bestEpoch:06d}_latest.mat", what=("net",))["net"]
+    net.meta["sessionID"], net.meta["epoch"] = sessionID, bestEpoch
+    for l in net.layers:
+        l.momentum = None
+    return bestEpoch, net
+
+
+def _print_table(sessionID, bestEpoch, obj, opts):
+    rec = np.asarray(obj["val"]["recall"])
+    idx = list(range(min(6, rec.shape[0])))
+    print(f"{sessionID} Best epoch: {bestEpoch} (out of {rec.shape[1]})")
+    hline = "=" * (len(idx) * 5 - 1 + 14)
+    print(hline)
+    print("Recall@N      " + " ".join(f"{int(opts.recallNs[i]):04d}" for i in idx))
+    print(hline)
+    best = rec[idx, bestEpoch - 1]
+    if "pretrain" in obj:
+        shelf = np.asarray(obj["pretrain"]["val"]["recall"]).reshape(-1)[idx]
+        print("off-the-shelf " + " ".join(f"{v:.2f}" for v in shelf))
+    print("our trained   " + " ".join(f"{v:.2f}" for v in best))
+    if "pretrain" in obj:
+        print("trained/shelf " + " ".join(f"{v:.2f}" for v in best / np.maximum(shelf, 1e-12)))
+
+
+def _plots(sessionID, bestEpoch, obj, opts, auxData, outPrefix):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .plot_results import plotResults
+    plotResults(obj, opts, auxData, outFn=f"{outPrefix}{sessionID}_training.png")
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    if "pretrain" in obj:
+        ax.plot(opts.recallNs, np.asarray(obj["pretrain"]["val"]["recall"]).reshape(-1), "bx-", label="off-the-shelf")
+    ax.plot(opts.recallNs, np.asarray(obj["val"]["recall"])[:, bestEpoch - 1], "ro-", label="our trained")
+    ax.set_xlabel("N")
+    ax.set_ylabel("Recall@N")
+    ax.set_xlim(0, 50)
+    ax.grid(True)
+    ax.set_title(f"{sessionID} {opts.netID} {opts.layerName} {opts.dbValName} {opts.method}")
+    ax.legend(loc="lower right")
+    fig.savefig(f"{outPrefix}{sessionID}_recall.png", dpi=80)
+    plt.close(fig)

@@ -33,3 +33,34 @@ def test_bad_inputs():
         getBestEpoch(np.zeros((4, 2)), NS, 3)
     with pytest.raises(ValueError, match="rows"):
         getBestEpoch(np.zeros((3, 2)), NS, 5)
+
+
+def test_pickBestNet_from_checkpoints(tmp_path):
+    import torch
+
+    from matnet.pick_best import pickBestNet
+    from matnet.simplenn import SimpleNN
+    from matnet.train.checkpoint import saveNet
+    from matnet.train.opts import TrainWeaklyOpts
+
+    opts = TrainWeaklyOpts(sessionID="sess", outPrefix=str(tmp_path) + "/", recallNs=NS, netID="tiny",
+                           layerName="conv1", dbValName="v")
+    # val recall: epoch 2 and 3 tie at N=5 and N=2; recall@1 makes epoch 3 the best
+    val = np.array([[.1, .2, .3], [.2, .4, .4], [.5, .7, .7], [.8, .8, .9]])
+    obj = {"train": {"loss": np.ones((1, 6)), "recall": val * 0.9, "rankloss": np.ones((1, 3))},
+           "val": {"loss": np.zeros((1, 0)), "recall": val, "rankloss": np.ones((1, 3))},
+           "pretrain": {"val": {"recall": val[:, :1] * 0.5, "rankloss": np.float64(2)},
+                        "train": {"recall": val[:, :1] * 0.4, "rankloss": np.float64(2)}}}
+    aux = {"epochStartTime": ["a", "b", "c"], "numTrain": 12, "negCache": [np.array([3, 1]), np.zeros(0, int)]}
+    for ep in (1, 2, 3):
+        net = SimpleNN.from_structs([{"type": "conv", "name": "c", "weights": [np.full((1, 1, 2, 2), ep, np.float32),
+                                                                              np.zeros((1, 2), np.float32)]}], {})
+        net.layers[0].momentum = [torch.ones(1, 1, 2, 2), torch.ones(2)]
+        saveNet(net, obj, opts, aux, f"ep{ep:06d}_latest")
+    best, net = pickBestNet("sess", 5, verbose=2, outPrefix=str(tmp_path) + "/")
+    assert best == 3
+    assert float(net.layers[0].weights[0].detach().reshape(-1)[0]) == 3  # the epoch-3 network
+    assert net.meta["sessionID"] == "sess" and net.meta["epoch"] == 3 and net.layers[0].momentum is None
+    assert (tmp_path / "sess_recall.png").is_file() and (tmp_path / "sess_training.png").is_file()
+    assert pickBestNet("sess", 10, verbose=0, outPrefix=str(tmp_path) + "/")[0] == 3
+    assert pickBestNet("sess", 1, verbose=0, outPrefix=str(tmp_path) + "/")[0] == 3
