@@ -32,16 +32,57 @@ def vlad_aggregate(x: torch.Tensor, assign_w: torch.Tensor, assign_b: torch.Tens
 
     Vectorised: V = A X^T + (sum_i A) (-c)^T with one batched matmul, A the N x K x HW
     soft assignment; no per-cluster loop and no N x K x D x HW residual tensor.
+    The gradient is layerVLAD.backward_'s (v1.03), batched.
     """
-    n, d, h, w = x.shape
-    feats = x.reshape(n, d, h * w)                               # N x D x HW
-    logits = torch.matmul(assign_w.t(), feats)                   # N x K x HW
-    if assign_b is not None:
-        logits = logits + assign_b.reshape(1, -1, 1)
-    assign = torch.softmax(logits, dim=1)                        # vl_nnsoftmax over K
-    vlad = torch.bmm(assign, feats.transpose(1, 2))              # N x K x D
-    vlad = vlad + assign.sum(2, keepdim=True) * neg_centres.t().unsqueeze(0)
-    return vlad.transpose(1, 2).reshape(n, d, 1, -1)
+    if assign_b is None:
+        assign_b = assign_w.new_zeros(0)
+    return _VLADFunction.apply(x, assign_w, assign_b, neg_centres)
+
+
+class _VLADFunction(torch.autograd.Function):
+    """Forward and backward of NetVLAD as batched matmuls.  Saves only x and the
+    N x K x HW assignment; the backward's extra memory is about the size of dz/dx."""
+
+    @staticmethod
+    def forward(ctx, x, assign_w, assign_b, neg_c):
+        n, d, h, w = x.shape
+        feats = x.reshape(n, d, h * w)                                # N x D x HW
+        w_t = assign_w.t().unsqueeze(0).expand(n, -1, -1)             # N x K x D
+        if assign_b.numel():
+            logits = torch.baddbmm(assign_b.reshape(1, -1, 1), w_t, feats)
+        else:
+            logits = torch.bmm(w_t, feats)                            # N x K x HW
+        assign = torch.softmax(logits, dim=1)                         # vl_nnsoftmax over K
+        del logits
+        vlad_t = torch.bmm(feats, assign.transpose(1, 2))             # N x D x K = V^T
+        vlad_t += neg_c.unsqueeze(0) * assign.sum(2).unsqueeze(1)
+        ctx.save_for_backward(x, assign_w, neg_c, assign)
+        ctx.has_bias = bool(assign_b.numel())
+        return vlad_t.reshape(n, d, 1, -1)
+
+    @staticmethod
+    def backward(ctx, dzdy):
+        x, assign_w, neg_c, assign = ctx.saved_tensors
+        n, d, h, w = x.shape
+        feats = x.reshape(n, d, h * w)
+        dv_t = dzdy.reshape(n, d, -1)                                 # N x D x K = dV^T
+        # dz/da(k, i) = sum_d dV(k, d) (x_i(d) - c_k(d)); softmax backward a (g - sum_k a g)
+        dzdp = torch.bmm(dv_t.transpose(1, 2), feats)                 # N x K x HW
+        dzdp += (dv_t * neg_c.unsqueeze(0)).sum(1).unsqueeze(2)
+        dzdp *= assign
+        dzdp.addcmul_(assign, dzdp.sum(1, keepdim=True), value=-1)
+        dx = dw = db = dc = None
+        if ctx.needs_input_grad[0]:  # via the assignment conv, then via the aggregation
+            dx = torch.bmm(assign_w.unsqueeze(0).expand(n, -1, -1), dzdp)
+            dx.baddbmm_(dv_t, assign)
+            dx = dx.reshape(x.shape)
+        if ctx.needs_input_grad[1]:
+            dw = torch.bmm(feats, dzdp.transpose(1, 2)).sum(0)
+        if ctx.needs_input_grad[2] and ctx.has_bias:
+            db = dzdp.sum((0, 2))
+        if ctx.needs_input_grad[3]:
+            dc = (dv_t * assign.sum(2).unsqueeze(1)).sum(0)
+        return dx, dw, db, dc
 
 
 class _VLADBase(Layer):

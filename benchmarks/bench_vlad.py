@@ -1,0 +1,173 @@
+"""Time the NetVLAD layer (layerVLAD, K=64) on one training tuple against the original
+per-cluster loop, in the same run.
+
+The baseline is the MATLAB forward_/backward_ structure written in torch: a Python
+loop over the K clusters forming each cluster's N x D x H x W residual in the forward
+pass, and the loop over clusters plus the per-sample loop of the hand-written backward.
+Times are best-of-repeats with the variants interleaved; peak memory is measured by
+running each variant once in its own subprocess (ru_maxrss growth over the state after
+building the inputs).
+
+    python benchmarks/bench_vlad.py [--threads 2] [--repeats 5] [--n 12 --d 512 --h 30 --w 40 --k 64]
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import subprocess
+import sys
+import time
+
+import torch
+
+
+def make_inputs(a):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(a.n, a.d, a.h, a.w, generator=g)
+    x = x / x.norm(dim=1, keepdim=True)  # preL2-normalised features, as in the head
+    c = torch.randn(a.d, a.k, generator=g)
+    assign = 10.0 * c / c.norm(dim=0, keepdim=True)
+    dzdy = torch.randn(a.n, a.d, 1, a.k, generator=g)
+    return x, assign, -c, dzdy
+
+
+# ------------------------------------------------------------------ baseline: the original loops
+def loop_forward(x, assign, neg_c, repmat=False):
+    """Per-cluster loop; ``repmat`` materialises the cluster's assignment map over the D
+    channels as MATLAB's forward_ does (repmat), otherwise it is broadcast."""
+    n, d = x.shape[:2]
+    k_ = assign.shape[1]
+    a = torch.softmax(torch.einsum("ndhw,dk->nkhw", x, assign), dim=1)
+    y = x.new_zeros(n, d, 1, k_)
+    for k in range(k_):
+        resid = x + neg_c[:, k].reshape(1, d, 1, 1)
+        ak = a[:, k:k + 1].repeat(1, d, 1, 1) if repmat else a[:, k:k + 1]
+        y[:, :, 0, k] = (ak * resid).sum((2, 3))
+    return y
+
+
+def loop_forward_backward(x, assign, neg_c, dzdy, repmat=False):
+    n, d, h, w = x.shape
+    k_ = assign.shape[1]
+    y = loop_forward(x, assign, neg_c, repmat)
+    a = torch.softmax(torch.einsum("ndhw,dk->nkhw", x, assign), dim=1)  # backward_ recomputes
+    dzda = torch.empty_like(a)
+    for k in range(k_):
+        resid = x + neg_c[:, k].reshape(1, d, 1, 1)
+        dzda[:, k] = (dzdy[:, :, 0, k].reshape(n, d, 1, 1) * resid).sum(1)
+    dzdp = a * (dzda - (dzda * a).sum(1, keepdim=True))
+    dzdx = torch.einsum("nkhw,dk->ndhw", dzdp, assign)
+    dassign = torch.einsum("ndhw,nkhw->dk", x, dzdp)
+    a_ = a.reshape(n, k_, h * w)
+    for i in range(n):
+        dzdx[i] += (dzdy[i, :, 0, :] @ a_[i]).reshape(d, h, w)
+    dneg_c = (dzdy[:, :, 0, :] * a_.sum(2).unsqueeze(1)).sum(0)
+    return y, dzdx, dassign, dneg_c
+
+
+# ------------------------------------------------------------------ matnet
+def fast_layer(assign, neg_c):
+    from matnet.layers.vlad import layerVLAD
+    return layerVLAD("vlad:core").constructor([assign.numpy(), (-neg_c).numpy()])
+
+
+def fast_forward(layer, x):
+    with torch.no_grad():
+        return layer(x)
+
+
+def fast_forward_backward(layer, x, dzdy):
+    layer.zero_grad(set_to_none=True)
+    x = x.detach().requires_grad_(True)
+    y = layer(x)
+    y.backward(dzdy)
+    return y, x.grad, layer.weights[0].grad, layer.weights[1].grad
+
+
+def variants(a):
+    torch.set_num_threads(a.threads)
+    x, assign, neg_c, dzdy = make_inputs(a)
+    layer = fast_layer(assign, neg_c)
+    return {"repmat_fwd": lambda: loop_forward(x, assign, neg_c, repmat=True),
+            "loop_fwd": lambda: loop_forward(x, assign, neg_c),
+            "fast_fwd": lambda: fast_forward(layer, x),
+            "repmat_fwdbwd": lambda: loop_forward_backward(x, assign, neg_c, dzdy, repmat=True),
+            "loop_fwdbwd": lambda: loop_forward_backward(x, assign, neg_c, dzdy),
+            "fast_fwdbwd": lambda: fast_forward_backward(layer, x, dzdy)}
+
+
+def best_times(fns, repeats):
+    """Best wall time of each function; the functions are interleaved round by round so
+    that a change of load on the machine hits all of them alike."""
+    for f in fns.values():
+        f()  # warm-up
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(repeats):
+        for name, f in fns.items():
+            t = time.perf_counter()
+            f()
+            best[name] = min(best[name], time.perf_counter() - t)
+    return best
+
+
+def rss_kb(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def peak_extra_mb(a, variant):
+    """Run ``variant`` once in a fresh process: its peak RSS (VmHWM, reset through
+    /proc/self/clear_refs after trimming the heap) above the RSS before the run, in MB."""
+    fn = variants(a)[variant]
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the high-water mark to the current RSS
+    base = rss_kb("VmRSS")
+    fn()
+    return (rss_kb("VmHWM") - base) / 1024
+
+
+def check_equal(a):
+    """The two implementations agree (forward and every gradient) before timing."""
+    x, assign, neg_c, dzdy = make_inputs(a)
+    ref = loop_forward_backward(x.double(), assign.double(), neg_c.double(), dzdy.double())
+    got = fast_forward_backward(fast_layer(assign, neg_c).double(), x.double(), dzdy.double())
+    for name, r, g in zip(["y", "dzdx", "dassign", "dcentres"], ref, got):
+        err = (r - g.reshape(r.shape)).abs().max().item() / max(r.abs().max().item(), 1e-30)
+        if err > 1e-9:
+            raise SystemExit(f"mismatch in {name}: relative error {err:.2e}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    for dim, v in (("n", 12), ("d", 512), ("h", 30), ("w", 40), ("k", 64)):
+        p.add_argument(f"--{dim}", type=int, default=v)
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.child:
+        return print(json.dumps(peak_extra_mb(a, a.child)))
+    small = argparse.Namespace(**{**vars(a), "n": 2, "d": 32, "h": 5, "w": 7, "k": 8})
+    check_equal(small)
+    input_mb = a.n * a.d * a.h * a.w * 4 / 2 ** 20
+    print(f"VLAD head, input {a.n}x{a.d}x{a.h}x{a.w} float32 ({input_mb:.1f} MB), K={a.k}, "
+          f"{a.threads} threads, best of {a.repeats}")
+    sec = best_times(variants(a), a.repeats)
+    mem = {v: json.loads(subprocess.run([sys.executable, __file__, "--child", v] + sys.argv[1:],
+                                        check=True, capture_output=True, text=True).stdout)
+           for v in sec}
+    for what in ("fwd", "fwdbwd"):
+        print("forward" if what == "fwd" else "forward+backward")
+        fast = sec[f"fast_{what}"]
+        for v, label in (("repmat", "loop, MATLAB repmat"), ("loop", "loop, broadcast"),
+                         ("fast", "matnet")):
+            t, m = sec[f"{v}_{what}"], mem[f"{v}_{what}"]
+            ratio = f"matnet is {t / fast:5.1f}x faster" if v != "fast" else ""
+            print(f"  {label:20s} {t * 1e3:8.1f} ms  peak extra {m:6.1f} MB "
+                  f"({m / input_mb:4.1f}x input)  {ratio}")
+
+
+if __name__ == "__main__":
+    main()
