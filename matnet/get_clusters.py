@@ -1,0 +1,126 @@
+"""getClusters: K-means centres of conv descriptors sampled from a database, cached in
+``.mat`` files with MATLAB's variable names (``trainDescs`` D x N, ``clsts`` D x K)."""
+from __future__ import annotations
+
+import math
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .images import subtract_average, vl_imreadjpeg
+from .simplenn import SimpleNN
+
+N_TRAIN = 50000     # descriptors in total
+N_PER_IMAGE = 100   # descriptors per image
+SEED = 43           # rng(43) for the image/descriptor sample, kmeans 'seed' 43
+N_ITER = 100        # kmeans 'niter'
+
+
+def check_centres(clstFn, k: int, d: int | None = None) -> np.ndarray:
+    """``clsts`` from ``clstFn`` (D x k float32), or a ValueError naming the file when it has
+    another number of centres (MATLAB's assert), another D, or non-finite values."""
+    from converters.artefacts import read_clusters
+    clsts = np.asarray(read_clusters(clstFn), dtype=np.float32)
+    if clsts.shape[1] != k:
+        raise ValueError(f"{clstFn}: the file has {clsts.shape[1]} cluster centres, expected k={k}")
+    if d is not None and clsts.shape[0] != d:
+        raise ValueError(f"{clstFn}: cluster centres have D={clsts.shape[0]}, the network's "
+                         f"output has D={d}")
+    if not np.isfinite(clsts).all():
+        raise ValueError(f"{clstFn}: cluster centres contain NaN or Inf")
+    return clsts
+
+
+def _prefetched(paths, workers: int = 4):
+    """Images of ``paths`` in order, decoded a few ahead in threads."""
+    with ThreadPoolExecutor(workers) as ex:
+        queue = deque()
+        it = iter(paths)
+        for p in it:
+            queue.append(ex.submit(vl_imreadjpeg, p))
+            if len(queue) > workers:
+                yield queue.popleft().result()
+        while queue:
+            yield queue.popleft().result()
+
+
+def sample_train_descs(net: SimpleNN, dbTrain, useGPU: bool = False,
+                       nTrain: int = N_TRAIN, nPerImage: int = N_PER_IMAGE) -> np.ndarray:
+    """getClusters' training descriptors: D x N float32, up to ``nPerImage`` random columns of
+    the last layer's H*W x D output (MATLAB's column-major pixel order) of ceil(nTrain /
+    nPerImage) random database images, mean-subtracted as serialAllFeats does.
+
+    Differences from MATLAB, documented: (1) the original draws ``trainIDs`` with
+    randsample but then reads ``dbImageFns{iIm}``, i.e. the *first* images; here the drawn
+    images are read, as intended.  (2) numpy's generator seeded with 43 replaces MATLAB's
+    rng(43)/randsample, so the sample differs.  (3) a database with fewer images than
+    needed uses all of them (randsample would fail).
+    """
+    rng = np.random.default_rng(SEED)
+    numImages = int(dbTrain.numImages)
+    nIm = min(math.ceil(nTrain / nPerImage), numImages)
+    trainIDs = rng.choice(numImages, nIm, replace=False)
+    device = torch.device("cuda" if useGPU and torch.cuda.is_available() else "cpu")
+    was_training, old_device = net.training, net.device
+    net.eval().to(device)
+    paths = [os.path.join(str(dbTrain.dbPath), str(dbTrain.dbImageFns[i])) for i in trainIDs]
+    avg = net.meta["normalization"]["averageImage"]
+    chunks, nTotal = [], 0
+    try:
+        for im in tqdm(_prefetched(paths), total=nIm, desc="extract train descs", leave=False):
+            x = torch.from_numpy(subtract_average(im, avg)).permute(2, 0, 1)[None].to(device)
+            with torch.no_grad():
+                y = net(x.contiguous())[0]                               # D x H x W
+            descs = y.transpose(1, 2).reshape(y.shape[0], -1)           # D x (h + H*w)
+            nThis = min(nPerImage, descs.shape[1], nTrain - nTotal)
+            cols = torch.from_numpy(rng.choice(descs.shape[1], nThis, replace=False)).to(device)
+            chunks.append(descs[:, cols].float().cpu().numpy())
+            nTotal += nThis
+            if nTotal >= nTrain:
+                break
+    finally:
+        net.train(was_training).to(old_device)
+    return np.ascontiguousarray(np.concatenate(chunks, axis=1), dtype=np.float32)
+
+
+def kmeans(trainDescs: np.ndarray, k: int) -> np.ndarray:
+    """yael_kmeans(trainDescs, k, 'niter', 100, 'seed', 43) with faiss: D x k float32 centres.
+    Every descriptor is used (no subsampling to 256 per centre)."""
+    import faiss
+    d, n = trainDescs.shape
+    if n < k:
+        raise ValueError(f"k-means: {n} training descriptors for k={k} clusters")
+    km = faiss.Kmeans(d, k, niter=N_ITER, seed=SEED, verbose=False,
+                      max_points_per_centroid=max(1, -(-n // k)))
+    km.train(np.ascontiguousarray(trainDescs.T, dtype=np.float32))
+    return np.ascontiguousarray(km.centroids.T, dtype=np.float32)
+
+
+def getClusters(net: SimpleNN, opts, clstFn, k: int, dbTrain, trainDescFn) -> np.ndarray:
+    """getClusters.m: the D x k centres in ``clstFn`` if it exists (k checked); otherwise
+    k-means (:func:`kmeans`) of the descriptors in ``trainDescFn``, which are first computed
+    (:func:`sample_train_descs`, 50 000 from 500 images) and saved when absent.  Both files
+    hold MATLAB's variables ``trainDescs`` / ``clsts`` and are written atomically.
+    ``opts.useGPU`` selects the device for the descriptors; ``dbTrain`` needs name,
+    dbPath, dbImageFns and numImages.
+    """
+    from converters.artefacts import read_train_descs, write_clusters, write_train_descs
+    from .add_layers import opt
+    if os.path.isfile(clstFn):
+        return check_centres(clstFn, k)
+    if os.path.isfile(trainDescFn):
+        trainDescs = np.asarray(read_train_descs(trainDescFn), dtype=np.float32)
+    else:
+        trainDescs = sample_train_descs(net, dbTrain, bool(opt(opts, "useGPU")))
+        os.makedirs(os.path.dirname(os.path.abspath(trainDescFn)), exist_ok=True)
+        write_train_descs(trainDescFn, trainDescs)
+    if not np.isfinite(trainDescs).all():
+        raise ValueError(f"{trainDescFn}: training descriptors contain NaN or Inf")
+    clsts = kmeans(trainDescs, k)
+    os.makedirs(os.path.dirname(os.path.abspath(clstFn)), exist_ok=True)
+    write_clusters(clstFn, clsts)
+    return clsts
