@@ -87,16 +87,33 @@ def sample_train_descs(net: SimpleNN, dbTrain, useGPU: bool = False,
     return np.ascontiguousarray(np.concatenate(chunks, axis=1), dtype=np.float32)
 
 
+def kmeanspp_init(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k-means++ seeds (yael_kmeans' default 'init' 0): k rows of x (N x D), each drawn with
+    probability proportional to the squared distance to the nearest seed so far."""
+    x64 = x.astype(np.float64)
+    sq = (x64 ** 2).sum(1)
+    idx = [int(rng.integers(len(x)))]
+    best = np.full(len(x), np.inf)
+    for _ in range(1, k):  # sequential by nature; each step is one vectorised pass
+        c = x64[idx[-1]]
+        best = np.minimum(best, np.maximum(sq - 2 * x64 @ c + c @ c, 0))
+        total = best.sum()
+        idx.append(int(rng.choice(len(x), p=best / total)) if total > 0 else int(rng.integers(len(x))))
+    return x[idx]
+
+
 def kmeans(trainDescs: np.ndarray, k: int) -> np.ndarray:
-    """yael_kmeans(trainDescs, k, 'niter', 100, 'seed', 43) with faiss: D x k float32 centres.
-    Every descriptor is used (no subsampling to 256 per centre)."""
+    """yael_kmeans(trainDescs, k, 'niter', 100, 'seed', 43): k-means++ seeding (numpy
+    generator seeded with 43, so not yael's seeds) then 100 Lloyd iterations with faiss,
+    on every descriptor (no subsampling).  Returns D x k float32 centres."""
     import faiss
     d, n = trainDescs.shape
     if n < k:
         raise ValueError(f"k-means: {n} training descriptors for k={k} clusters")
+    x = np.ascontiguousarray(trainDescs.T, dtype=np.float32)
     km = faiss.Kmeans(d, k, niter=N_ITER, seed=SEED, verbose=False,
                       max_points_per_centroid=max(1, -(-n // k)))
-    km.train(np.ascontiguousarray(trainDescs.T, dtype=np.float32))
+    km.train(x, init_centroids=kmeanspp_init(x, k, np.random.default_rng(SEED)))
     return np.ascontiguousarray(km.centroids.T, dtype=np.float32)
 
 
