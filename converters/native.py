@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
-from safetensors import safe_open
 from safetensors.numpy import save_file
 
 import matnet.layers.heads  # noqa: F401  (registers the NetVLAD classdef layers)
@@ -105,17 +105,51 @@ def save_native(net: SimpleNN, path) -> Path:
     return path
 
 
+_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
+           "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?"}
+
+
+def _read_safetensors(path: Path):
+    """(tensors as read-only numpy views of a memory map, metadata dict).
+
+    The safetensors layout is an 8-byte little-endian header length, a JSON header
+    (name -> dtype, shape, data_offsets; ``__metadata__``), then the raw data.  Views
+    instead of copies: the layers copy their weights once, when they are built.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise MatFileError(f"{path}: not a safetensors file ({size} bytes)")
+        n = int.from_bytes(head, "little")
+        if n > size - 8:
+            raise MatFileError(f"{path}: not a safetensors file (header length {n} > file size)")
+        try:
+            header = json.loads(f.read(n))
+        except ValueError as e:
+            raise MatFileError(f"{path}: not a safetensors file (truncated or corrupt?): {e}") from e
+    data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n) if size > 8 + n else np.zeros(0, np.uint8)
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = info["data_offsets"]
+        dtype = np.dtype(_DTYPES.get(info["dtype"], "V"))
+        shape = tuple(info["shape"])
+        if dtype.kind == "V" or end > data.size or end - begin != dtype.itemsize * int(np.prod(shape)):
+            raise MatFileError(f"{path}: tensor {name!r}: bad dtype/offsets (truncated or corrupt?)")
+        tensors[name] = data[begin:end].view(dtype).reshape(shape)
+    return tensors, header.get("__metadata__") or {}
+
+
 def load_native(path) -> SimpleNN:
     """Read a network written by :func:`save_native`."""
     path = Path(path)
     if not path.is_file():
         raise MatFileError(f"{path}: no such file")
-    try:
-        with safe_open(str(path), framework="np") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:
-        raise MatFileError(f"{path}: not a safetensors file (truncated or corrupt?): {e}") from e
+    tensors, meta = _read_safetensors(path)
+    # weights are copied by the layers; everything else is copied here (no view outlives the map)
+    tensors = {k: v if "/weights/" in k or "/momentum/" in k else np.array(v) for k, v in tensors.items()}
     try:
         doc = json.loads(meta["matnet"])
     except (KeyError, ValueError) as e:
@@ -124,9 +158,11 @@ def load_native(path) -> SimpleNN:
         raise MatFileError(f"{path}: unknown format {doc.get('format')!r} (expected {FORMAT})")
     try:
         layers = []
-        for i, entry in enumerate(doc["layers"]):
-            s = _unpack(entry["struct"], tensors)
-            layers.append(layer_from_struct(s, class_name=entry["class_name"], index=i))
+        with warnings.catch_warnings():  # torch warns about read-only arrays; the layers copy them
+            warnings.simplefilter("ignore", UserWarning)
+            for i, entry in enumerate(doc["layers"]):
+                s = _unpack(entry["struct"], tensors)
+                layers.append(layer_from_struct(s, class_name=entry["class_name"], index=i))
         return SimpleNN(layers, _unpack(doc["meta"], tensors))
     except (LayerError, KeyError, ValueError) as e:
         raise MatFileError(f"{path}: bad network description: {e}") from e
