@@ -41,14 +41,16 @@ def tinyNetStructs(seed: int = 0) -> list[dict]:
 
 
 def saveTinyNet(folder, averageColour, imSize=(64, 80), seed: int = 0) -> Path:
-    """Write ``<folder>/matnet-tiny.mat`` (``layers``, ``meta.normalization`` with a
-    1x1x3 ``averageImage`` = ``averageColour`` and ``imageSize`` [H W 3])."""
+    """Write ``<folder>/matnet-tiny.mat`` (``layers``, ``meta.normalization`` with an
+    H x W x 3 ``averageImage`` filled with ``averageColour`` -- full size, so that
+    relja_netOutputDim's default input goes through the pooling layers -- and
+    ``imageSize`` [H W 3])."""
     from converters.matfile import savemat
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     meta = {"normalization": {
-        "averageImage": np.asarray(averageColour, np.float32).reshape(1, 1, 3),
+        "averageImage": np.tile(np.asarray(averageColour, np.float32).reshape(1, 1, 3), (imSize[0], imSize[1], 1)),
         "imageSize": np.array([[imSize[0], imSize[1], 3]], np.float64)}}
     out = folder / TINY_FILE
     savemat(out, {"layers": tinyNetStructs(seed), "meta": meta})
