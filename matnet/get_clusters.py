@@ -90,14 +90,13 @@ def sample_train_descs(net: SimpleNN, dbTrain, useGPU: bool = False,
 def kmeanspp_init(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     """k-means++ seeds (yael_kmeans' default 'init' 0): k rows of x (N x D), each drawn with
     probability proportional to the squared distance to the nearest seed so far."""
-    x64 = x.astype(np.float64)
-    sq = (x64 ** 2).sum(1)
+    sq = np.einsum("nd,nd->n", x, x)
     idx = [int(rng.integers(len(x)))]
-    best = np.full(len(x), np.inf)
+    best = np.full(len(x), np.inf, dtype=np.float32)
     for _ in range(1, k):  # sequential by nature; each step is one vectorised pass
-        c = x64[idx[-1]]
-        best = np.minimum(best, np.maximum(sq - 2 * x64 @ c + c @ c, 0))
-        total = best.sum()
+        c = x[idx[-1]]
+        np.minimum(best, np.maximum(sq - 2 * (x @ c) + c @ c, 0), out=best)
+        total = best.sum(dtype=np.float64)
         idx.append(int(rng.choice(len(x), p=best / total)) if total > 0 else int(rng.integers(len(x))))
     return x[idx]
 
