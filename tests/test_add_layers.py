@@ -160,3 +160,17 @@ def test_nan_centres(cluster_files):
 def test_wrong_D_between_centres_and_features(cluster_files):
     with pytest.raises(ValueError, match="D=6, the network's output has D=4"):
         addLayers(tiny_net(d=4), dict(OPTS, method="vlad_preL2"), DB)
+
+
+@pytest.mark.parametrize("fmt", ["7.3", "5"])
+@pytest.mark.parametrize("method", ["vlad_preL2_intra", "vladv2_preL2_intra", "max"])
+def test_saved_network_round_trip(cluster_files, tmp_path, method, fmt):
+    """A net with a head, written as MATLAB's .mat and read back, computes the same."""
+    from converters.network import load_net, save_net
+    net = addLayers(tiny_net(), dict(OPTS, method=method), DB)
+    save_net(net, tmp_path / "net.mat", format=fmt)
+    back = load_net(tmp_path / "net.mat")
+    assert [type(l) for l in back.layers] == [type(l) for l in net.layers]
+    assert [l.name for l in back.layers] == [l.name for l in net.layers]
+    x = torch.rand(2, 3, 6, 5) * 255
+    torch.testing.assert_close(back(x), net(x))
