@@ -79,18 +79,7 @@ def _layer(item, i: int, where: str):
                                f"'custom' struct of unknown class (no weights, name not recognised)")
         s = {k: v for k, v in item.items() if k != "class"}
         return layer_from_struct(s, class_name=cls, index=i)
-    return layer_from_struct(_scalar_fields(item), index=i)
-
-
-def _scalar_fields(s: dict) -> dict:
-    """relu ``leak`` / dropout ``rate`` as Python floats (the engine's from_struct calls float()
-    on them, which numpy refuses for MATLAB's 1x1 arrays)."""
-    out = dict(s)
-    for k in ("leak", "rate"):
-        v = out.get(k)
-        if isinstance(v, np.ndarray) and v.size == 1:
-            out[k] = float(v.reshape(-1)[0])
-    return out
+    return layer_from_struct(item, index=i)
 
 
 def _tidy_meta(top: dict) -> dict:

@@ -44,12 +44,14 @@ def conv_filters_from_torch(w: torch.Tensor) -> torch.Tensor:
     return w.permute(2, 3, 1, 0)
 
 
-def matlab_shape(a, ndim: int) -> np.ndarray:
+def matlab_shape(a, ndim: int):
     """Restore trailing singleton dims MATLAB truncated: a 3x3x64 filter bank
-    with one output channel comes back as 3x3x64x1 for ``ndim=4``."""
-    a = np.asarray(a)
+    with one output channel comes back as 3x3x64x1 for ``ndim=4``.  Tensors stay
+    tensors (a view, no copy); anything else becomes a numpy array."""
+    if not isinstance(a, torch.Tensor):
+        a = np.asarray(a)
     if a.ndim > ndim:
         if any(s != 1 for s in a.shape[ndim:]):
             raise ValueError(f"array of shape {a.shape} has more than {ndim} dimensions")
-        a = a.reshape(a.shape[:ndim])
-    return a.reshape(a.shape + (1,) * (ndim - a.ndim))
+        a = a.reshape(tuple(a.shape[:ndim]))
+    return a.reshape(tuple(a.shape) + (1,) * (ndim - a.ndim))

@@ -149,3 +149,20 @@ def test_wrong_number_of_input_channels_names_the_layer():
         net(torch.zeros(1, 4, 8, 8))
     with pytest.raises(LayerError, match="'pool1'.*larger than the padded input"):
         net.layers[4](torch.zeros(1, 4, 1, 1))
+
+
+def test_matlab_scalars_and_tensor_ownership():
+    # MATLAB scalars arrive as 1x1 arrays
+    relu = layer_from_struct(dict(name="r", type="relu", leak=np.array([[0.25]]), precious=np.array([[1]], bool)))
+    assert relu.leak == 0.25 and relu.precious is True
+    drop = layer_from_struct(dict(name="d", type="dropout", rate=np.array([[0.3]])))
+    assert drop.rate == 0.3
+    # tensors are taken over without a copy; numpy arrays are copied
+    w = torch.randn(1, 1, 3, 2)
+    conv = layer_from_struct(dict(name="c", type="conv", weights=[w, torch.zeros(2)]))
+    assert conv.weights[0].data_ptr() == w.data_ptr()
+    a = np.ones((1, 1, 3, 2), np.float32)
+    conv = layer_from_struct(dict(name="c", type="conv", weights=[a, np.zeros(2, np.float32)]))
+    with torch.no_grad():
+        conv.weights[0].add_(1)
+    assert a.max() == 1

@@ -58,6 +58,23 @@ def _as_list(v) -> list:
     return [v]
 
 
+def as_parameter(w) -> nn.Parameter:
+    """A float32 Parameter.  A tensor handed in is taken over without a copy (the
+    native loader relies on this); arrays from files are copied, so training never
+    writes into a caller's numpy array."""
+    if isinstance(w, nn.Parameter):
+        return w
+    if isinstance(w, torch.Tensor):
+        return nn.Parameter(w.detach().to(torch.float32))
+    return nn.Parameter(torch.tensor(np.asarray(w, dtype=np.float32)))
+
+
+def scalar(v, default: float) -> float:
+    """A MATLAB scalar (1x1 array, python number, or empty/None -> default) as float."""
+    a = np.asarray(default if v is None else v, dtype=np.float64).reshape(-1)
+    return float(a[0]) if a.size else float(default)
+
+
 def _optional_floats(v) -> list[float] | None:
     if v is None:
         return None
@@ -75,10 +92,7 @@ class Layer(nn.Module):
                  learningRate=None, weightDecay=None, momentum=None, extra: dict | None = None):
         super().__init__()
         self.name = str(name)
-        self.weights = nn.ParameterList(
-            [w if isinstance(w, nn.Parameter) else
-             nn.Parameter(torch.as_tensor(np.asarray(w, dtype=np.float32)).clone())
-             for w in weights])
+        self.weights = nn.ParameterList([as_parameter(w) for w in weights])
         self.precious = bool(precious)
         self.learningRate = _optional_floats(learningRate)
         self.weightDecay = _optional_floats(weightDecay)
@@ -96,8 +110,7 @@ class Layer(nn.Module):
     def common_kwargs(s: dict, known: tuple[str, ...] = ()) -> dict:
         """The constructor keywords every layer shares, read from struct ``s``."""
         return dict(
-            precious=bool(np.asarray(s.get("precious", False)).reshape(-1)[:1].any())
-            if np.asarray(s.get("precious", False)).size else False,
+            precious=bool(scalar(s.get("precious"), 0.0)),
             learningRate=s.get("learningRate"), weightDecay=s.get("weightDecay"),
             momentum=s.get("momentum"),
             extra={k: v for k, v in s.items() if k not in _COMMON and k not in known})

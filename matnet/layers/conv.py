@@ -40,7 +40,7 @@ class Conv(Layer):
             require(s, "weights")
         if not ws:
             raise LayerError(f"layer '{s['name']}' (conv): empty 'weights'")
-        ws = [matlab_shape(ws[0], 4)] + [np.asarray(w) for w in ws[1:]]
+        ws = [matlab_shape(ws[0], 4)] + [w if isinstance(w, torch.Tensor) else np.asarray(w) for w in ws[1:]]
         return cls(s["name"], ws, stride=s.get("stride"), pad=s.get("pad"), dilate=s.get("dilate"),
                    **cls.common_kwargs(s, ("stride", "pad", "dilate", "filters", "biases")))
 

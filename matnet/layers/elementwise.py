@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import Layer, register_type
+from .base import Layer, register_type, scalar
 
 
 @register_type("relu")
@@ -19,8 +19,7 @@ class ReLU(Layer):
 
     @classmethod
     def from_struct(cls, s):
-        return cls(s["name"], float(s.get("leak", 0.0) if s.get("leak") is not None else 0.0),
-                   **cls.common_kwargs(s, ("leak",)))
+        return cls(s["name"], scalar(s.get("leak"), 0.0), **cls.common_kwargs(s, ("leak",)))
 
     def struct_fields(self):
         return {"leak": self.leak}
@@ -42,7 +41,7 @@ class Dropout(Layer):
 
     @classmethod
     def from_struct(cls, s):
-        return cls(s["name"], float(s.get("rate", 0.5)), **cls.common_kwargs(s, ("rate",)))
+        return cls(s["name"], scalar(s.get("rate"), 0.5), **cls.common_kwargs(s, ("rate",)))
 
     def struct_fields(self):
         return {"rate": self.rate}
