@@ -1,9 +1,11 @@
 """Reader for NetVLAD dataset specifications (``<specDir>/<name>.mat`` holding ``dbStruct``).
 
 Returns a dict with MATLAB's field names and normalised values: file name lists of
-str, UTM coordinates as float64 2 x N, time stamps as int64 1-D, integer counts and
-thresholds cast to Python numbers (the files store them as uint8/uint16/int32, where
-MATLAB arithmetic would saturate).
+str, UTM coordinates as float64 2 x N, time stamps as int64 1-D, counts and
+thresholds as Python numbers.  (The released files hold these as MATLAB doubles whose
+data are stored compactly as uint8/uint16/int32; readers that report the storage type,
+e.g. scipy without ``mat_dtype``, show integers.  Integer-class values are cast too, so
+no integer arithmetic saturates.)
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ def _loadmat(path: Path) -> dict:
         return loadmat(path)
     import scipy.io
     try:
-        raw = scipy.io.loadmat(path, squeeze_me=False, struct_as_record=True)
+        raw = scipy.io.loadmat(path, squeeze_me=False, struct_as_record=True, mat_dtype=True)
     except NotImplementedError as e:  # v7.3
         raise DbStructError(f"{path}: v7.3 spec files need converters.matfile ({e})") from e
     if "dbStruct" not in raw:

@@ -219,3 +219,16 @@ def test_dbTiny(shared_dir):
     assert not hasattr(db, "nnSearchPostprocess")
     ids, _ = db.cp.getPosIDs(db.utmQ)
     assert min(len(i) for i in ids) >= 12  # each query's group contributed 12 images within ~2 m
+
+
+def test_tokyo247_nms_in_testCore(tmp_path):
+    from matnet.evaluate import testCore
+    # 3 panoramas x 12 cutouts; only panorama 2 is near the query
+    utmDb = np.repeat([[0, 0, 1000], [1000, 500, 0]], 12, axis=1).astype(float)
+    write_spec(tmp_path, "tokyo247", utmDb, [[1000], [0]])
+    db = dbTokyo247(specDir=tmp_path)
+    dbFeat = np.repeat(np.array([[1.0], [2.0], [3.0]], np.float32), 12, axis=0)
+    dbFeat += np.arange(36, dtype=np.float32)[:, None] * 1e-3  # strict order 0..35
+    recall, allRecalls = testCore(db, np.zeros((1, 1), np.float32), dbFeat, recallNs=[1, 2, 3, 12])
+    # without NMS the top 12 would all be panorama 0; with it the ranking is 0, 12, 24
+    np.testing.assert_array_equal(allRecalls, [[0, 0, 1, 1]])

@@ -106,6 +106,13 @@ def test_serialAllFeats_matches_reference(tmp_path):
     np.testing.assert_allclose(one, feats[2], rtol=1e-5, atol=1e-4)
     gray = computeRepresentation(net, ims[3][:, :, 0].astype(np.float32), useGPU=False)
     np.testing.assert_allclose(gray, feats[3], rtol=1e-5, atol=1e-4)
+    # JPEG and CMYK JPEG in one list: pixels as the reader gives them, network as reference
+    Image.fromarray(ims[0]).save(tmp_path / "j.jpg", quality=95)
+    Image.fromarray(ims[1]).convert("CMYK").save(tmp_path / "c.jpg", quality=95)
+    serialAllFeats(net, str(tmp_path) + "/", ["j.jpg", "c.jpg"], tmp_path / "j.bin", useGPU=False)
+    jf = read_bin(tmp_path / "j.bin", n=2)
+    for i, fn in enumerate(["j.jpg", "c.jpg"]):
+        np.testing.assert_allclose(jf[i], reference(net, imread_uint8(tmp_path / fn)), rtol=1e-5, atol=1e-4)
     with pytest.raises(TypeError, match="float32"):
         computeRepresentation(net, ims[0].astype(np.float64), useGPU=False)
 
