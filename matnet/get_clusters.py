@@ -18,6 +18,7 @@ N_TRAIN = 50000     # descriptors in total
 N_PER_IMAGE = 100   # descriptors per image
 SEED = 43           # rng(43) for the image/descriptor sample, kmeans 'seed' 43
 N_ITER = 100        # kmeans 'niter'
+CHECKPOINT_EVERY = 50  # images between checkpoints of the descriptor extraction
 
 
 def check_centres(clstFn, k: int, d: int | None = None) -> np.ndarray:
@@ -48,40 +49,65 @@ def _prefetched(paths, workers: int = 4):
             yield queue.popleft().result()
 
 
-def sample_train_descs(net: SimpleNN, dbTrain, useGPU: bool = False,
-                       nTrain: int = N_TRAIN, nPerImage: int = N_PER_IMAGE) -> np.ndarray:
+def _save_partial(path, descs: np.ndarray, done: int, trainIDs: np.ndarray):
+    tmp = f"{path}.tmp.npz"
+    np.savez(tmp, descs=descs, done=np.int64(done), trainIDs=trainIDs)
+    os.replace(tmp, path)
+
+
+def _load_partial(path, trainIDs: np.ndarray):
+    """(descs, done) from a checkpoint of the same image sample, else (None, 0)."""
+    if path is None or not os.path.isfile(path):
+        return None, 0
+    with np.load(path, allow_pickle=False) as z:
+        if not np.array_equal(z["trainIDs"], trainIDs):
+            return None, 0
+        return z["descs"], int(z["done"])
+
+
+def sample_train_descs(net: SimpleNN, dbTrain, useGPU: bool = False, nTrain: int = N_TRAIN,
+                       nPerImage: int = N_PER_IMAGE, checkpoint=None) -> np.ndarray:
     """getClusters' training descriptors: D x N float32, up to ``nPerImage`` random columns of
     the last layer's H*W x D output (MATLAB's column-major pixel order) of ceil(nTrain /
     nPerImage) random database images, mean-subtracted as serialAllFeats does.
+    ``checkpoint`` (a .npz path) is written every CHECKPOINT_EVERY images and resumed from;
+    the result does not depend on interruptions (each image has its own seeded sample).
 
     Differences from MATLAB, documented: (1) the original draws ``trainIDs`` with
     randsample but then reads ``dbImageFns{iIm}``, i.e. the *first* images; here the drawn
-    images are read, as intended.  (2) numpy's generator seeded with 43 replaces MATLAB's
+    images are read, as intended.  (2) numpy generators seeded with 43 replace MATLAB's
     rng(43)/randsample, so the sample differs.  (3) a database with fewer images than
     needed uses all of them (randsample would fail).
     """
-    rng = np.random.default_rng(SEED)
     numImages = int(dbTrain.numImages)
     nIm = min(math.ceil(nTrain / nPerImage), numImages)
-    trainIDs = rng.choice(numImages, nIm, replace=False)
+    trainIDs = np.random.default_rng(SEED).choice(numImages, nIm, replace=False)
+    descs_done, done = _load_partial(checkpoint, trainIDs)
+    chunks = [] if descs_done is None else [descs_done]
+    nTotal = sum(c.shape[1] for c in chunks)
     device = torch.device("cuda" if useGPU and torch.cuda.is_available() else "cpu")
     was_training, old_device = net.training, net.device
     net.eval().to(device)
     paths = [os.path.join(str(dbTrain.dbPath), str(dbTrain.dbImageFns[i])) for i in trainIDs]
     avg = net.meta["normalization"]["averageImage"]
-    chunks, nTotal = [], 0
     try:
-        for im in tqdm(_prefetched(paths), total=nIm, desc="extract train descs", leave=False):
+        images = tqdm(_prefetched(paths[done:]), total=nIm, initial=done,
+                      desc="extract train descs", leave=False)
+        for iIm, im in enumerate(images, start=done):
+            if nTotal >= nTrain:
+                break
             x = torch.from_numpy(subtract_average(im, avg)).permute(2, 0, 1)[None].to(device)
             with torch.no_grad():
                 y = net(x.contiguous())[0]                               # D x H x W
             descs = y.transpose(1, 2).reshape(y.shape[0], -1)           # D x (h + H*w)
             nThis = min(nPerImage, descs.shape[1], nTrain - nTotal)
+            rng = np.random.default_rng([SEED, iIm])
             cols = torch.from_numpy(rng.choice(descs.shape[1], nThis, replace=False)).to(device)
             chunks.append(descs[:, cols].float().cpu().numpy())
             nTotal += nThis
-            if nTotal >= nTrain:
-                break
+            if checkpoint is not None and (iIm + 1) % CHECKPOINT_EVERY == 0:
+                chunks = [np.concatenate(chunks, axis=1)]
+                _save_partial(checkpoint, chunks[0], iIm + 1, trainIDs)
     finally:
         net.train(was_training).to(old_device)
     return np.ascontiguousarray(np.concatenate(chunks, axis=1), dtype=np.float32)
@@ -119,7 +145,8 @@ def kmeans(trainDescs: np.ndarray, k: int) -> np.ndarray:
 def getClusters(net: SimpleNN, opts, clstFn, k: int, dbTrain, trainDescFn) -> np.ndarray:
     """getClusters.m: the D x k centres in ``clstFn`` if it exists (k checked); otherwise
     k-means (:func:`kmeans`) of the descriptors in ``trainDescFn``, which are first computed
-    (:func:`sample_train_descs`, 50 000 from 500 images) and saved when absent.  Both files
+    (:func:`sample_train_descs`, 50 000 from 500 images; resumable through
+    ``<trainDescFn>.partial.npz``) and saved when absent.  Both files
     hold MATLAB's variables ``trainDescs`` / ``clsts`` and are written atomically.
     ``opts.useGPU`` selects the device for the descriptors; ``dbTrain`` needs name,
     dbPath, dbImageFns and numImages.
@@ -131,9 +158,12 @@ def getClusters(net: SimpleNN, opts, clstFn, k: int, dbTrain, trainDescFn) -> np
     if os.path.isfile(trainDescFn):
         trainDescs = np.asarray(read_train_descs(trainDescFn), dtype=np.float32)
     else:
-        trainDescs = sample_train_descs(net, dbTrain, bool(opt(opts, "useGPU")))
         os.makedirs(os.path.dirname(os.path.abspath(trainDescFn)), exist_ok=True)
+        partial = f"{trainDescFn}.partial.npz"
+        trainDescs = sample_train_descs(net, dbTrain, bool(opt(opts, "useGPU")), checkpoint=partial)
         write_train_descs(trainDescFn, trainDescs)
+        if os.path.isfile(partial):
+            os.remove(partial)
     if not np.isfinite(trainDescs).all():
         raise ValueError(f"{trainDescFn}: training descriptors contain NaN or Inf")
     clsts = kmeans(trainDescs, k)

@@ -135,3 +135,23 @@ def test_missing_image_is_a_clear_error(tmp_path):
     (tmp_path / "images" / db.dbImageFns[1]).unlink()
     with pytest.raises(FileNotFoundError, match="im001"):
         sample_train_descs(id_net(), db, nTrain=100, nPerImage=10)
+
+
+def test_extraction_resumes_from_checkpoint(tmp_path, monkeypatch):
+    import matnet.get_clusters as gc
+    monkeypatch.setattr(gc, "CHECKPOINT_EVERY", 2)
+    db = make_db(tmp_path, 10)
+    full = sample_train_descs(id_net(), db, nTrain=100, nPerImage=10)
+    order = np.random.default_rng(SEED).choice(10, 10, replace=False)
+    img = lambda i: tmp_path / "images" / db.dbImageFns[order[i]]
+    saved = img(5).read_bytes()
+    img(5).unlink()
+    ck = tmp_path / "part.npz"
+    with pytest.raises(FileNotFoundError):
+        sample_train_descs(id_net(), db, nTrain=100, nPerImage=10, checkpoint=ck)
+    assert ck.is_file()
+    img(5).write_bytes(saved)
+    for i in range(4):  # done before the interruption: must not be read again
+        img(i).unlink()
+    resumed = sample_train_descs(id_net(), db, nTrain=100, nPerImage=10, checkpoint=ck)
+    np.testing.assert_array_equal(resumed, full)
