@@ -220,3 +220,18 @@ def test_nan_centres_rejected():
 def test_forward_without_weights():
     with pytest.raises(LayerError, match="constructor"):
         layerVLAD("v")(torch.zeros(1, 3, 2, 2))
+
+
+def test_channels_last_input_same_result_and_gradients():
+    layer, _ = make(8, 6, 0)
+    x = torch.randn(2, 6, 5, 3)
+    g = torch.randn(2, 6, 1, 8)
+    outs = []
+    for xx in (x.clone(), x.clone().to(memory_format=torch.channels_last)):
+        xx.requires_grad_(True)
+        layer.zero_grad()
+        y = layer(xx)
+        y.backward(g)
+        outs.append((y.detach(), xx.grad.clone(), layer.weights[0].grad.clone()))
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b)

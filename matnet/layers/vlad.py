@@ -39,6 +39,14 @@ def vlad_aggregate(x: torch.Tensor, assign_w: torch.Tensor, assign_b: torch.Tens
     return _VLADFunction.apply(x, assign_w, assign_b, neg_centres)
 
 
+def _features(x: torch.Tensor) -> torch.Tensor:
+    """N x D x H x W -> N x D x HW without a copy for contiguous and channels_last inputs."""
+    n, d, h, w = x.shape
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return x.permute(0, 2, 3, 1).reshape(n, h * w, d).transpose(1, 2)
+    return x.reshape(n, d, h * w)
+
+
 class _VLADFunction(torch.autograd.Function):
     """Forward and backward of NetVLAD as batched matmuls.  Saves only x and the
     N x K x HW assignment; the backward's extra memory is about the size of dz/dx."""
@@ -46,7 +54,7 @@ class _VLADFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, assign_w, assign_b, neg_c):
         n, d, h, w = x.shape
-        feats = x.reshape(n, d, h * w)                                # N x D x HW
+        feats = _features(x)                                          # N x D x HW
         w_t = assign_w.t().unsqueeze(0).expand(n, -1, -1)             # N x K x D
         if assign_b.numel():
             logits = torch.baddbmm(assign_b.reshape(1, -1, 1), w_t, feats)
@@ -64,7 +72,7 @@ class _VLADFunction(torch.autograd.Function):
     def backward(ctx, dzdy):
         x, assign_w, neg_c, assign = ctx.saved_tensors
         n, d, h, w = x.shape
-        feats = x.reshape(n, d, h * w)
+        feats = _features(x)
         dv_t = dzdy.reshape(n, d, -1)                                 # N x D x K = dV^T
         # dz/da(k, i) = sum_d dV(k, d) (x_i(d) - c_k(d)); softmax backward a (g - sum_k a g)
         dzdp = torch.bmm(dv_t.transpose(1, 2), feats)                 # N x K x HW
