@@ -33,7 +33,7 @@ class _WholeL2(torch.autograd.Function):
 class _Parameterless(Layer):
     type = "custom"
 
-    def __init__(self, name: str | None = None, *, precious: bool = False, extra=None, **_):
+    def __init__(self, name: str | None = None, *, precious: bool = False, extra=None):
         super().__init__(self.default_name if name is None else name, precious=precious, extra=extra)
 
     @classmethod
