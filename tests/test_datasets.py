@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from converters.matfile import savemat
-from matnet.datasets import (closePosition, dbBase, dbPitts, dbTiny, dbTokyo247,
+from matnet.datasets import (closePosition, dbPitts, dbTiny, dbTokyo247,
                              dbTokyoTimeMachine, localPaths)
 from matnet.datasets.tokyo247 import panorama_of
 

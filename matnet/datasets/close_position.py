@@ -30,17 +30,21 @@ class closePosition:
         """(ids, squared distances) of positions within the threshold of ``utm``; a
         2-vector gives two arrays, a 2 x M array gives two lists of M arrays."""
         u = np.asarray(utm, dtype=np.float64)
-        single = u.ndim == 1
-        u = u.reshape(2, -1)
+        ids, ds, owner = self.pairs(u.reshape(2, -1))
+        splits = np.cumsum(np.bincount(owner, minlength=u.reshape(2, -1).shape[1]))[:-1]
+        ids, ds = np.split(ids, splits), np.split(ds, splits)
+        return (ids[0], ds[0]) if u.ndim == 1 else (ids, ds)
+
+    def pairs(self, u: np.ndarray):
+        """All (id, squared distance, column of ``u``) within the threshold of the 2 x M
+        points ``u``, flat, grouped by column, ids ascending within a column."""
         cand = self.tree.query_ball_point(u.T, self._radius, return_sorted=True)
         lens = np.fromiter((len(c) for c in cand), np.int64, count=len(cand))
         flat = np.concatenate([np.asarray(c, np.int64) for c in cand]) if lens.sum() else np.zeros(0, np.int64)
         owner = np.repeat(np.arange(u.shape[1]), lens)
         d = sqdist(u[:, owner], self.utm[:, flat])
         keep = d <= self.posDistSqThr
-        splits = np.cumsum(np.bincount(owner[keep], minlength=u.shape[1]))[:-1]
-        ids, ds = np.split(flat[keep], splits), np.split(d[keep], splits)
-        return (ids[0], ds[0]) if single else (ids, ds)
+        return flat[keep], d[keep], owner[keep]
 
     def getPosDbIDs(self, dbID):
         """getPosIDs around database position(s) ``dbID`` (0-based)."""

@@ -31,7 +31,8 @@ class dbBase:
     """Properties as MATLAB: ``name``, ``whichSet``, ``dbPath``, ``dbImageFns``, ``utmDb``
     (2 x numImages), ``qPath``, ``qImageFns``, ``utmQ`` (2 x numQueries), ``numImages``,
     ``numQueries``, ``posDistThr``, ``posDistSqThr``, ``nonTrivPosDistSqThr``, ``cp``
-    (:class:`closePosition` over the database) and ``specFn``."""
+    (:class:`closePosition` over the database) and ``specFn``.  Image and query ids
+    are 0-based (MATLAB's minus one)."""
 
     name: str = ""
     dbPath: str = ""
@@ -80,13 +81,16 @@ class dbBase:
         return self.cp.getPosDbIDs(iDb)[0]
 
     def _nontrivial(self, ids, dSq, iQuery, query_from_db):
-        return ids[(dSq > 1) & (dSq <= self.nonTrivPosDistSqThr)]
+        """Mask over flat (id, dSq, query) triples: which are non-trivial positives."""
+        return (dSq > 1) & (dSq <= self.nonTrivPosDistSqThr)
 
     def _nontrivial_many(self, utm, iQuery, query_from_db):
-        ids, ds = self.cp.getPosIDs(utm)
-        if np.ndim(iQuery) == 0:
-            return self._nontrivial(ids, ds, iQuery, query_from_db)
-        return [self._nontrivial(i, d, q, query_from_db) for i, d, q in zip(ids, ds, np.asarray(iQuery))]
+        q = np.atleast_1d(np.asarray(iQuery, np.int64))
+        ids, ds, owner = self.cp.pairs(utm.reshape(2, -1))
+        keep = self._nontrivial(ids, ds, q[owner], query_from_db)
+        splits = np.cumsum(np.bincount(owner[keep], minlength=q.size))[:-1]
+        out = np.split(ids[keep], splits)
+        return out[0] if np.ndim(iQuery) == 0 else out
 
     def nontrivialPosQ(self, iQuery):
         """Potential positives for training: 1 < squared distance <= nonTrivPosDistSqThr."""

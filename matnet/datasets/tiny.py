@@ -38,4 +38,4 @@ class dbTiny(dbBase):
         self._finish()
 
     def _nontrivial(self, ids, dSq, iQuery, query_from_db):
-        return ids[dSq <= self.nonTrivPosDistSqThr]
+        return dSq <= self.nonTrivPosDistSqThr

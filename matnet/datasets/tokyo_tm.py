@@ -25,7 +25,7 @@ class dbTokyoTimeMachine(dbBase):
 
     def _nontrivial(self, ids, dSq, iQuery, query_from_db):
         t = (self.dbTimeStamp if query_from_db else self.qTimeStamp)[iQuery]
-        return ids[(dSq > 1) & (dSq <= self.nonTrivPosDistSqThr) & (self.dbTimeStamp[ids] != t)]
+        return (dSq > 1) & (dSq <= self.nonTrivPosDistSqThr) & (self.dbTimeStamp[ids] != t)
 
     def nnSearchPostprocess(self, searcher, iQuery, nTop):
         """Retrieve 10*nTop, drop results taken at the query's time stamp, keep nTop."""
