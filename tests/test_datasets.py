@@ -232,3 +232,14 @@ def test_tokyo247_nms_in_testCore(tmp_path):
     recall, allRecalls = testCore(db, np.zeros((1, 1), np.float32), dbFeat, recallNs=[1, 2, 3, 12])
     # without NMS the top 12 would all be panorama 0; with it the ranking is 0, 12, 24
     np.testing.assert_array_equal(allRecalls, [[0, 0, 1, 1]])
+
+
+def test_tokyo247_recall_by_time_of_day(tmp_path):
+    write_spec(tmp_path, "tokyo247", [[0], [0]], np.zeros((2, 6)))
+    db = dbTokyo247(specDir=tmp_path)
+    allRecalls = np.array([[1, 1], [0, 1], [0, 0], [1, 1], [1, 1], [0, 1]], float)
+    split = db.recallByTimeOfDay(allRecalls)
+    # 0-based queries 0,3 day; 1,4 sunset; 2,5 night
+    np.testing.assert_array_equal(split["day"], [1, 1])
+    np.testing.assert_array_equal(split["sunset"], [0.5, 1])
+    np.testing.assert_array_equal(split["night"], [0, 0.5])

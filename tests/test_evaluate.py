@@ -215,3 +215,18 @@ def test_testCoreRank_against_loop(tmp_path):
         ref.append(np.mean([max(dpos + margin - ((qFeat[i] - dbFeat[j]) ** 2).sum(), 0) for j in negs]))
     np.testing.assert_allclose(losses, ref, rtol=1e-5)
     assert loss == pytest.approx(np.mean(ref), rel=1e-5)
+
+
+def test_testFromFn_dataclass_opts(toy):
+    import dataclasses
+
+    @dataclasses.dataclass
+    class TrainOpts:  # training passes its own options, with many other fields
+        recallNs: list = dataclasses.field(default_factory=lambda: [1, 5])
+        nTestSample: float = math.inf
+        learningRate: float = 1e-4
+
+    db, dbFeat, qFeat, d = toy
+    recall, _, allRecalls, opts = testFromFn(db, d / "db.bin", d / "q.bin", TrainOpts())
+    assert allRecalls.shape == (60, 2) and opts["learningRate"] == 1e-4 and opts["margin"] == 0.1
+    np.testing.assert_array_equal(allRecalls, ref_recalls(qFeat, dbFeat, db.utmQ, db.utmDb, [1, 5]))

@@ -175,3 +175,32 @@ def test_resume_after_interruption(tmp_path):
     serialAllFeats(net, str(tmp_path) + "/", fns[::-1], out, useGPU=False, batchSize=2)
     assert counter.seen == 21
     np.testing.assert_allclose(read_bin(out, n=21), feats[::-1], rtol=1e-6)
+
+
+def test_resume_ignores_partial_of_another_network(tmp_path):
+    net = tiny_net()
+    counter = Counter()
+    net.layers.insert(0, counter)
+    fns = []
+    for i in range(20):
+        Image.fromarray(rgb(6, 4, 60 + i)).save(tmp_path / f"{i}.png")
+        fns.append(f"{i}.png")
+    counter.fail_after = 18
+    with pytest.raises(RuntimeError):
+        serialAllFeats(net, str(tmp_path) + "/", fns, tmp_path / "n.bin", useGPU=False, batchSize=2)
+    with torch.no_grad():
+        net.layers[1].weights[0][0, 0, 0, 0] += 1.0  # another network: nothing is reused
+    counter.fail_after, counter.seen = None, 0
+    serialAllFeats(net, str(tmp_path) + "/", fns, tmp_path / "n.bin", useGPU=False, batchSize=2)
+    assert counter.seen == 20
+
+
+def test_computeRepresentation_input_checks(tmp_path):
+    net = tiny_net()
+    a = rgb(10, 6, 3)
+    with pytest.warns(UserWarning, match="uint8"):
+        got = computeRepresentation(net, a, useGPU=False)
+    np.testing.assert_allclose(got, reference(net, a), rtol=1e-5, atol=1e-4)
+    if not torch.cuda.is_available():
+        with pytest.warns(UserWarning, match="no CUDA"):
+            computeRepresentation(net, a.astype(np.float32), useGPU=True)
