@@ -123,3 +123,17 @@ def test_bad_options(env):
         tw.trainWeakly(dbT, dbV, fixLayers=["nope"], **OPTS)
     with pytest.raises(ValueError, match="unknown option"):
         tw.trainWeakly(dbT, dbV, nNegcap=3, **OPTS)
+
+
+def test_jitter_runs_and_image_loader_resizes(env):
+    dbT, dbV, out = env
+    loader = tw._ImageLoader(np.full((1, 1, 3), 10, np.float32), 2)
+    ims = loader([dbT.dbPath + dbT.dbImageFns[0]], shorter=16)
+    assert ims.shape == (1, 16, 20, 3)  # the shorter side (32) scaled to 16, aspect kept
+    raw = loader([dbT.dbPath + dbT.dbImageFns[0]])
+    assert raw.shape == (1, 32, 40, 3) and raw.min() >= -10
+    tw.trainWeakly(dbT, dbV, sessionID="jit", nEpoch=1, jitterFlip=True, jitterScale=[0.75, 1.0], test0=False,
+                   **OPTS)
+    ck = loadCheckpoint(out / "jit_latest.mat")
+    assert ck["obj"]["train"]["loss"].size == dbT.numQueries // OPTS["batchSize"]
+    assert ck["opts"].jitterScale == [0.75, 1.0] and ck["opts"].jitterFlip is True
