@@ -118,12 +118,23 @@ def main(argv=None):
                 serialAllFeats(net, str(d) + "/", fns, d / "out.bin", useGPU=False, batchSize=a.batchSize)
             r_full.append(a.images / (time.perf_counter() - t))
         assert (d / "out.bin").stat().st_size == a.images * 4096 * 4 or "stand-in" in head
+        heads = list(net.layers)[len(trunk.layers):]
+        x = torch.randn(a.batchSize, 512, 30, 40).contiguous(memory_format=torch.channels_last)
+        head_times = []
+        with torch.no_grad():
+            for layer in heads:
+                t = time.perf_counter()
+                x = layer(x)
+                head_times.append((time.perf_counter() - t, layer.name))
     fmt = lambda r: ", ".join(f"{x:.2f}" for x in r)
     print(f"{a.images} images 480x640 JPEG, batchSize {a.batchSize}, {torch.get_num_threads()} threads, CPU, "
           f"best of {a.repeats} interleaved runs")
     print(f"bare trunk (VGG16 conv5_3) forward, NCHW:          {r_nchw:.2f} img/s")
     print(f"bare trunk (VGG16 conv5_3) forward, channels_last: {max(r_cl):.2f} img/s  ({fmt(r_cl)})")
     print(f"serialAllFeats, decode + trunk + {head}: {max(r_full):.2f} img/s  ({fmt(r_full)})")
+    print(f"heads on one batch of conv5_3 maps ({a.batchSize} x 512 x 30 x 40): "
+          f"{sum(t for t, _ in head_times):.2f} s; slowest: "
+          + ", ".join(f"{n} {t:.2f} s" for t, n in sorted(head_times, reverse=True)[:2]))
     print(f"ratio serialAllFeats / bare channels_last trunk: {max(r_full) / max(r_cl):.2f} (target >= 0.9)")
     return 0
 

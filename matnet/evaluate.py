@@ -212,7 +212,9 @@ def testFromFn(db, dbFeatFn, qFeatFn, opts=None, **overrides):
     keyword overrides must name existing options.  ``cropToDim`` > 0 keeps the first
     cropToDim dimensions and L2-normalises again.  Returns ``(recall, rankloss,
     allRecalls, opts)``: mean recall per N, the rank loss (None unless
-    nTestRankSample > 0), per-query recalls, the options used.
+    nTestRankSample > 0), per-query recalls, the options used.  Feature files must
+    hold exactly numQueries / numImages vectors (MATLAB silently reads the first
+    numImages of a longer database file; here that is an error naming the file).
     """
     opts = _opts_dict(opts)
     for k, v in overrides.items():
