@@ -10,7 +10,7 @@ import torch
 def sqDists(feats: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Squared L2 distances from every row of ``feats`` (n x D) to ``q`` (D), computed
     as |x|^2 - 2 x.q + |q|^2 (yael_nn's way)."""
-    return (feats * feats).sum(1) - 2 * (feats @ q) + (q * q).sum()
+    return torch.einsum("ij,ij->i", feats, feats) - 2 * (feats @ q) + q @ q
 
 
 @dataclass
