@@ -137,3 +137,61 @@ def test_jitter_runs_and_image_loader_resizes(env):
     ck = loadCheckpoint(out / "jit_latest.mat")
     assert ck["obj"]["train"]["loss"].size == dbT.numQueries // OPTS["batchSize"]
     assert ck["opts"].jitterScale == [0.75, 1.0] and ck["opts"].jitterFlip is True
+
+
+def _setup_batch(env):
+    dbT, dbV, out = env
+    from matnet.load_net import loadNet
+    from matnet.nettools import netPrepareForTrain
+    net = netPrepareForTrain(_simple_head(loadNet("tiny", "conv3"), None, dbT), 1)
+    calls = []
+    real = tw._ImageLoader(net.meta["normalization"]["averageImage"], 1)
+
+    def loader(fns, shorter=None):
+        calls.append(len(fns))
+        return real(fns, shorter)
+    g = torch.Generator().manual_seed(0)
+    qf = torch.nn.functional.normalize(torch.randn(dbT.numQueries, 32, generator=g), dim=1)
+    dbf = torch.nn.functional.normalize(torch.randn(dbT.numImages, 32, generator=g), dim=1)
+    aux = {"negCache": [np.zeros(0, np.int64) for _ in range(dbT.numQueries)]}
+    return dbT, net, loader, calls, qf, dbf, aux
+
+
+def test_batch_skips_queries_without_positives_and_without_violations(env, monkeypatch):
+    dbT, net, loader, calls, qf, dbf, aux = _setup_batch(env)
+    before = _weights(net)
+    o = TrainWeaklyOpts(**{**OPTS, "backPropToLayer": 1})
+    args = (qf, dbf, aux, o, np.random.default_rng(0), loader, 32, 0.1, torch.device("cpu"))
+    # no potential positives: skipped, nothing loaded, no loss recorded (batch loss 0), no update
+    monkeypatch.setattr(dbT, "nontrivialPosQ", lambda q: np.zeros(0, np.int64))
+    assert tw._train_batch(net, dbT, [0, 1], *args) == 0.0
+    assert calls == [] and all(c.size == 0 for c in aux["negCache"])
+    monkeypatch.undo()
+    # negative margin: nothing violates -> loss 0, no image loaded, caches filled, no update
+    o2 = o.replace(margin=-10.0)
+    assert tw._train_batch(net, dbT, [0, 1], qf, dbf, aux, o2, *args[4:]) == 0.0
+    assert calls == [] and len(aux["negCache"][0]) == o.nNegCache and len(aux["negCache"][1]) == o.nNegCache
+    for x, y in zip(before, _weights(net)):
+        assert torch.equal(x, y)
+    # huge margin: every query violates -> 1 + 1 + nNegCap images per query, weights move
+    o3 = o.replace(margin=10.0)
+    loss = tw._train_batch(net, dbT, [0, 1], qf, dbf, aux, o3, *args[4:])
+    assert calls == [2 + o.nNegCap] * 2 and loss > 0
+    assert any(not torch.equal(x, y) for x, y in zip(before, _weights(net)))
+
+
+def test_concurrent_checkpoint0_writers_do_not_corrupt(env):
+    import threading
+    from converters.bin_features import read_bin
+    from matnet.load_net import loadNet
+    dbT, _, out = env
+    out.mkdir(parents=True, exist_ok=True)
+    nets = [_simple_head(loadNet("tiny", "conv3"), None, dbT) for _ in range(2)]
+    o = TrainWeaklyOpts(**OPTS)
+    fn = out / "shared_q.bin"
+    ts = [threading.Thread(target=tw._serial_feats, args=(n, dbT.qPath, dbT.qImageFns, str(fn), o)) for n in nets]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    f = read_bin(fn, n=dbT.numQueries)
+    assert f.shape == (dbT.numQueries, 32) and np.all(np.isfinite(f))
+    assert not [p for p in out.iterdir() if ".tmp" in p.name or ".partial" in p.name]
