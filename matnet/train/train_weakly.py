@@ -9,8 +9,9 @@ negatives and jittering) instead of MATLAB's stream; a resumed run keeps the sav
 momentum (MATLAB's netPrepareForTrain zeroes it); ``startEpoch = e`` also resumes in
 the middle of epoch e when ``<sessionID>_ep<e>_latest.mat`` is a mid-epoch save
 (its random state, batch position and feature cache are stored with it), so a run
-killed at any point loses only the work since its last save.  All tuples of a batch
-go through the network in one forward/backward pass (the gradients are the same sum).
+killed at any point loses only the work since its last save.  Checkpoint0 and
+feature files are written under unique temporary names and renamed, so concurrent
+runs sharing them never read a partial file.
 """
 from __future__ import annotations
 
