@@ -19,6 +19,7 @@ def run(layer, x_matlab):
     ((1, 1), (0, 0, 0, 0), (1, 1), (3, 3)),
     ((2, 3), (1, 2, 0, 3), (1, 1), (3, 2)),      # stride > 1, asymmetric pad
     ((1, 1), (1, 1, 1, 1), (1, 1), (1, 1)),      # 1x1 filters with padding
+    ((1, 1), (0, 0, 0, 0), (1, 1), (1, 1)),      # 1x1 filters: the matmul path
     ((1, 2), (2, 2, 2, 2), (2, 2), (3, 3)),      # dilation
 ])
 def test_conv_matches_formula(stride, pad, dilate, fsize):
@@ -113,6 +114,7 @@ def _gradcheck(layer, shape):
 @pytest.mark.parametrize("struct,shape", [
     (dict(type="conv", weights=[rng.standard_normal((3, 2, 3, 4)), rng.standard_normal((4,))],
           stride=[2, 1], pad=[1, 0, 2, 1]), (2, 3, 6, 5)),
+    (dict(type="conv", weights=[rng.standard_normal((1, 1, 3, 4)), rng.standard_normal((1, 4))]), (2, 3, 2, 3)),
     (dict(type="pool", pool=[3, 2], stride=[2, 1], pad=[1, 2, 0, 1], method="avg"), (2, 3, 5, 7)),
     (dict(type="pool", pool=[2, 3], stride=[1, 2], pad=[0, 1, 1, 0], method="max"), (2, 3, 5, 7)),
     (dict(type="normalize", param=[3, 2.0, 0.5, 0.75]), (2, 5, 3, 4)),

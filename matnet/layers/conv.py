@@ -59,6 +59,11 @@ class Conv(Layer):
         if cout % groups:
             raise self.fail(f"{cout} filters cannot be split into {groups} groups")
         b = self.weights[1].reshape(-1) if len(self.weights) > 1 and self.weights[1].numel() else None
+        if w.shape[2:] == (1, 1) and groups == 1 and self.stride == (1, 1) and not any(self.pad):
+            # 1x1 filters (WPCA, projections): one matmul on the MatConvNet-shaped weights,
+            # instead of conv2d re-laying out a possibly 512 MB filter bank on every call
+            y = torch.matmul(x.permute(0, 2, 3, 1), self.weights[0].reshape(cin, cout))
+            return (y if b is None else y + b).permute(0, 3, 1, 2)
         t, bo, l, r = self.pad
         if t == bo and l == r:
             padding = (t, l)
