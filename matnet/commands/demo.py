@@ -22,9 +22,9 @@ _DEMO_OPTS = dict(netID="tiny", layerName="conv3", method="vlad_preL2_intra", ba
 
 def add_arguments(p) -> None:
     p.add_argument("--workdir", default="matnet-demo", help="folder for data, networks, outputs (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=6, help="training epochs (default: %(default)s)")
-    p.add_argument("--images", type=int, default=200, help="database images per street (default: %(default)s)")
-    p.add_argument("--queries", type=int, default=100, help="queries per street (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=8, help="training epochs (default: %(default)s)")
+    p.add_argument("--images", type=int, default=400, help="database images per street (default: %(default)s)")
+    p.add_argument("--queries", type=int, default=200, help="queries per street (default: %(default)s)")
     p.add_argument("--lr", type=float, default=0.0015, help="learning rate (default: %(default)s)")
     p.add_argument("--pca-dim", type=int, default=128, help="whitened PCA dimension (default: %(default)s)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (default: %(default)s)")
