@@ -8,7 +8,7 @@ import numpy as np
 
 def _smooth(x: np.ndarray, w: int) -> np.ndarray:
     """MATLAB smooth(x, w): centred moving average (window shrunk at the ends)."""
-    w = max(1, w | 1)  # smooth uses an odd span
+    w = max(1, w if w % 2 else w - 1)  # an even span is reduced by 1, as smooth does
     h = w // 2
     c = np.concatenate([[0.0], np.cumsum(x)])
     i = np.arange(x.size)
