@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from .nettools import cropToLayer, swapLayersForEfficiency
 from .simplenn import SimpleNN
 
@@ -22,25 +20,12 @@ def _pretrained_dir() -> Path:
 def _read_model(fn: Path) -> SimpleNN:
     """A MatConvNet model file (variables ``layers`` and ``meta``, or ``net``)."""
     from converters.matfile import loadmat
+    from converters.network import net_from_vars
     if not fn.is_file():
         from .datasets.local_paths import env_name
         raise FileNotFoundError(f"{fn}: pretrained network not found (download it from MatConvNet's "
                                 f"pretrained models, or set pretrainedCNNs / {env_name('pretrainedCNNs')})")
-    m = loadmat(fn)
-    if "net" in m and "layers" not in m:
-        m = m["net"]
-    if "layers" not in m:
-        raise ValueError(f"{fn}: no 'layers' variable (has {sorted(m)})")
-    layers = m["layers"]
-    if isinstance(layers, np.ndarray):
-        layers = list(layers.reshape(-1, order="F"))
-    meta = dict(m.get("meta") or {})
-    if "normalization" not in meta and "normalization" in m:  # MatConvNet < beta17 layout
-        meta["normalization"] = m["normalization"]
-    try:
-        return SimpleNN.from_structs(layers, meta)
-    except ValueError as e:
-        raise ValueError(f"{fn}: {e}") from e
+    return net_from_vars(loadmat(fn), str(fn))
 
 
 def loadNet(netID: str, layerName: str | None = None, pretrainedDir=None) -> SimpleNN:
