@@ -59,14 +59,18 @@ def _as_list(v) -> list:
 
 
 def as_parameter(w) -> nn.Parameter:
-    """A float32 Parameter.  A tensor handed in is taken over without a copy (the
-    native loader relies on this); arrays from files are copied, so training never
-    writes into a caller's numpy array."""
+    """A C-contiguous float32 Parameter (one layout whatever the source, so results do
+    not depend on where the weights came from).  A contiguous float32 tensor is taken
+    over without a copy (the native loader relies on this); arrays are copied, so
+    training never writes into a caller's numpy array."""
     if isinstance(w, nn.Parameter):
         return w
     if isinstance(w, torch.Tensor):
-        return nn.Parameter(w.detach().to(torch.float32))
-    return nn.Parameter(torch.tensor(np.asarray(w, dtype=np.float32)))
+        return nn.Parameter(w.detach().to(torch.float32).contiguous())
+    a = np.asarray(w)
+    t = torch.empty(a.shape, dtype=torch.float32)
+    t.numpy()[...] = a  # one copy, C-ordered whatever the source (.mat arrays are column-major)
+    return nn.Parameter(t)
 
 
 def scalar(v, default: float) -> float:
