@@ -243,3 +243,12 @@ def test_tokyo247_recall_by_time_of_day(tmp_path):
     np.testing.assert_array_equal(split["day"], [1, 1])
     np.testing.assert_array_equal(split["sunset"], [0.5, 1])
     np.testing.assert_array_equal(split["night"], [0, 0.5])
+
+
+def test_local_paths_environment_names(monkeypatch, tmp_path):
+    from matnet.datasets.local_paths import env_name, localPaths
+    assert env_name("pretrainedCNNs") == "MATNET_PRETRAINED_CNNS"
+    assert env_name("dsetRootTokyoTM") == "MATNET_DSET_ROOT_TOKYO_TM"
+    monkeypatch.setenv("MATNET_LOCAL_PATHS", str(tmp_path / "none.json"))
+    monkeypatch.setenv("MATNET_OUR_CNNS", str(tmp_path / "models"))
+    assert localPaths()["ourCNNs"] == str(tmp_path / "models")

@@ -28,8 +28,8 @@ DEFAULTS = {
 
 
 def env_name(field: str) -> str:
-    """``dsetRootTokyoTM`` -> ``MATNET_DSET_ROOT_TOKYO_TM``."""
-    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", field)
+    """``dsetRootTokyoTM`` -> ``MATNET_DSET_ROOT_TOKYO_TM``, ``pretrainedCNNs`` -> ``MATNET_PRETRAINED_CNNS``."""
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", field.replace("CNNs", "Cnns"))
     return "MATNET_" + snake.upper()
 
 
