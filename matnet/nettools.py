@@ -56,11 +56,16 @@ def swapLayersForEfficiency(net: SimpleNN) -> SimpleNN:
 
 def netOutputDim(net: SimpleNN, imDim=None) -> tuple[int, tuple[int, ...]]:
     """relja_netOutputDim: (number of output values, MATLAB size H x W x C of the output)
-    for one image of MATLAB size ``imDim`` = [H W C] (default: the size of
-    ``meta.normalization.averageImage``)."""
+    for one image of MATLAB size ``imDim`` = [H W C].  Default: the size of
+    ``meta.normalization.averageImage``, as MATLAB; where that is a 1x1xC mean (newer
+    MatConvNet models) and ``meta.normalization.imageSize`` exists, that size instead
+    (MATLAB would fail in the first pooling layer)."""
     if imDim is None:
-        avg = np.asarray(net.meta["normalization"]["averageImage"], dtype=np.float32)
+        norm = net.meta.get("normalization", {})
+        avg = np.asarray(norm["averageImage"], dtype=np.float32)
         imDim = avg.shape + (1,) * (3 - avg.ndim)
+        if imDim[:2] == (1, 1) and "imageSize" in norm:
+            imDim = tuple(int(v) for v in np.asarray(norm["imageSize"]).reshape(-1)[:2]) + (imDim[2],)
     h, w, c = (int(v) for v in imDim)
     p = next(net.parameters(), None)
     x = torch.zeros((1, c, h, w), dtype=torch.float32, device=p.device if p is not None else "cpu")

@@ -91,6 +91,10 @@ def test_net_output_dim():
     assert sz == (8, 6, 8) and dim == 8 * 6 * 8
     net.meta["normalization"]["averageImage"] = np.zeros((20, 16, 3), np.float32)  # old-style full mean
     assert netOutputDim(net) == (5 * 4 * 8, (5, 4, 8))
+    # a 1x1x3 mean cannot pass the pools: the model's imageSize is used instead
+    net.meta["normalization"] = {"averageImage": np.zeros((1, 1, 3), np.float32),
+                                 "imageSize": np.array([[12, 20, 3]], np.float64)}
+    assert netOutputDim(net) == (3 * 5 * 8, (3, 5, 8))
 
 
 def test_prepare_for_train_and_test():
