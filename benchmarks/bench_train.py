@@ -6,7 +6,7 @@ Measures, in the same run:
   baseline step that gets the same gradients from autograd of the hinge loss over
   every negative (no violation pre-filter, all nNegCap*10 mined negatives forwarded);
 * cache refresh: images/s of computeAllFeats (serialAllFeats on queries + database);
-* mining: mineQuery on a Pitts30k-sized cache (10000 x 4096) vs a plain per-candidate loop.
+* mining: mine_query on a Pitts30k-sized cache (10000 x 4096) vs a plain per-candidate loop.
 
     python benchmarks/bench_train.py [--images 200] [--queries 100] [--batches 10] [--threads 2]
 """
@@ -39,22 +39,22 @@ def main():
     from matnet.commands.demo import _mean_colour, _set_paths
     from matnet.load_net import loadNet
     from matnet.nettools import netPrepareForTrain
-    from matnet.synthetic import dbSynthetic, makePlaces, saveTinyNet
+    from matnet.synthetic import dbSynthetic, make_places, save_tiny_net
     from matnet.train import train_weakly as tw
-    from matnet.train.mining import mineQuery
+    from matnet.train.mining import mine_query
     from matnet.train.opts import TrainWeaklyOpts
-    from matnet.train.sgd import setBackPropDepth
+    from matnet.train.sgd import set_backprop_depth
 
     root = Path(a.workdir or tempfile.mkdtemp(prefix="bench_train_"))
     _set_paths(root)
-    makePlaces(root / "data", numImages=a.images, numQueries=a.queries, imSize=(64, 80), splits=("train",))
+    make_places(root / "data", numImages=a.images, numQueries=a.queries, imSize=(64, 80), splits=("train",))
     db = dbSynthetic("train", root / "data")
-    saveTinyNet(root / "pretrained", _mean_colour(db), imSize=(64, 80))
+    save_tiny_net(root / "pretrained", _mean_colour(db), imSize=(64, 80))
     opts = TrainWeaklyOpts(netID="tiny", layerName="conv3", useGPU=False, numThreads=a.threads, nNegChoice=60,
                            nNegCap=6, nNegCache=6, margin=0.1, sessionID="bench", outPrefix=str(root / "output") + "/")
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         net = netPrepareForTrain(addLayers(loadNet("tiny", "conv3"), opts, db), 1)
-    setBackPropDepth(net, 1)
+    set_backprop_depth(net, 1)
 
     # --- cache refresh
     t = time.perf_counter()
@@ -92,7 +92,7 @@ def main():
             pos = np.asarray(db.nontrivialPosQ(qID)).reshape(-1)
             if not pos.size:
                 continue
-            m = mineQuery(qf[qID], dbf, pos, aux["negCache"][qID], db.sampleNegsQ(qID, opts.nNegChoice, rng=rng),
+            m = mine_query(qf[qID], dbf, pos, aux["negCache"][qID], db.sampleNegsQ(qID, opts.nNegChoice, rng=rng),
                           10 * opts.nNegCap, opts.nNegCache, 1e9)  # every candidate kept
             fns = [db.qPath + db.qImageFns[qID]] + [db.dbPath + db.dbImageFns[i] for i in [m.posID, *m.negIDs]]
             x = torch.from_numpy(np.ascontiguousarray(real_loader(fns).transpose(0, 3, 1, 2)))
@@ -119,7 +119,7 @@ def main():
     reps = 20
     t = time.perf_counter()
     for _ in range(reps):
-        mineQuery(q, bigDb, [0, 1, 2], cands[:10], cands, 10, 10, 0.1)
+        mine_query(q, bigDb, [0, 1, 2], cands[:10], cands, 10, 10, 0.1)
     t_mine = (time.perf_counter() - t) / reps
     t = time.perf_counter()
     d = [float(((bigDb[int(i)] - q) ** 2).sum()) for i in sorted(set(cands.tolist()))]
@@ -133,7 +133,7 @@ def main():
     print(f"training (autograd baseline, all mined negatives): {nq / t_base:7.2f} queries/s, "
           f"{base_images / t_base:7.1f} images/s  -> trainWeakly step is {t_base / t_ours:.2f}x faster per query")
     print(f"cache refresh (computeAllFeats): {nIm / t_cache:7.1f} images/s ({nIm} images, {t_cache:.2f} s)")
-    print(f"mining, 10000x4096 cache, 1000 candidates: mineQuery {1e3 * t_mine:.2f} ms vs per-candidate loop "
+    print(f"mining, 10000x4096 cache, 1000 candidates: mine_query {1e3 * t_mine:.2f} ms vs per-candidate loop "
           f"{1e3 * t_loop:.1f} ms -> {t_loop / t_mine:.1f}x")
 
 

@@ -38,11 +38,11 @@ def pickBestNet(sessionID: str, N: int = 5, verbose: int = 2, outPrefix=None):
     meta.epoch set and momentum removed.  ``verbose`` > 0 prints recall@1..5,10
     off-the-shelf vs trained; > 1 also writes the training plots and the recall@N
     curves as PNGs next to the checkpoints.  Returns (bestEpoch, bestNet)."""
-    from .train.checkpoint import loadCheckpoint
+    from .train.checkpoint import load_checkpoint
     if outPrefix is None:
         from .datasets.local_paths import localPaths
         outPrefix = localPaths()["outPrefix"]
-    res = loadCheckpoint(f"{outPrefix}{sessionID}_latest.mat", what=("obj", "opts", "auxData"))
+    res = load_checkpoint(f"{outPrefix}{sessionID}_latest.mat", what=("obj", "opts", "auxData"))
     obj, opts = res["obj"], res["opts"]
     if opts.epochTestFrequency != 1:
         raise ValueError(f"pickBestNet: this code assumes epochTestFrequency==1 (it is {opts.epochTestFrequency})")
@@ -51,7 +51,7 @@ def pickBestNet(sessionID: str, N: int = 5, verbose: int = 2, outPrefix=None):
         _print_table(sessionID, bestEpoch, obj, opts)
     if verbose > 1:
         _plots(sessionID, bestEpoch, obj, opts, res["auxData"], outPrefix)
-    net = loadCheckpoint(f"{outPrefix}{sessionID}_ep{bestEpoch:06d}_latest.mat", what=("net",))["net"]
+    net = load_checkpoint(f"{outPrefix}{sessionID}_ep{bestEpoch:06d}_latest.mat", what=("net",))["net"]
     net.meta["sessionID"], net.meta["epoch"] = sessionID, bestEpoch
     for l in net.layers:
         l.momentum = None

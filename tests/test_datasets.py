@@ -120,9 +120,9 @@ def test_tokyo247_nms(toy):
 
 def test_tokyo247_time_of_day(toy):
     db = dbTokyo247(specDir=toy)
-    assert db.queryTimeOfDay([0, 1, 2, 3]).tolist() == ["day", "sunset", "night", "day"]
+    assert db.query_time_of_day([0, 1, 2, 3]).tolist() == ["day", "sunset", "night", "day"]
     with pytest.raises(ValueError):
-        db.recallByTimeOfDay(np.zeros((5, 2)))
+        db.recall_by_time_of_day(np.zeros((5, 2)))
 
 
 # ---------------------------------------------------------------- TokyoTM
@@ -238,7 +238,7 @@ def test_tokyo247_recall_by_time_of_day(tmp_path):
     write_spec(tmp_path, "tokyo247", [[0], [0]], np.zeros((2, 6)))
     db = dbTokyo247(specDir=tmp_path)
     allRecalls = np.array([[1, 1], [0, 1], [0, 0], [1, 1], [1, 1], [0, 1]], float)
-    split = db.recallByTimeOfDay(allRecalls)
+    split = db.recall_by_time_of_day(allRecalls)
     # 0-based queries 0,3 day; 1,4 sunset; 2,5 night
     np.testing.assert_array_equal(split["day"], [1, 1])
     np.testing.assert_array_equal(split["sunset"], [0.5, 1])

@@ -49,14 +49,14 @@ from matnet.layers.heads import layerTotalMaxPool, layerWholeL2Normalize  # noqa
 from matnet.load_net import loadNet  # noqa: E402
 from matnet.pca import addPCA  # noqa: E402
 from matnet.simplenn import SimpleNN  # noqa: E402
-from matnet.synthetic import dbSynthetic, makePlaces, saveTinyNet  # noqa: E402
+from matnet.synthetic import dbSynthetic, make_places, save_tiny_net  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("pca")
-    makePlaces(root / "data", numImages=24, numQueries=4, imSize=(32, 40), splits=("train",))
-    saveTinyNet(root / "pre", [120, 120, 120], imSize=(32, 40))
+    make_places(root / "data", numImages=24, numQueries=4, imSize=(32, 40), splits=("train",))
+    save_tiny_net(root / "pre", [120, 120, 120], imSize=(32, 40))
     base = loadNet("tiny", "conv1", pretrainedDir=root / "pre")  # 16 channels -> D = 16
     net = SimpleNN(list(base.layers) + [layerTotalMaxPool("max:core"), layerWholeL2Normalize("postL2")], base.meta)
     return root, net, dbSynthetic("train", root / "data")

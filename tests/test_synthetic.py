@@ -6,14 +6,14 @@ from PIL import Image
 from converters.matfile import loadmat
 from converters.dbstruct import load_dbstruct
 from matnet.load_net import loadNet
-from matnet.synthetic.basenet import saveTinyNet
-from matnet.synthetic.places import SplitSpec, makeSplit
+from matnet.synthetic.basenet import save_tiny_net
+from matnet.synthetic.places import SplitSpec, make_split
 
 
 @pytest.fixture(scope="module")
 def split(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
-    makeSplit(root, SplitSpec("synth_train", "train", 24, 10, 3), imSize=(32, 40))
+    make_split(root, SplitSpec("synth_train", "train", 24, 10, 3), imSize=(32, 40))
     return root
 
 
@@ -45,7 +45,7 @@ def test_views_of_the_same_place_look_alike(split):
 
 
 def test_tiny_net_through_loadNet(tmp_path):
-    saveTinyNet(tmp_path, [100, 110, 120], imSize=(32, 40))
+    save_tiny_net(tmp_path, [100, 110, 120], imSize=(32, 40))
     net = loadNet("tiny", "conv3", pretrainedDir=tmp_path)
     assert [l.name for l in net.layers] == ["conv1", "pool1", "relu1", "conv2", "pool2", "relu2", "conv3"]
     assert net.meta["sessionID"] == "tiny_offtheshelf_conv3" and net.meta["epoch"] == 0

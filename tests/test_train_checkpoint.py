@@ -3,7 +3,7 @@ import torch
 
 from converters.matfile import loadmat
 from matnet.simplenn import SimpleNN
-from matnet.train.checkpoint import loadCheckpoint, saveNet
+from matnet.train.checkpoint import load_checkpoint, saveNet
 from matnet.train.opts import TrainWeaklyOpts
 
 
@@ -27,7 +27,7 @@ def test_checkpoint_as_matlab_saves_it(tmp_path):
     # the latest copy is identical and no temporary file is left
     assert (tmp_path / "ab12_latest.mat").read_bytes() == (tmp_path / "ab12_ep000001_latest.mat").read_bytes()
     assert not list(tmp_path.glob("*.tmp"))
-    back = loadCheckpoint(tmp_path / "ab12_latest.mat")
+    back = load_checkpoint(tmp_path / "ab12_latest.mat")
     assert [c.tolist() for c in back["auxData"]["negCache"]] == [[4, 0], [], [2]]
     assert back["opts"].to_dict() == opts.to_dict()
     np.testing.assert_array_equal(back["obj"]["train"]["loss"], obj["train"]["loss"])

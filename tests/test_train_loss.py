@@ -1,6 +1,6 @@
 import torch
 
-from matnet.train.loss import tripletLoss
+from matnet.train.loss import triplet_loss
 
 
 def _feats(nNeg, D=7, seed=0):
@@ -13,7 +13,7 @@ def test_dzdy_equals_autograd_of_hinge_loss():
     f[1] = f[0] + 0.3 * (f[1] - f[0])  # positive fairly close, so some negatives violate and some do not
     d2 = ((f[2:] - f[0]) ** 2).sum(1)
     margin = float(d2.median() - ((f[1] - f[0]) ** 2).sum()) + 1e-3  # about half the negatives violate
-    loss, dzdy, nViol, nVH = tripletLoss(f, margin)
+    loss, dzdy, nViol, nVH = triplet_loss(f, margin)
     x = f.clone().requires_grad_(True)
     dpos = ((x[1] - x[0]) ** 2).sum()
     dneg = ((x[2:] - x[0]) ** 2).sum(1)
@@ -27,7 +27,7 @@ def test_dzdy_equals_autograd_of_hinge_loss():
 def test_counts_and_hand_values():
     # 1-D features: q=0, p=1 (d2pos=1); negatives at d2 = 0.25, 1.0 (not <), 1.21, 4
     f = torch.tensor([[0.0], [1.0], [0.5], [-1.0], [1.1], [2.0]], dtype=torch.float64)
-    loss, dzdy, nViol, nVH = tripletLoss(f, margin=0.5)
+    loss, dzdy, nViol, nVH = triplet_loss(f, margin=0.5)
     # violating: d2 < 1.5 -> 0.25, 1.0, 1.21 ; very hard: d2 < 1 -> 0.25
     assert (nViol, nVH) == (3, 1)
     assert abs(loss - ((1.5 - 0.25) + (1.5 - 1.0) + (1.5 - 1.21))) < 1e-12
@@ -35,7 +35,7 @@ def test_counts_and_hand_values():
     expected = torch.tensor([[2 * (0.5 - 1 + 1.1 - 3)], [6.0], [-1.0], [2.0], [-2.2], [0.0]], dtype=torch.float64)
     torch.testing.assert_close(dzdy, expected)
     # excludeVeryHard: the 0.25 negative no longer violates (but still counts in the reported loss)
-    loss2, dzdy2, nViol2, _ = tripletLoss(f, margin=0.5, excludeVeryHard=True)
+    loss2, dzdy2, nViol2, _ = triplet_loss(f, margin=0.5, excludeVeryHard=True)
     assert nViol2 == 2 and abs(loss2 - loss) < 1e-12
     assert dzdy2[2, 0] == 0 and abs(dzdy2[1, 0] - 4.0) < 1e-12
     assert abs(dzdy2[0, 0] - 2 * (-1 + 1.1 - 2)) < 1e-12
@@ -43,5 +43,5 @@ def test_counts_and_hand_values():
 
 def test_no_violation_gives_zero_gradient():
     f = torch.tensor([[0.0], [0.1], [5.0], [-6.0]])
-    loss, dzdy, nViol, _ = tripletLoss(f, margin=0.1)
+    loss, dzdy, nViol, _ = triplet_loss(f, margin=0.1)
     assert loss == 0 and nViol == 0 and torch.all(dzdy == 0)

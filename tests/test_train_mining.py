@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from matnet.train.mining import mineQuery
+from matnet.train.mining import mine_query
 
 
 def _cache():
@@ -28,7 +28,7 @@ def _reference(neg_d, cands, dPos, margin, nNegCap, nNegCache, exclude):
 def test_mining_against_reference(exclude, nNegCap, nNegCache):
     q, db, pos, neg = _cache()
     cache, sampled = [12, 19], [10, 11, 13, 14, 15, 16, 17, 18, 19]
-    m = mineQuery(q, db, pos, cache, sampled, nNegCap, nNegCache, margin=0.25, excludeVeryHard=exclude)
+    m = mine_query(q, db, pos, cache, sampled, nNegCap, nNegCache, margin=0.25, excludeVeryHard=exclude)
     assert m.posID == 1 and abs(m.dPos - 1.0) < 1e-6
     rcache, rneg, rn = _reference(neg, cache + sampled, 1.0, 0.25, nNegCap, nNegCache, exclude)
     assert m.negCache.tolist() == rcache
@@ -43,7 +43,7 @@ def test_mining_against_reference(exclude, nNegCap, nNegCache):
 def test_cache_is_kept_before_filtering_and_no_violation():
     q, db, pos, neg = _cache()
     # huge margin excluded: only far negatives -> none violates, cache still filled with nearest ones
-    m = mineQuery(q, db, pos, [], [14, 15, 16, 19], nNegCap=10, nNegCache=2, margin=0.1)
+    m = mine_query(q, db, pos, [], [14, 15, 16, 19], nNegCap=10, nNegCache=2, margin=0.1)
     assert m.nViolating == 0 and m.negIDs.size == 0
     assert m.negCache.tolist() == [14, 15]
 
@@ -51,4 +51,4 @@ def test_cache_is_kept_before_filtering_and_no_violation():
 def test_no_positives_is_an_error():
     q, db, _, _ = _cache()
     with pytest.raises(ValueError, match="no potential positives"):
-        mineQuery(q, db, [], [], [10], 1, 1, 0.1)
+        mine_query(q, db, [], [], [10], 1, 1, 0.1)

@@ -4,7 +4,7 @@ import torch
 
 from matnet.simplenn import SimpleNN
 from matnet.nettools import netPrepareForTrain
-from matnet.train.sgd import setBackPropDepth, sgdStep, trainableLayers
+from matnet.train.sgd import set_backprop_depth, sgd_step, trainable_layers
 
 
 def _net():
@@ -36,7 +36,7 @@ def _hand_step(w, m, g, lr, lrMult, wd, wdMult, mu, n):
 @pytest.mark.parametrize("backPropToLayer,fixLayers", [(1, []), (3, []), (1, ["conv2"])])
 def test_two_steps_against_hand_computation(backPropToLayer, fixLayers):
     net = netPrepareForTrain(_net(), backPropToLayer)
-    setBackPropDepth(net, backPropToLayer)
+    set_backprop_depth(net, backPropToLayer)
     lr, mu, wd, nTrip = 0.1, 0.9, 1e-2, 3
     before = {(i, j): w.detach().numpy().copy() for i, l in enumerate(net.layers) for j, w in enumerate(l.weights)}
     mom = {k: np.zeros_like(v) for k, v in before.items()}
@@ -45,7 +45,7 @@ def test_two_steps_against_hand_computation(backPropToLayer, fixLayers):
         net(x).pow(2).sum().backward()
         grads = {(i, j): (w.grad.numpy().copy() if w.grad is not None else None)
                  for i, l in enumerate(net.layers) for j, w in enumerate(l.weights)}
-        sgdStep(net, lr, nTrip, mu, wd, backPropToLayer, fixLayers)
+        sgd_step(net, lr, nTrip, mu, wd, backPropToLayer, fixLayers)
         for (i, j), w0 in before.items():
             l = net.layers[i]
             now = l.weights[j].detach().numpy()
@@ -67,7 +67,7 @@ def test_two_steps_against_hand_computation(backPropToLayer, fixLayers):
 
 def test_trainable_layers_and_bad_count():
     net = _net()
-    assert trainableLayers(net, 1) == [0, 2, 3]
-    assert trainableLayers(net, 3, ["conv3"]) == [2]
+    assert trainable_layers(net, 1) == [0, 2, 3]
+    assert trainable_layers(net, 3, ["conv3"]) == [2]
     with pytest.raises(ValueError):
-        sgdStep(net, 0.1, 0, 0.9, 0.0)
+        sgd_step(net, 0.1, 0, 0.9, 0.0)

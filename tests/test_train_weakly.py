@@ -10,9 +10,9 @@ import torch
 from matnet.datasets.local_paths import env_name
 from matnet.layers.heads import layerTotalMaxPool, layerWholeL2Normalize
 from matnet.simplenn import SimpleNN
-from matnet.synthetic import dbSynthetic, makePlaces, saveTinyNet
+from matnet.synthetic import dbSynthetic, make_places, save_tiny_net
 from matnet.train import train_weakly as tw
-from matnet.train.checkpoint import loadCheckpoint
+from matnet.train.checkpoint import load_checkpoint
 from matnet.train.opts import TrainWeaklyOpts
 
 
@@ -24,8 +24,8 @@ def _simple_head(net, opts, dbTrain):
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("tw")
-    makePlaces(root / "data", numImages=24, numQueries=12, imSize=(32, 40), splits=("train", "val"))
-    saveTinyNet(root / "pre", [120, 120, 120], imSize=(32, 40))
+    make_places(root / "data", numImages=24, numQueries=12, imSize=(32, 40), splits=("train", "val"))
+    save_tiny_net(root / "pre", [120, 120, 120], imSize=(32, 40))
     return root
 
 
@@ -50,20 +50,20 @@ def _weights(net):
 
 def test_lr_and_cache_period_schedule():
     o = TrainWeaklyOpts(learningRate=1.0, lrDownFreq=3, lrDownFactor=2, nEpoch=8, compFeatsFrequency=10, batchSize=4)
-    sched = tw.lrSchedule(o)
+    sched = tw.lr_schedule(o)
     assert [lr for lr, _ in sched] == [1, 1, 1, 0.5, 0.5, 0.5, 0.25, 0.25]
     assert [p for _, p in sched] == [3, 3, 3, 6, 6, 6, 12, 12]  # ceil(10/4)=3, then x2 with each lr drop
-    assert all(lr == 1 for lr, _ in tw.lrSchedule(o.replace(lrDownFreq=1)))  # rem(e,1) is never 1
+    assert all(lr == 1 for lr, _ in tw.lr_schedule(o.replace(lrDownFreq=1)))  # rem(e,1) is never 1
 
 
 def test_resume_equals_uninterrupted(env):
     dbT, dbV, out = env
     tw.trainWeakly(dbT, dbV, sessionID="full", nEpoch=2, **OPTS)
     tw.trainWeakly(dbT, dbV, sessionID="split", nEpoch=1, **OPTS)
-    first = loadCheckpoint(out / "split_ep000001_latest.mat")
+    first = load_checkpoint(out / "split_ep000001_latest.mat")
     tw.trainWeakly(dbT, dbV, sessionID="split", nEpoch=2, startEpoch=2, **OPTS)
-    a = loadCheckpoint(out / "full_ep000002_latest.mat")
-    b = loadCheckpoint(out / "split_latest.mat")
+    a = load_checkpoint(out / "full_ep000002_latest.mat")
+    b = load_checkpoint(out / "split_latest.mat")
     nb = dbT.numQueries // OPTS["batchSize"]
     assert a["obj"]["train"]["loss"].shape == (1, 2 * nb)
     assert a["obj"]["val"]["recall"].shape == (4, 2) and "pretrain" in a["obj"]
@@ -103,11 +103,11 @@ def test_interrupted_mid_epoch_then_resumed(env, monkeypatch):
     with pytest.raises(_Killed):
         tw.trainWeakly(dbT, dbV, sessionID="kill", nEpoch=2, **OPTS)
     monkeypatch.setattr(tw, "_train_batch", real)
-    saved = loadCheckpoint(out / "kill_latest.mat")
+    saved = load_checkpoint(out / "kill_latest.mat")
     assert saved["auxData"]["resumeBatch"] == 3 and saved["obj"]["train"]["loss"].size == 6 + 3
     tw.trainWeakly(dbT, dbV, sessionID="kill", nEpoch=2, startEpoch=2, **OPTS)
-    a = loadCheckpoint(out / "ref_latest.mat")
-    b = loadCheckpoint(out / "kill_latest.mat")
+    a = load_checkpoint(out / "ref_latest.mat")
+    b = load_checkpoint(out / "kill_latest.mat")
     for x, y in zip(_weights(a["net"]), _weights(b["net"])):
         torch.testing.assert_close(x, y, rtol=0, atol=0)
     np.testing.assert_array_equal(a["obj"]["train"]["loss"], b["obj"]["train"]["loss"])
@@ -134,7 +134,7 @@ def test_jitter_runs_and_image_loader_resizes(env):
     assert raw.shape == (1, 32, 40, 3) and raw.min() >= -10
     tw.trainWeakly(dbT, dbV, sessionID="jit", nEpoch=1, jitterFlip=True, jitterScale=[0.75, 1.0], test0=False,
                    **OPTS)
-    ck = loadCheckpoint(out / "jit_latest.mat")
+    ck = load_checkpoint(out / "jit_latest.mat")
     assert ck["obj"]["train"]["loss"].size == dbT.numQueries // OPTS["batchSize"]
     assert ck["opts"].jitterScale == [0.75, 1.0] and ck["opts"].jitterFlip is True
 

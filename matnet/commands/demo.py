@@ -61,7 +61,7 @@ def run(args) -> int:
     from ..load_net import loadNet
     from ..pca import addPCA
     from ..pick_best import pickBestNet
-    from ..synthetic import dbSynthetic, makePlaces, saveTinyNet
+    from ..synthetic import dbSynthetic, make_places, save_tiny_net
     from ..train.opts import TrainWeaklyOpts
     from ..train.train_weakly import trainWeakly
 
@@ -71,9 +71,9 @@ def run(args) -> int:
     _set_paths(root)
     torch.set_num_threads(args.threads)
     print(f"[demo] synthetic streets in {root / 'data'}")
-    makePlaces(root / "data", numImages=args.images, numQueries=args.queries, imSize=(64, 80), seed=args.seed)
+    make_places(root / "data", numImages=args.images, numQueries=args.queries, imSize=(64, 80), seed=args.seed)
     dbTrain, dbVal, dbTest = (dbSynthetic(s, root / "data") for s in ("train", "val", "test"))
-    saveTinyNet(root / "pretrained", _mean_colour(dbTrain), imSize=(64, 80), seed=args.seed)
+    save_tiny_net(root / "pretrained", _mean_colour(dbTrain), imSize=(64, 80), seed=args.seed)
     opts = TrainWeaklyOpts(**{**_DEMO_OPTS, "learningRate": args.lr, "nEpoch": args.epochs,
                               "numThreads": args.threads})
     sessionID = trainWeakly(dbTrain, dbVal, opts)

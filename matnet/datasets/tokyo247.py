@@ -54,17 +54,17 @@ class dbTokyo247(dbBase):
         out = left_pack(ids, ds, first & valid, nTop)
         return (out[0][0], out[1][0]) if np.ndim(iQuery) == 0 else out
 
-    def queryTimeOfDay(self, iQuery=None):
+    def query_time_of_day(self, iQuery=None):
         """'day' / 'sunset' / 'night' of 0-based queries (all by default): the 1-based
         index mod 3 is 1, 2, 0."""
         q = np.arange(self.numQueries) if iQuery is None else np.asarray(iQuery, np.int64)
         return np.asarray(TIME_OF_DAY)[(q + 1) % 3]
 
-    def recallByTimeOfDay(self, allRecalls):
+    def recall_by_time_of_day(self, allRecalls):
         """Mean recall per N for each of day / sunset / night from testFromFn's
         ``allRecalls`` over all queries (rows in query order)."""
         allRecalls = np.asarray(allRecalls)
         if allRecalls.shape[0] != self.numQueries:
             raise ValueError(f"need one row per query ({self.numQueries}), got {allRecalls.shape[0]}")
-        tod = self.queryTimeOfDay()
+        tod = self.query_time_of_day()
         return {t: allRecalls[tod == t].mean(0) for t in ("day", "sunset", "night")}

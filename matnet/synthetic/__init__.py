@@ -1,6 +1,6 @@
 """Synthetic place-recognition data and a small base network for the offline demo."""
-from .basenet import saveTinyNet, tinyNetStructs
+from .basenet import save_tiny_net, tiny_net_structs
 from .db import dbSynthetic
-from .places import makePlaces, makeSplit
+from .places import make_places, make_split
 
-__all__ = ["dbSynthetic", "makePlaces", "makeSplit", "saveTinyNet", "tinyNetStructs"]
+__all__ = ["dbSynthetic", "make_places", "make_split", "save_tiny_net", "tiny_net_structs"]

@@ -32,7 +32,7 @@ def _pool(name):
             "stride": np.array([[2.0, 2.0]]), "pad": np.zeros((1, 4))}
 
 
-def tinyNetStructs(seed: int = 0) -> list[dict]:
+def tiny_net_structs(seed: int = 0) -> list[dict]:
     """The layer structs (MATLAB field names and shapes)."""
     rng = np.random.default_rng(seed)
     return [_conv("conv1", rng, 5, 5, 3, 16, 2), _relu("relu1"), _pool("pool1"),
@@ -40,7 +40,7 @@ def tinyNetStructs(seed: int = 0) -> list[dict]:
             _conv("conv3", rng, 3, 3, 32, 32, 1), _relu("relu3")]
 
 
-def saveTinyNet(folder, averageColour, imSize=(64, 80), seed: int = 0) -> Path:
+def save_tiny_net(folder, averageColour, imSize=(64, 80), seed: int = 0) -> Path:
     """Write ``<folder>/matnet-tiny.mat`` (``layers``, ``meta.normalization`` with an
     H x W x 3 ``averageImage`` filled with ``averageColour`` -- full size, so that
     relja_netOutputDim's default input goes through the pooling layers -- and
@@ -53,5 +53,5 @@ def saveTinyNet(folder, averageColour, imSize=(64, 80), seed: int = 0) -> Path:
         "averageImage": np.tile(np.asarray(averageColour, np.float32).reshape(1, 1, 3), (imSize[0], imSize[1], 1)),
         "imageSize": np.array([[imSize[0], imSize[1], 3]], np.float64)}}
     out = folder / TINY_FILE
-    savemat(out, {"layers": tinyNetStructs(seed), "meta": meta})
+    savemat(out, {"layers": tiny_net_structs(seed), "meta": meta})
     return out

@@ -8,7 +8,7 @@ from ..datasets.db_base import dbBase
 
 class dbSynthetic(dbBase):
     """``dbSynthetic(whichSet, root)``: spec ``<root>/datasets/synth_<whichSet>.mat``,
-    images under ``<root>/images/`` (see :func:`matnet.synthetic.makePlaces`)."""
+    images under ``<root>/images/`` (see :func:`matnet.synthetic.make_places`)."""
 
     def __init__(self, whichSet: str, root):
         root = Path(root)

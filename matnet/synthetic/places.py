@@ -101,7 +101,7 @@ def _save_jpg(path: Path, im: np.ndarray) -> None:
     tmp.replace(path)
 
 
-def makeSplit(root, spec: SplitSpec, imSize=(64, 80), dbSpacing: float = 5.0,
+def make_split(root, spec: SplitSpec, imSize=(64, 80), dbSpacing: float = 5.0,
               origin=(584000.0, 4477000.0)) -> dict:
     """Render one split under ``root`` and write its ``dbStruct`` spec; returns the
     dbStruct dict (file names relative to ``root/images/``)."""
@@ -150,7 +150,7 @@ def makeSplit(root, spec: SplitSpec, imSize=(64, 80), dbSpacing: float = 5.0,
     return dbStruct
 
 
-def makePlaces(root, numImages: int = 160, numQueries: int = 80, imSize=(64, 80), seed: int = 0,
+def make_places(root, numImages: int = 160, numQueries: int = 80, imSize=(64, 80), seed: int = 0,
                splits=("train", "val", "test")) -> list[str]:
     """Render the train/val/test streets (each with its own facade) under ``root``;
     returns the dataset names ('synth_train', ...).  Existing specs are kept."""
@@ -159,6 +159,6 @@ def makePlaces(root, numImages: int = 160, numQueries: int = 80, imSize=(64, 80)
     for k, split in enumerate(splits):
         name = f"synth_{split}"
         if not (root / "datasets" / f"{name}.mat").is_file():
-            makeSplit(root, SplitSpec(name, split, numImages, numQueries, seed * 100 + k + 1), imSize)
+            make_split(root, SplitSpec(name, split, numImages, numQueries, seed * 100 + k + 1), imSize)
         names.append(name)
     return names

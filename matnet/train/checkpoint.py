@@ -19,7 +19,7 @@ def checkpointFn(opts: TrainWeaklyOpts, ID: str) -> str:
     return f"{opts.outPrefix}{opts.sessionID}_{ID}.mat"
 
 
-def uniqueTmp(fn) -> str:
+def unique_tmp(fn) -> str:
     """A temporary name next to ``fn`` that no other process uses."""
     return f"{fn}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
 
@@ -80,17 +80,17 @@ def saveNet(net, obj: dict, opts: TrainWeaklyOpts, auxData: dict, ID: str, descr
         print(f"saving net {opts.sessionID} {ID} : {description}")
     fn = checkpointFn(opts, ID)
     latest = checkpointFn(opts, "latest")
-    tmp = uniqueTmp(fn)
+    tmp = unique_tmp(fn)
     savemat(tmp, {"net": net_to_struct(net), "obj": _obj_to_mat(obj), "opts": opts.to_struct(),
                   "auxData": _aux_to_mat(auxData)})
     os.replace(tmp, fn)
-    tmp = uniqueTmp(latest)
+    tmp = unique_tmp(latest)
     shutil.copyfile(fn, tmp)
     os.replace(tmp, latest)
     return fn
 
 
-def loadCheckpoint(fn, what=("net", "obj", "opts", "auxData")) -> dict:
+def load_checkpoint(fn, what=("net", "obj", "opts", "auxData")) -> dict:
     """The saved variables of a checkpoint: ``net`` (SimpleNN with momentum), ``obj``
     (dict of numpy arrays in MATLAB shapes), ``opts`` (TrainWeaklyOpts), ``auxData``
     (negCache as 0-based id arrays)."""
@@ -115,12 +115,12 @@ def loadCheckpoint(fn, what=("net", "obj", "opts", "auxData")) -> dict:
     return out
 
 
-def momentumOf(net) -> list:
+def momentum_of(net) -> list:
     """Every layer's momentum buffers (copies), to carry them over netPrepareForTrain."""
     return [None if l.momentum is None else [m.detach().clone() for m in l.momentum] for l in net.layers]
 
 
-def restoreMomentum(net, saved: list) -> None:
+def restore_momentum(net, saved: list) -> None:
     for l, m in zip(net.layers, saved):
         if m is not None and l.momentum is not None:
             l.momentum = [x.to(w.device) for x, w in zip(m, l.weights)]

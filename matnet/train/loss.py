@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 
-def tripletLoss(feats: torch.Tensor, margin: float, excludeVeryHard: bool = False):
+def triplet_loss(feats: torch.Tensor, margin: float, excludeVeryHard: bool = False):
     """Loss and gradient for one training tuple, as trainWeakly.m computes them.
 
     ``feats`` is n x D: row 0 the query, row 1 the best positive, rows 2.. the
@@ -17,7 +17,7 @@ def tripletLoss(feats: torch.Tensor, margin: float, excludeVeryHard: bool = Fals
     (also very hard ones), as MATLAB reports it.
     """
     if feats.dim() != 2 or feats.shape[0] < 3:
-        raise ValueError(f"tripletLoss: feats must be n x D with n >= 3 (query, positive, negatives), "
+        raise ValueError(f"triplet_loss: feats must be n x D with n >= 3 (query, positive, negatives), "
                          f"got shape {tuple(feats.shape)}")
     q, p, negs = feats[0], feats[1], feats[2:]
     dsSq = ((negs - q) ** 2).sum(1)

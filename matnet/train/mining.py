@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 
-def sqDists(feats: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+def sq_dists(feats: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Squared L2 distances from every row of ``feats`` (n x D) to ``q`` (D), computed
     as |x|^2 - 2 x.q + |q|^2 (yael_nn's way)."""
     return torch.einsum("ij,ij->i", feats, feats) - 2 * (feats @ q) + q @ q
@@ -25,7 +25,7 @@ class MinedTuple:
     loss: float               # sum of hinges over the nNegCap*10 nearest negatives (printLoss)
 
 
-def mineQuery(qFeat: torch.Tensor, dbFeat: torch.Tensor, potPosIDs, negCache, sampledNegs,
+def mine_query(qFeat: torch.Tensor, dbFeat: torch.Tensor, potPosIDs, negCache, sampledNegs,
               nNegCap: int, nNegCache: int, margin: float, excludeVeryHard: bool = False) -> MinedTuple:
     """trainWeakly.m's mining for one query on the cached features.
 
@@ -38,14 +38,14 @@ def mineQuery(qFeat: torch.Tensor, dbFeat: torch.Tensor, potPosIDs, negCache, sa
     """
     potPosIDs = np.asarray(potPosIDs, dtype=np.int64).reshape(-1)
     if potPosIDs.size == 0:
-        raise ValueError("mineQuery: the query has no potential positives")
+        raise ValueError("mine_query: the query has no potential positives")
     dev = dbFeat.device
-    dp = sqDists(dbFeat[torch.as_tensor(potPosIDs, device=dev)], qFeat)
+    dp = sq_dists(dbFeat[torch.as_tensor(potPosIDs, device=dev)], qFeat)
     ip = int(torch.argmin(dp))
     posID, dPos = int(potPosIDs[ip]), float(dp[ip])
     cands = np.unique(np.concatenate([np.asarray(negCache, np.int64).reshape(-1),
                                       np.asarray(sampledNegs, np.int64).reshape(-1)]))
-    ds = sqDists(dbFeat[torch.as_tensor(cands, device=dev)], qFeat).cpu().numpy()
+    ds = sq_dists(dbFeat[torch.as_tensor(cands, device=dev)], qFeat).cpu().numpy()
     k = min(nNegCap * 10, cands.size)
     order = np.argsort(ds, kind="stable")[:k]
     cands, ds = cands[order], ds[order]

@@ -6,7 +6,7 @@ import torch
 from ..simplenn import SimpleNN
 
 
-def trainableLayers(net: SimpleNN, backPropToLayer: int, fixLayers=()) -> list[int]:
+def trainable_layers(net: SimpleNN, backPropToLayer: int, fixLayers=()) -> list[int]:
     """0-based indices of the layers trainWeakly updates: at or above
     ``backPropToLayer`` (1-based, MATLAB) and not named in ``fixLayers``."""
     fixed = set(fixLayers)
@@ -14,7 +14,7 @@ def trainableLayers(net: SimpleNN, backPropToLayer: int, fixLayers=()) -> list[i
             if i + 1 >= backPropToLayer and len(l.weights) and l.name not in fixed]
 
 
-def setBackPropDepth(net: SimpleNN, backPropToLayer: int) -> None:
+def set_backprop_depth(net: SimpleNN, backPropToLayer: int) -> None:
     """Weights below ``backPropToLayer`` get no gradient (vl_simplenn's backPropDepth);
     those at or above it do (fixLayers too: MATLAB computes but discards theirs)."""
     for i, l in enumerate(net.layers):
@@ -23,7 +23,7 @@ def setBackPropDepth(net: SimpleNN, backPropToLayer: int) -> None:
 
 
 @torch.no_grad()
-def sgdStep(net: SimpleNN, lr: float, nTriplets: int, momentum: float, weightDecay: float,
+def sgd_step(net: SimpleNN, lr: float, nTriplets: int, momentum: float, weightDecay: float,
             backPropToLayer: int = 1, fixLayers=()) -> None:
     """One update from the gradients accumulated (summed over the batch's queries) in
     each weight's ``.grad``; for every weight j of every trainable layer:
@@ -33,8 +33,8 @@ def sgdStep(net: SimpleNN, lr: float, nTriplets: int, momentum: float, weightDec
     are cleared afterwards.
     """
     if nTriplets <= 0:
-        raise ValueError(f"sgdStep: nTriplets must be positive, got {nTriplets}")
-    for i in trainableLayers(net, backPropToLayer, fixLayers):
+        raise ValueError(f"sgd_step: nTriplets must be positive, got {nTriplets}")
+    for i in trainable_layers(net, backPropToLayer, fixLayers):
         l = net.layers[i]
         if l.momentum is None:
             l.momentum = [torch.zeros_like(w) for w in l.weights]

@@ -29,12 +29,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..nettools import netOutputDim, netPrepareForTrain, whichLayer, layerNames
-from .checkpoint import (checkpointFn, loadCheckpoint, momentumOf, restoreMomentum, saveNet,
-                         uniqueTmp)
-from .loss import tripletLoss
-from .mining import mineQuery
+from .checkpoint import (checkpointFn, load_checkpoint, momentum_of, restore_momentum, saveNet,
+                         unique_tmp)
+from .loss import triplet_loss
+from .mining import mine_query
 from .opts import TrainWeaklyOpts
-from .sgd import setBackPropDepth, sgdStep
+from .sgd import set_backprop_depth, sgd_step
 
 
 def _device(useGPU: bool) -> torch.device:
@@ -53,7 +53,7 @@ def _serial_feats(net, imPath, imageFns, outFn, opts: TrainWeaklyOpts) -> None:
     sharing a checkpoint0 file never see a partial one)."""
     from ..extract import serialAllFeats
     _bin_path(outFn)
-    tmp = uniqueTmp(outFn)
+    tmp = unique_tmp(outFn)
     try:
         serialAllFeats(net, imPath, imageFns, tmp, batchSize=opts.computeBatchSize, useGPU=opts.useGPU,
                        numThreads=opts.numThreads)
@@ -116,7 +116,7 @@ class _ImageLoader:
         return np.stack(list(self.pool.map(lambda f: self._one(f, shorter), fns)))
 
 
-def lrSchedule(opts: TrainWeaklyOpts) -> list[tuple[float, int]]:
+def lr_schedule(opts: TrainWeaklyOpts) -> list[tuple[float, int]]:
     """(learning rate, cache refresh period in batches) for epochs 1..nEpoch: both
     start at learningRate and ceil(compFeatsFrequency/batchSize); at every epoch e > 1
     with rem(e, lrDownFreq) == 1 the rate is divided by lrDownFactor and the period
@@ -165,7 +165,7 @@ def trainWeakly(dbTrain, dbVal, opts: TrainWeaklyOpts | None = None, **kw) -> st
     resumeBatch, savedMomentum, ck = 0, None, None
     mid = checkpointFn(opts, f"ep{opts.startEpoch:06d}_latest")
     if os.path.isfile(mid):  # a mid-epoch save of the epoch to start: continue it
-        ck = loadCheckpoint(mid)
+        ck = load_checkpoint(mid)
         resumeBatch = ck["auxData"].get("resumeBatch", nBatches)
         if not 0 < resumeBatch < nBatches:
             ck, resumeBatch = None, 0
@@ -199,9 +199,9 @@ def trainWeakly(dbTrain, dbVal, opts: TrainWeaklyOpts | None = None, **kw) -> st
     else:
         new = opts
         if ck is None:
-            ck = loadCheckpoint(checkpointFn(opts, f"ep{opts.startEpoch - 1:06d}_latest"))
+            ck = load_checkpoint(checkpointFn(opts, f"ep{opts.startEpoch - 1:06d}_latest"))
         net, obj, opts, auxData = ck["net"], ck["obj"], ck["opts"], ck["auxData"]
-        savedMomentum = momentumOf(net)
+        savedMomentum = momentum_of(net)
         opts.startEpoch, opts.test0 = new.startEpoch, False
         opts.useGPU, opts.numThreads, opts.nEpoch = new.useGPU, new.numThreads, new.nEpoch
         if not resumeBatch:  # the cache comes from the previous epoch's net
@@ -216,8 +216,8 @@ def trainWeakly(dbTrain, dbVal, opts: TrainWeaklyOpts | None = None, **kw) -> st
 
     net = netPrepareForTrain(net.to(device), opts.backPropToLayer)
     if savedMomentum is not None:
-        restoreMomentum(net, savedMomentum)
-    setBackPropDepth(net, opts.backPropToLayer)
+        restore_momentum(net, savedMomentum)
+    set_backprop_depth(net, opts.backPropToLayer)
     batchSaveFrequency = math.ceil(opts.saveFrequency / opts.batchSize)
     loader = _ImageLoader(net.meta["normalization"]["averageImage"], opts.numThreads)
     first = loader([dbTrain.dbPath + dbTrain.dbImageFns[0]])[0]
@@ -254,7 +254,7 @@ def trainWeakly(dbTrain, dbVal, opts: TrainWeaklyOpts | None = None, **kw) -> st
     qFeat_t, dbFeat_t = torch.from_numpy(qFeat).to(device), torch.from_numpy(dbFeat).to(device)
 
     # ----- training
-    schedule = lrSchedule(opts)
+    schedule = lr_schedule(opts)
     for iEpoch in tqdm(range(1, opts.nEpoch + 1), desc="epoch", disable=None):
         lr, batchCompFeatsFrequency = schedule[iEpoch - 1]
         if iEpoch > 1 and lr != schedule[iEpoch - 2][0]:
@@ -327,7 +327,7 @@ def _save_mid(net, obj, opts, auxData, ID, iEpoch, iBatch, rng, qFeat, dbFeat):
     the random state so that startEpoch=iEpoch continues exactly from here."""
     from converters.bin_features import write_bin
     for fn, f in zip(_cache_fns(opts, iEpoch), (qFeat, dbFeat)):
-        tmp = uniqueTmp(fn)
+        tmp = unique_tmp(fn)
         write_bin(tmp, f.cpu().numpy())
         os.replace(tmp, fn)
     auxData["resumeBatch"] = iBatch - 1
@@ -350,7 +350,7 @@ def _train_batch(net, db, qIDs, qFeat, dbFeat, auxData, opts, rng, loader, origI
         if potPos.size == 0:
             continue
         sampled = db.sampleNegsQ(qID, opts.nNegChoice, rng=rng)
-        m = mineQuery(qFeat[qID], dbFeat, potPos, auxData["negCache"][qID], sampled,
+        m = mine_query(qFeat[qID], dbFeat, potPos, auxData["negCache"][qID], sampled,
                       opts.nNegCap, opts.nNegCache, opts.margin, opts.excludeVeryHard)
         auxData["negCache"][qID] = m.negCache
         if opts.printLoss:
@@ -368,7 +368,7 @@ def _train_batch(net, db, qIDs, qFeat, dbFeat, auxData, opts, rng, loader, origI
             ims = ims[:, :, ::-1]
         x = torch.from_numpy(np.ascontiguousarray(ims.transpose(0, 3, 1, 2))).to(device)
         feats = net(x).reshape(x.shape[0], -1)
-        loss, dzdy, nViol, nVH = tripletLoss(feats.detach(), opts.margin, opts.excludeVeryHard)
+        loss, dzdy, nViol, nVH = triplet_loss(feats.detach(), opts.margin, opts.excludeVeryHard)
         if opts.printLoss:
             print(f"   real loss= {loss:.4f}, #violate= {nViol}, #vhard= {nVH}, (qID={qID})")
         losses.append(loss)
@@ -377,7 +377,7 @@ def _train_batch(net, db, qIDs, qFeat, dbFeat, auxData, opts, rng, loader, origI
         feats.backward(dzdy)
         numTriplets += nViol
     if numTriplets > 0:
-        sgdStep(net, lr, numTriplets, opts.momentum, opts.weightDecay, opts.backPropToLayer, opts.fixLayers)
+        sgd_step(net, lr, numTriplets, opts.momentum, opts.weightDecay, opts.backPropToLayer, opts.fixLayers)
     else:
         net.zero_grad(set_to_none=True)
     return float(np.mean(losses)) if losses else 0.0
