@@ -134,7 +134,7 @@ def test_same_object_twice_is_one_handle(tmp_path, fmt):
 def matlab_made(shared_dir):
     p = shared_dir / "fixtures" / "matlab-made"
     if not p.is_dir():
-        pytest.skip(f"{p} absent (MATNET_SHARED / ../shared)")
+        pytest.skip(reason=f"{p} absent (MATNET_SHARED / ../shared)")
     return p
 
 
@@ -199,7 +199,7 @@ SPECS = {"pitts30k_train": (10000, 7416), "pitts30k_val": (10000, 7608), "pitts3
 def test_real_dataset_specs(shared_dir, name):
     f = shared_dir / "datasets" / f"{name}.mat"
     if not f.is_file():
-        pytest.skip(f"{f} absent (MATNET_SHARED / ../shared)")
+        pytest.skip(reason=f"{f} absent (MATNET_SHARED / ../shared)")
     s = loadmat(f, "dbStruct")["dbStruct"]
     n_db, n_q = SPECS[name]
     tm = name.startswith("tokyoTM")

@@ -29,7 +29,7 @@ def test_released_network_reproduces_published_recall(network, dataset, tmp_path
 
     root = os.environ.get("MATNET_REFERENCE_ROOT")
     if not root:
-        pytest.skip("MATNET_REFERENCE_ROOT not set: point it at a folder with networks/, datasets/ and the "
+        pytest.skip(reason="MATNET_REFERENCE_ROOT not set: point it at a folder with networks/, datasets/ and the "
                     "dataset image roots (layout in reference/harness.py)")
     root = Path(root)
     net = root / "networks" / f"{network}.mat"
@@ -37,7 +37,7 @@ def test_released_network_reproduces_published_recall(network, dataset, tmp_path
     needs = [net, root / "datasets" / f"{spec}.mat", root / folder]
     absent = [str(p) for p in needs if not p.exists()]
     if absent:
-        pytest.skip(f"reference data absent: {', '.join(absent)} -- download the released network "
+        pytest.skip(reason=f"reference data absent: {', '.join(absent)} -- download the released network "
                     f"{network}.mat (Relja/netvlad README) into {root / 'networks'}, the dataset specs "
                     f"(netvlad_v100_datasets.tar.gz) into {root / 'datasets'} and the {dataset} images "
                     f"(from their authors, on request) into {root / folder}")
