@@ -19,12 +19,14 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from matnet.images import resolve_image_path, vl_imreadjpeg
 from reference.published import published
 
 RECALL_NS = [1, 2, 3, 4, 5] + list(range(10, 101, 5))
@@ -81,15 +83,19 @@ class RootCheck:
 def check_images(folder: str, fns) -> RootCheck:
     """Count the listed images under ``folder``: present, present as .png/.jpg instead, missing."""
     chk = RootCheck()
-    swaps = {".jpg": (".png", ".jpeg"), ".jpeg": (".jpg", ".png"), ".png": (".jpg", ".jpeg")}
-    for fn in fns:
-        p = Path(folder) / fn
-        if p.is_file():
-            chk.found += 1
-        elif any(p.with_suffix(e).is_file() for e in swaps.get(p.suffix.lower(), ())):
-            chk.other_extension += 1
-        else:
-            chk.missing.append(str(p))
+    with warnings.catch_warnings():  # the substitution is reported in the summary line instead
+        warnings.simplefilter("ignore")
+        for fn in fns:
+            p = Path(folder) / fn
+            try:
+                found = resolve_image_path(p)
+            except FileNotFoundError:
+                chk.missing.append(str(p))
+                continue
+            if found == p:
+                chk.found += 1
+            else:
+                chk.other_extension += 1
     return chk
 
 
@@ -177,7 +183,6 @@ def run_reference(net_path, dataset: str, dims=(4096,), root=None, specDir=None,
     if useGPU:
         net = net.cuda()
     t0 = time.perf_counter()
-    from matnet.images import vl_imreadjpeg
     computeRepresentation(net, vl_imreadjpeg(Path(db.dbPath) / db.dbImageFns[0]), useGPU=useGPU)
     per_image = time.perf_counter() - t0
     total = db.numImages + db.numQueries
