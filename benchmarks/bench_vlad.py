@@ -1,11 +1,18 @@
-"""Time the NetVLAD layer (layerVLAD, K=64) on one training tuple against the original
-per-cluster loop, in the same run.
+"""Time the NetVLAD layer (layerVLAD, K=64) on one training tuple against per-cluster
+loops, in the same run.
 
-The baseline is the MATLAB forward_/backward_ structure written in torch: a Python
-loop over the K clusters forming each cluster's N x D x H x W residual in the forward
-pass, and the loop over clusters plus the per-sample loop of the hand-written backward.
+Baselines, all a Python loop over the K clusters forming each cluster's N x D x H x W
+residual in the forward pass:
+- "MATLAB repmat": the MATLAB forward_/backward_ structure written in torch (repmat of
+  the assignment map, the hand-written backward with its cluster and sample loops);
+- "broadcast": the same with broadcasting instead of repmat;
+- "autograd": the loop forward as a PyTorch user writes it, backward by autograd.
+The "matmul floor" is the six matrix products any exact implementation must do for
+forward+backward (two forward: assignment logits and aggregation; four backward), each
+timed alone at its shape: loop time / floor bounds the ratio any implementation can
+reach on this machine.
 Times are best-of-repeats with the variants interleaved; peak memory is measured by
-running each variant once in its own subprocess (ru_maxrss growth over the state after
+running each variant once in its own subprocess (VmHWM growth over the state after
 building the inputs).
 
     python benchmarks/bench_vlad.py [--threads 2] [--repeats 5] [--n 12 --d 512 --h 30 --w 40 --k 64]
@@ -66,6 +73,38 @@ def loop_forward_backward(x, assign, neg_c, dzdy, repmat=False):
     return y, dzdx, dassign, dneg_c
 
 
+def loop_autograd(x, assign, neg_c, dzdy):
+    """Per-cluster loop forward, backward by autograd."""
+    x, assign, neg_c = (t.detach().requires_grad_(True) for t in (x, assign, neg_c))
+    d = x.shape[1]
+    a = torch.softmax(torch.einsum("ndhw,dk->nkhw", x, assign), dim=1)
+    cols = [(a[:, k:k + 1] * (x + neg_c[:, k].reshape(1, d, 1, 1))).sum((2, 3))
+            for k in range(assign.shape[1])]
+    y = torch.stack(cols, 2).unsqueeze(2)
+    y.backward(dzdy)
+    return y, x.grad, assign.grad, neg_c.grad
+
+
+def matmul_floor(a, repeats):
+    """The six products of forward+backward, each timed alone at its shape (torch/MKL),
+    plus the logits product as oneDNN's 1x1 convolution on channels_last input, the
+    fastest form found on CPU.  Returns (sum of the six, 6 x the fastest one) in s."""
+    g = torch.Generator().manual_seed(1)
+    p = a.h * a.w
+    x, w = torch.randn(a.n, a.d, p, generator=g), torch.randn(a.k, a.d, generator=g)
+    asg, dv = torch.randn(a.n, a.k, p, generator=g), torch.randn(a.n, a.d, a.k, generator=g)
+    x_cl = x.reshape(a.n, a.d, a.h, a.w).contiguous(memory_format=torch.channels_last)
+    products = {"logits": lambda: torch.matmul(w, x),                  # K x D @ D x HW
+                "aggregate": lambda: torch.bmm(x, asg.transpose(1, 2)),  # D x HW @ HW x K
+                "dz/dassign": lambda: torch.bmm(dv.transpose(1, 2), x),  # K x D @ D x HW
+                "dz/dx conv": lambda: torch.matmul(w.t(), asg),          # D x K @ K x HW
+                "dz/dx aggregate": lambda: torch.bmm(dv, asg),           # D x K @ K x HW
+                "dz/dw": lambda: torch.bmm(x, asg.transpose(1, 2)),      # D x HW @ HW x K
+                "logits, oneDNN": lambda: torch.nn.functional.conv2d(x_cl, w.reshape(a.k, a.d, 1, 1))}
+    t = best_times(products, repeats)
+    return sum(v for k, v in t.items() if k != "logits, oneDNN"), 6 * min(t.values())
+
+
 # ------------------------------------------------------------------ matnet
 def fast_layer(assign, neg_c):
     from matnet.layers.vlad import layerVLAD
@@ -94,6 +133,7 @@ def variants(a):
             "fast_fwd": lambda: fast_forward(layer, x),
             "repmat_fwdbwd": lambda: loop_forward_backward(x, assign, neg_c, dzdy, repmat=True),
             "loop_fwdbwd": lambda: loop_forward_backward(x, assign, neg_c, dzdy),
+            "autograd_fwdbwd": lambda: loop_autograd(x, assign, neg_c, dzdy),
             "fast_fwdbwd": lambda: fast_forward_backward(layer, x, dzdy)}
 
 
@@ -131,12 +171,13 @@ def peak_extra_mb(a, variant):
 def check_equal(a):
     """The two implementations agree (forward and every gradient) before timing."""
     x, assign, neg_c, dzdy = make_inputs(a)
-    ref = loop_forward_backward(x.double(), assign.double(), neg_c.double(), dzdy.double())
-    got = fast_forward_backward(fast_layer(assign, neg_c).double(), x.double(), dzdy.double())
-    for name, r, g in zip(["y", "dzdx", "dassign", "dcentres"], ref, got):
-        err = (r - g.reshape(r.shape)).abs().max().item() / max(r.abs().max().item(), 1e-30)
-        if err > 1e-9:
-            raise SystemExit(f"mismatch in {name}: relative error {err:.2e}")
+    x, assign, neg_c, dzdy = (t.double() for t in (x, assign, neg_c, dzdy))
+    got = fast_forward_backward(fast_layer(assign, neg_c).double(), x, dzdy)
+    for ref in (loop_forward_backward(x, assign, neg_c, dzdy), loop_autograd(x, assign, neg_c, dzdy)):
+        for name, r, g in zip(["y", "dzdx", "dassign", "dcentres"], ref, got):
+            err = (r - g.reshape(r.shape)).abs().max().item() / max(r.abs().max().item(), 1e-30)
+            if err > 1e-9:
+                raise SystemExit(f"mismatch in {name}: relative error {err:.2e}")
 
 
 def main():
@@ -155,18 +196,32 @@ def main():
     print(f"VLAD head, input {a.n}x{a.d}x{a.h}x{a.w} float32 ({input_mb:.1f} MB), K={a.k}, "
           f"{a.threads} threads, best of {a.repeats}")
     sec = best_times(variants(a), a.repeats)
+    floor = matmul_floor(a, a.repeats)  # (MKL sum, 6 x fastest)
     mem = {v: json.loads(subprocess.run([sys.executable, __file__, "--child", v] + sys.argv[1:],
                                         check=True, capture_output=True, text=True).stdout)
            for v in sec}
+    labels = (("repmat", "loop, MATLAB repmat"), ("loop", "loop, broadcast"),
+              ("autograd", "loop, autograd"), ("fast", "matnet"))
     for what in ("fwd", "fwdbwd"):
         print("forward" if what == "fwd" else "forward+backward")
         fast = sec[f"fast_{what}"]
-        for v, label in (("repmat", "loop, MATLAB repmat"), ("loop", "loop, broadcast"),
-                         ("fast", "matnet")):
+        for v, label in labels:
+            if f"{v}_{what}" not in sec:
+                continue
             t, m = sec[f"{v}_{what}"], mem[f"{v}_{what}"]
             ratio = f"matnet is {t / fast:5.1f}x faster" if v != "fast" else ""
             print(f"  {label:20s} {t * 1e3:8.1f} ms  peak extra {m:6.1f} MB "
                   f"({m / input_mb:4.1f}x input)  {ratio}")
+    gflop = 6 * 2 * a.n * a.d * a.h * a.w * a.k / 1e9
+    mkl, floor = floor
+    fast = sec["fast_fwdbwd"]
+    print(f"matmul floor of forward+backward: 6 products, {gflop:.2f} GFLOP")
+    print(f"  each alone (torch/MKL), summed {mkl * 1e3:6.1f} ms ({gflop / mkl:.0f} GFLOP/s); "
+          f"matnet takes {fast / mkl:.2f}x that")
+    print(f"  6 x the fastest product        {floor * 1e3:6.1f} ms ({gflop / floor:.0f} GFLOP/s); "
+          f"matnet takes {fast / floor:.2f}x that")
+    print("  ratio bound for any exact implementation here (loop / fastest floor): " + ", ".join(
+        f"{label} {sec[f'{v}_fwdbwd'] / floor:.1f}x" for v, label in labels[:3]))
 
 
 if __name__ == "__main__":
