@@ -366,7 +366,8 @@ def _train_batch(net, db, qIDs, qFeat, dbFeat, auxData, opts, rng, loader, origI
         ims = loader(fns, shorter)
         if opts.jitterFlip and rng.random() > 0.5:
             ims = ims[:, :, ::-1]
-        x = torch.from_numpy(np.ascontiguousarray(ims.transpose(0, 3, 1, 2))).to(device)
+        # N x H x W x 3 viewed as NCHW is channels_last, the faster layout for the convolutions
+        x = torch.from_numpy(np.ascontiguousarray(ims)).to(device).permute(0, 3, 1, 2)
         feats = net(x).reshape(x.shape[0], -1)
         loss, dzdy, nViol, nVH = triplet_loss(feats.detach(), opts.margin, opts.excludeVeryHard)
         if opts.printLoss:
