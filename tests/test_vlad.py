@@ -87,29 +87,38 @@ def layer_params(layer, v2):
 
 
 CASES = [(8, 6, (2, 5, 3)), (64, 16, (3, 4, 7)), (8, 5, (1, 1, 1))]
+# NCHW and channels_last inputs take different product orders (N x D x HW columns vs
+# N x HW x D rows and 1x1 convolutions); both must give the MATLAB function.
+LAYOUTS = [torch.contiguous_format, torch.channels_last]
+
+
+def in_layout(x, layout):
+    return x.detach().contiguous(memory_format=layout).requires_grad_(x.requires_grad)
 
 
 # ---------------------------------------------------------------- forward / backward
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("v2", [False, True])
 @pytest.mark.parametrize("K,D,nhw", CASES)
-def test_forward_matches_reference(K, D, nhw, v2):
+def test_forward_matches_reference(K, D, nhw, v2, layout):
     layer, _ = make(K, D, K + D, v2)
     n, h, w = nhw
     x = torch.randn(n, D, h, w, generator=torch.Generator().manual_seed(1))
-    y = layer(x)
+    y = layer(in_layout(x, layout))
     assert y.shape == (n, D, 1, K)
     ref = ref_forward(mat_x(x), *layer_params(layer, v2))
     np.testing.assert_allclose(torch_to_matlab(y), ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("v2", [False, True])
 @pytest.mark.parametrize("K,D,nhw", CASES)
-def test_backward_matches_matlab_formulas(K, D, nhw, v2):
+def test_backward_matches_matlab_formulas(K, D, nhw, v2, layout):
     layer, _ = make(K, D, 3 * K + D, v2)
     layer = layer.double()
     n, h, w = nhw
     g = torch.Generator().manual_seed(2)
-    x = torch.randn(n, D, h, w, generator=g, dtype=torch.float64, requires_grad=True)
+    x = in_layout(torch.randn(n, D, h, w, generator=g, dtype=torch.float64), layout).requires_grad_(True)
     dzdy_t = torch.randn(n, D, 1, K, generator=g, dtype=torch.float64)
     layer(x).backward(dzdy_t)
     aw, ab, off = layer_params(layer, v2)
@@ -122,11 +131,12 @@ def test_backward_matches_matlab_formulas(K, D, nhw, v2):
     np.testing.assert_allclose(grads[-1].reshape(D, K), doff, rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("v2", [False, True])
-def test_gradcheck_finite_differences(v2):
+def test_gradcheck_finite_differences(v2, layout):
     layer, _ = make(4, 3, 5, v2)
     layer = layer.double()
-    x = torch.randn(2, 3, 3, 2, dtype=torch.float64, requires_grad=True)
+    x = in_layout(torch.randn(2, 3, 3, 2, dtype=torch.float64), layout).requires_grad_(True)
     assert torch.autograd.gradcheck(lambda x: layer(x), (x,))
     # the weights, through the layer's functional core
     D, K = 3, 4
@@ -235,3 +245,19 @@ def test_channels_last_input_same_result_and_gradients():
         outs.append((y.detach(), xx.grad.clone(), layer.weights[0].grad.clone()))
     for a, b in zip(*outs):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_weight_gradients_without_input_gradient(layout):
+    """A frozen trunk (x without grad) skips dz/dx; the weight gradients are unchanged."""
+    layer, _ = make(8, 6, 4, v2=True)
+    layer = layer.double()
+    x = in_layout(torch.randn(3, 6, 4, 5, dtype=torch.float64), layout)
+    g = torch.randn(3, 6, 1, 8, dtype=torch.float64)
+    grads = []
+    for requires in (True, False):
+        layer.zero_grad()
+        layer(x.detach().requires_grad_(requires)).backward(g)
+        grads.append([p.grad.clone() for p in layer.weights])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

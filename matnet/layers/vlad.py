@@ -30,8 +30,8 @@ def vlad_aggregate(x: torch.Tensor, assign_w: torch.Tensor, assign_b: torch.Tens
     """The NetVLAD function on x (N x D x H x W); assign_w and neg_centres are D x K,
     assign_b is K or None.  Returns N x D x 1 x K (MATLAB's 1 x K x D x N).
 
-    Vectorised: V = A X^T + (sum_i A) (-c)^T with one batched matmul, A the N x K x HW
-    soft assignment; no per-cluster loop and no N x K x D x HW residual tensor.
+    Vectorised: V = A X^T + (sum_i A) (-c)^T with one batched matmul, A the K x HW soft
+    assignment of each image; no per-cluster loop and no N x K x D x HW residual tensor.
     The gradient is layerVLAD.backward_'s (v1.03), batched.
     """
     if assign_b is None:
@@ -39,58 +39,120 @@ def vlad_aggregate(x: torch.Tensor, assign_w: torch.Tensor, assign_b: torch.Tens
     return _VLADFunction.apply(x, assign_w, assign_b, neg_centres)
 
 
-def _features(x: torch.Tensor) -> torch.Tensor:
-    """N x D x H x W -> N x D x HW without a copy for contiguous and channels_last inputs."""
-    n, d, h, w = x.shape
-    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return x.permute(0, 2, 3, 1).reshape(n, h * w, d).transpose(1, 2)
-    return x.reshape(n, d, h * w)
+def _is_channels_last(x: torch.Tensor) -> bool:
+    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
 class _VLADFunction(torch.autograd.Function):
-    """Forward and backward of NetVLAD as batched matmuls.  Saves only x and the
-    N x K x HW assignment; the backward's extra memory is about the size of dz/dx."""
+    """Forward and backward of NetVLAD as six matrix products (two forward: assignment
+    logits, aggregation; four backward), in the input's layout so that no operand is
+    copied: N x D x HW matrices for NCHW input, N x HW x D rows (where the assignment
+    conv and its gradients run as oneDNN/cuDNN 1x1 convolutions) for channels_last, the
+    layout trainWeakly and serialAllFeats feed.  Saves only x and the assignment; the
+    backward's extra memory is about the size of dz/dx."""
 
     @staticmethod
     def forward(ctx, x, assign_w, assign_b, neg_c):
-        n, d, h, w = x.shape
-        feats = _features(x)                                          # N x D x HW
-        w_t = assign_w.t().unsqueeze(0).expand(n, -1, -1)             # N x K x D
-        if assign_b.numel():
-            logits = torch.baddbmm(assign_b.reshape(1, -1, 1), w_t, feats)
-        else:
-            logits = torch.bmm(w_t, feats)                            # N x K x HW
-        assign = torch.softmax(logits, dim=1)                         # vl_nnsoftmax over K
-        del logits
-        vlad_t = torch.bmm(feats, assign.transpose(1, 2))             # N x D x K = V^T
-        vlad_t += neg_c.unsqueeze(0) * assign.sum(2).unsqueeze(1)
-        ctx.save_for_backward(x, assign_w, neg_c, assign)
         ctx.has_bias = bool(assign_b.numel())
-        return vlad_t.reshape(n, d, 1, -1)
+        ctx.rows = _is_channels_last(x)
+        vlad_t, assign = (_forward_rows if ctx.rows else _forward_cols)(x, assign_w, assign_b, neg_c)
+        ctx.save_for_backward(x, assign_w, neg_c, assign)
+        return vlad_t.reshape(x.shape[0], x.shape[1], 1, -1)
 
     @staticmethod
     def backward(ctx, dzdy):
         x, assign_w, neg_c, assign = ctx.saved_tensors
-        n, d, h, w = x.shape
-        feats = _features(x)
-        dv_t = dzdy.reshape(n, d, -1)                                 # N x D x K = dV^T
-        # dz/da(k, i) = sum_d dV(k, d) (x_i(d) - c_k(d)); softmax backward a (g - sum_k a g)
-        dzdp = torch.bmm(dv_t.transpose(1, 2), feats)                 # N x K x HW
-        dzdp += (dv_t * neg_c.unsqueeze(0)).sum(1).unsqueeze(2)
-        dzdp *= assign
-        dzdp.addcmul_(assign, dzdp.sum(1, keepdim=True), value=-1)
-        dx = dw = db = dc = None
-        if ctx.needs_input_grad[0]:  # via the assignment conv, then via the aggregation
-            dx = torch.bmm(assign_w.unsqueeze(0).expand(n, -1, -1), dzdp)
-            dx.baddbmm_(dv_t, assign)
-            dx = dx.reshape(x.shape)
-        if ctx.needs_input_grad[1]:
-            dw = torch.bmm(feats, dzdp.transpose(1, 2)).sum(0)
-        if ctx.needs_input_grad[2] and ctx.has_bias:
-            db = dzdp.sum((0, 2))
-        if ctx.needs_input_grad[3]:
-            dc = (dv_t * assign.sum(2).unsqueeze(1)).sum(0)
+        need = ctx.needs_input_grad
+        dv_t = dzdy.reshape(x.shape[0], x.shape[1], -1)                  # N x D x K = dV^T
+        dx, dw, dzdp = (_backward_rows if ctx.rows else _backward_cols)(
+            x, assign_w, neg_c, assign, dv_t, need[0], need[1])
+        db = dzdp.sum((0, 2) if not ctx.rows else (0, 1)) if need[2] and ctx.has_bias else None
+        dc = None
+        if need[3]:
+            mass = assign.sum(1 if ctx.rows else 2)                       # N x K
+            dc = (dv_t * mass.unsqueeze(1)).sum(0)
         return dx, dw, db, dc
+
+
+def _softmax_grad_(g: torch.Tensor, assign: torch.Tensor, dim: int) -> torch.Tensor:
+    """In place: g <- a (g - sum_k a g), the backward of the softmax over K (vl_nnsoftmax)."""
+    g *= assign
+    return g.addcmul_(assign, g.sum(dim, keepdim=True), value=-1)
+
+
+def _forward_cols(x, assign_w, assign_b, neg_c):
+    """NCHW: features as N x D x HW columns; returns V^T (N x D x K) and A (N x K x HW)."""
+    n, d = x.shape[:2]
+    feats = x.reshape(n, d, -1)
+    w_t = assign_w.t().unsqueeze(0).expand(n, -1, -1)                     # N x K x D
+    if assign_b.numel():
+        logits = torch.baddbmm(assign_b.reshape(1, -1, 1), w_t, feats)
+    else:
+        logits = torch.bmm(w_t, feats)                                    # N x K x HW
+    assign = torch.softmax(logits, dim=1)
+    del logits
+    vlad_t = torch.bmm(feats, assign.transpose(1, 2))                     # V^T = X A^T
+    vlad_t += neg_c.unsqueeze(0) * assign.sum(2).unsqueeze(1)
+    return vlad_t, assign
+
+
+def _backward_cols(x, assign_w, neg_c, assign, dv_t, need_x, need_w):
+    n, d = x.shape[:2]
+    feats = x.reshape(n, d, -1)
+    # dz/da(k, i) = sum_d dV(k, d) (x_i(d) - c_k(d)), then through the softmax
+    dzdp = torch.bmm(dv_t.transpose(1, 2), feats)                         # N x K x HW
+    dzdp += (dv_t * neg_c.unsqueeze(0)).sum(1).unsqueeze(2)
+    _softmax_grad_(dzdp, assign, 1)
+    dx = dw = None
+    if need_x:  # via the assignment conv, then via the aggregation
+        dx = torch.bmm(assign_w.unsqueeze(0).expand(n, -1, -1), dzdp)
+        dx.baddbmm_(dv_t, assign)
+        dx = dx.reshape(x.shape)
+    if need_w:
+        dw = torch.bmm(feats, dzdp.transpose(1, 2)).sum(0)
+    return dx, dw, dzdp
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """A channels_last N x C x H x W tensor as its N x HW x C rows (a view)."""
+    n, c, h, w = t.shape
+    return t.permute(0, 2, 3, 1).reshape(n, h * w, c)
+
+
+def _assign_filters(assign_w: torch.Tensor) -> torch.Tensor:
+    """D x K assignment weights as the K x D x 1 x 1 filters of a 1x1 convolution."""
+    return assign_w.t().reshape(assign_w.shape[1], assign_w.shape[0], 1, 1)
+
+
+def _forward_rows(x, assign_w, assign_b, neg_c):
+    """channels_last: features as N x HW x D rows; returns V^T (N x D x K, a transposed
+    view) and A (N x HW x K)."""
+    logits = torch.nn.functional.conv2d(x, _assign_filters(assign_w),
+                                        assign_b if assign_b.numel() else None)
+    assign = torch.softmax(_rows(logits), dim=2)
+    del logits
+    vlad = torch.bmm(assign.transpose(1, 2), _rows(x))                   # V = A X^T, N x K x D
+    vlad += assign.sum(1).unsqueeze(2) * neg_c.t().unsqueeze(0)
+    return vlad.transpose(1, 2), assign
+
+
+def _backward_rows(x, assign_w, neg_c, assign, dv_t, need_x, need_w):
+    n, d, h, w = x.shape
+    dzdp = torch.bmm(_rows(x), dv_t)                                      # N x HW x K
+    dzdp += (dv_t * neg_c.unsqueeze(0)).sum(1).unsqueeze(1)
+    _softmax_grad_(dzdp, assign, 2)
+    dx = dw = None
+    if need_x or need_w:  # the assignment conv's backward (vl_nnconv's), then the aggregation
+        dzdp_map = dzdp.reshape(n, h, w, -1).permute(0, 3, 1, 2)          # channels_last
+        dx, dw4, _ = torch.ops.aten.convolution_backward(
+            dzdp_map, x, _assign_filters(assign_w), None, [1, 1], [0, 0], [1, 1], False,
+            [0, 0], 1, [need_x, need_w, False])
+        if need_x:
+            dx = dx.contiguous(memory_format=torch.channels_last)  # so that _rows is a view
+            _rows(dx).baddbmm_(assign, dv_t.transpose(1, 2))
+        if need_w:
+            dw = dw4.reshape(assign_w.shape[1], d).t()
+    return dx, dw, dzdp
 
 
 class _VLADBase(Layer):
