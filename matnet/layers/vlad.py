@@ -66,11 +66,9 @@ class _VLADFunction(torch.autograd.Function):
         dv_t = dzdy.reshape(x.shape[0], x.shape[1], -1)                  # N x D x K = dV^T
         dx, dw, dzdp = (_backward_rows if ctx.rows else _backward_cols)(
             x, assign_w, neg_c, assign, dv_t, need[0], need[1])
-        db = dzdp.sum((0, 2) if not ctx.rows else (0, 1)) if need[2] and ctx.has_bias else None
-        dc = None
-        if need[3]:
-            mass = assign.sum(1 if ctx.rows else 2)                       # N x K
-            dc = (dv_t * mass.unsqueeze(1)).sum(0)
+        hw_dim = 1 if ctx.rows else 2                                     # of dzdp and assign
+        db = dzdp.sum((0, hw_dim)) if need[2] and ctx.has_bias else None
+        dc = (dv_t * assign.sum(hw_dim).unsqueeze(1)).sum(0) if need[3] else None
         return dx, dw, db, dc
 
 
