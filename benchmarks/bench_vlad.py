@@ -11,9 +11,9 @@ The "matmul floor" is the six matrix products any exact implementation must do f
 forward+backward (two forward: assignment logits and aggregation; four backward), each
 timed alone at its shape: loop time / floor bounds the ratio any implementation can
 reach on this machine.
-Times are best-of-repeats with the variants interleaved; peak memory is measured by
-running each variant once in its own subprocess (VmHWM growth over the state after
-building the inputs).
+Each variant runs in its own subprocess: its first run gives the peak memory (VmHWM
+growth over the state after building the inputs), then the best of --repeats runs its
+time.
 
     python benchmarks/bench_vlad.py [--threads 2] [--repeats 5] [--n 12 --d 512 --h 30 --w 40 --k 64]
 """
@@ -142,8 +142,8 @@ def variants(a):
 
 
 def best_times(fns, repeats):
-    """Best wall time of each function; the functions are interleaved round by round so
-    that a change of load on the machine hits all of them alike."""
+    """Best wall time of each function after a warm-up run; the functions are
+    interleaved round by round so that a change of load hits all of them alike."""
     for f in fns.values():
         f()  # warm-up
     best = dict.fromkeys(fns, float("inf"))
@@ -160,16 +160,18 @@ def rss_kb(field):
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
 
 
-def peak_extra_mb(a, variant):
-    """Run ``variant`` once in a fresh process: its peak RSS (VmHWM, reset through
-    /proc/self/clear_refs after trimming the heap) above the RSS before the run, in MB."""
+def measure(a, variant):
+    """Run ``variant`` in this (fresh) process: the peak RSS of its first run (VmHWM,
+    reset through /proc/self/clear_refs after trimming the heap) above the RSS before
+    it, in MB, and its best time over ``a.repeats`` further runs, in s."""
     fn = variants(a)[variant]
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the high-water mark to the current RSS
     base = rss_kb("VmRSS")
     fn()
-    return (rss_kb("VmHWM") - base) / 1024
+    peak = (rss_kb("VmHWM") - base) / 1024
+    return {"peak_mb": peak, "sec": best_times({variant: fn}, a.repeats)[variant]}
 
 
 def check_equal(a):
@@ -195,17 +197,20 @@ def main():
     p.add_argument("--child", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
-        return print(json.dumps(peak_extra_mb(a, a.child)))
+        return print(json.dumps(measure(a, a.child)))
     small = argparse.Namespace(**{**vars(a), "n": 2, "d": 32, "h": 5, "w": 7, "k": 8})
     check_equal(small)
     input_mb = a.n * a.d * a.h * a.w * 4 / 2 ** 20
     print(f"VLAD head, input {a.n}x{a.d}x{a.h}x{a.w} float32 ({input_mb:.1f} MB), K={a.k}, "
           f"{a.threads} threads, best of {a.repeats}")
-    sec = best_times(variants(a), a.repeats)
     floor = matmul_floor(a, a.repeats)  # (MKL sum, 6 x fastest)
-    mem = {v: json.loads(subprocess.run([sys.executable, __file__, "--child", v] + sys.argv[1:],
-                                        check=True, capture_output=True, text=True).stdout)
-           for v in sec}
+    # each variant in its own process: the loops' gigabytes of freed temporaries would
+    # otherwise change the page faults, and so the times, of whatever runs after them
+    runs = {v: json.loads(subprocess.run([sys.executable, __file__, "--child", v] + sys.argv[1:],
+                                         check=True, capture_output=True, text=True).stdout)
+            for v in variants(a)}
+    sec = {v: r["sec"] for v, r in runs.items()}
+    mem = {v: r["peak_mb"] for v, r in runs.items()}
     loops = (("repmat", "loop, MATLAB repmat"), ("loop", "loop, broadcast"), ("autograd", "loop, autograd"))
     ours = (("fast", "matnet, NCHW"), ("fastcl", "matnet, channels_last"))
     for what in ("fwd", "fwdbwd"):
