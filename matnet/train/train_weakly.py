@@ -21,6 +21,7 @@ import secrets
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -143,14 +144,57 @@ def _checkpoint0_name(opts, dbName, kind, extra=""):
     return f"{opts.outPrefix}{dbName}_{opts.netID}_{opts.layerName}_{opts.method}_{sfx}{extra}{kind}.bin"
 
 
+@dataclass
+class _Session:
+    """The state trainWeakly.m keeps in its workspace, shared by the steps below."""
+    dbTrain: object
+    dbVal: object
+    opts: TrainWeaklyOpts
+    net: object
+    obj: dict
+    auxData: dict
+    device: torch.device
+    nBatches: int
+    resumeBatch: int = 0  # > 0: continue epoch startEpoch after this many batches
+    loader: _ImageLoader | None = None
+    origImS: int = 0
+    firstImShape: tuple = ()
+    qFeat: torch.Tensor | None = None  # the feature cache the negatives are mined on
+    dbFeat: torch.Tensor | None = None
+
+    def set_cache(self, qFeat: np.ndarray, dbFeat: np.ndarray) -> None:
+        self.qFeat = torch.from_numpy(qFeat).to(self.device)
+        self.dbFeat = torch.from_numpy(dbFeat).to(self.device)
+
+
 def trainWeakly(dbTrain, dbVal, opts: TrainWeaklyOpts | None = None, **kw) -> str:
     """trainWeakly.m: train ``loadNet(netID, layerName)`` + ``addLayers`` with the
     weakly supervised triplet loss on ``dbTrain``, validating on ``dbVal``; options
     as :class:`TrainWeaklyOpts` (or keywords).  Checkpoints
     ``<outPrefix><sessionID>_ep%06d_latest.mat`` and ``<sessionID>_latest.mat``.
     Returns the sessionID."""
+    s = _setup(dbTrain, dbVal, (opts or TrainWeaklyOpts()).replace(**kw))
+    _initial_features(s)
+    schedule = lr_schedule(s.opts)
+    for iEpoch in tqdm(range(1, s.opts.nEpoch + 1), desc="epoch", disable=None):
+        lr, batchCompFeatsFrequency = schedule[iEpoch - 1]
+        if iEpoch > 1 and lr != schedule[iEpoch - 2][0]:
+            print(f"Changing learning rate from {schedule[iEpoch - 2][0]:f} to {lr:f}")
+        if s.opts.startEpoch > iEpoch:
+            continue
+        print(f"Learning rate {lr:f}")
+        _train_epoch(s, iEpoch, lr, batchCompFeatsFrequency)
+        _end_of_epoch(s, iEpoch)
+    return s.opts.sessionID
+
+
+# ----- set-up and resume
+
+def _setup(dbTrain, dbVal, opts: TrainWeaklyOpts) -> _Session:
+    """Session ID and output prefix, then a new network (startEpoch 1) or the state
+    of a checkpoint (the previous epoch's, or a mid-epoch save of startEpoch), then
+    netPrepareForTrain."""
     from ..datasets.local_paths import localPaths
-    opts = (opts or TrainWeaklyOpts()).replace(**kw)
     paths = localPaths()
     if not opts.sessionID:
         if opts.startEpoch > 1:
@@ -162,7 +206,7 @@ def trainWeakly(dbTrain, dbVal, opts: TrainWeaklyOpts | None = None, **kw) -> st
     device = _device(opts.useGPU)
     torch.set_num_threads(max(1, min(int(opts.numThreads), os.cpu_count() or 1)))
     nBatches = dbTrain.numQueries // opts.batchSize
-    resumeBatch, savedMomentum, ck = 0, None, None
+    resumeBatch, ck = 0, None
     mid = checkpointFn(opts, f"ep{opts.startEpoch:06d}_latest")
     if os.path.isfile(mid):  # a mid-epoch save of the epoch to start: continue it
         ck = load_checkpoint(mid)
@@ -170,175 +214,160 @@ def trainWeakly(dbTrain, dbVal, opts: TrainWeaklyOpts | None = None, **kw) -> st
         if not 0 < resumeBatch < nBatches:
             ck, resumeBatch = None, 0
 
+    savedMomentum = None
     if opts.startEpoch < 2 and ck is None:
-        opts.dbTrainName, opts.dbValName = dbTrain.name, dbVal.name
-        if opts.checkpoint0suffix:
-            opts.checkpoint0suffix += "_"
-        opts.dbCheckpoint0 = opts.dbCheckpoint0 or _checkpoint0_name(opts, dbTrain.name, "db")
-        opts.qCheckpoint0 = opts.qCheckpoint0 or _checkpoint0_name(opts, dbTrain.name, "q")
-        opts.dbCheckpoint0val = opts.dbCheckpoint0val or _checkpoint0_name(opts, dbVal.name, "db")
-        opts.qCheckpoint0val = opts.qCheckpoint0val or _checkpoint0_name(opts, dbVal.name, "q")
-        from ..add_layers import addLayers
-        from ..load_net import loadNet
-        net = loadNet(opts.netID, opts.layerName)
-        net = addLayers(net, opts, dbTrain)
-        if opts.backPropToLayer is None:
-            opts.backPropToLayer = 1
-        elif isinstance(opts.backPropToLayer, str):
-            opts.backPropToLayer = whichLayer(net, opts.backPropToLayer) + 1
-        opts.backPropToLayerName = net.layers[opts.backPropToLayer - 1].name
-        opts.backPropDepth = len(net.layers) - opts.backPropToLayer + 1
-        unknown = [n for n in opts.fixLayers if n not in layerNames(net)]
-        if unknown:
-            raise ValueError(f"trainWeakly: fixLayers {unknown} are not layers of the network "
-                             f"({', '.join(layerNames(net))})")
-        print(opts)
-        auxData = {"epochStartTime": [], "numTrain": dbTrain.numQueries,
-                   "negCache": [np.zeros(0, np.int64) for _ in range(dbTrain.numQueries)]}
-        obj = _new_obj(len(opts.recallNs))
+        net, obj, opts, auxData = _new_session(dbTrain, dbVal, opts)
     else:
-        new = opts
-        if ck is None:
-            ck = load_checkpoint(checkpointFn(opts, f"ep{opts.startEpoch - 1:06d}_latest"))
-        net, obj, opts, auxData = ck["net"], ck["obj"], ck["opts"], ck["auxData"]
+        net, obj, opts, auxData = _continue_session(dbTrain, opts, ck, resumeBatch)
         savedMomentum = momentum_of(net)
-        opts.startEpoch, opts.test0 = new.startEpoch, False
-        opts.useGPU, opts.numThreads, opts.nEpoch = new.useGPU, new.numThreads, new.nEpoch
-        if not resumeBatch:  # the cache comes from the previous epoch's net
-            if opts.dbCheckpoint0_orig is None:
-                opts.dbCheckpoint0_orig, opts.qCheckpoint0_orig = opts.dbCheckpoint0, opts.qCheckpoint0
-            opts.dbCheckpoint0, opts.qCheckpoint0 = new.dbCheckpoint0, new.qCheckpoint0
-            if not opts.qCheckpoint0:
-                extra = f"{opts.sessionID}_ep{opts.startEpoch - 1:06d}_"
-                opts.dbCheckpoint0 = _checkpoint0_name(opts, dbTrain.name, "db", extra)
-                opts.qCheckpoint0 = _checkpoint0_name(opts, dbTrain.name, "q", extra)
-        print(opts)
+    print(opts)
 
     net = netPrepareForTrain(net.to(device), opts.backPropToLayer)
     if savedMomentum is not None:
         restore_momentum(net, savedMomentum)
     set_backprop_depth(net, opts.backPropToLayer)
-    batchSaveFrequency = math.ceil(opts.saveFrequency / opts.batchSize)
-    loader = _ImageLoader(net.meta["normalization"]["averageImage"], opts.numThreads)
-    first = loader([dbTrain.dbPath + dbTrain.dbImageFns[0]])[0]
-    origImS = min(first.shape[:2])
+    s = _Session(dbTrain, dbVal, opts, net, obj, auxData, device, nBatches, resumeBatch)
+    s.loader = _ImageLoader(net.meta["normalization"]["averageImage"], opts.numThreads)
+    first = s.loader([dbTrain.dbPath + dbTrain.dbImageFns[0]])[0]
+    s.origImS, s.firstImShape = min(first.shape[:2]), first.shape
+    return s
 
-    # ----- initial features
-    if resumeBatch:
+
+def _new_session(dbTrain, dbVal, opts: TrainWeaklyOpts):
+    """startEpoch 1: checkpoint0 names, loadNet + addLayers, the backprop depth, and
+    empty obj / auxData.  Returns (net, obj, opts, auxData)."""
+    opts.dbTrainName, opts.dbValName = dbTrain.name, dbVal.name
+    # ----- checkpoint names
+    if opts.checkpoint0suffix:
+        opts.checkpoint0suffix += "_"
+    opts.dbCheckpoint0 = opts.dbCheckpoint0 or _checkpoint0_name(opts, dbTrain.name, "db")
+    opts.qCheckpoint0 = opts.qCheckpoint0 or _checkpoint0_name(opts, dbTrain.name, "q")
+    opts.dbCheckpoint0val = opts.dbCheckpoint0val or _checkpoint0_name(opts, dbVal.name, "db")
+    opts.qCheckpoint0val = opts.qCheckpoint0val or _checkpoint0_name(opts, dbVal.name, "q")
+    # ----- network setup
+    from ..add_layers import addLayers
+    from ..load_net import loadNet
+    net = loadNet(opts.netID, opts.layerName)
+    net = addLayers(net, opts, dbTrain)
+    # ----- backprop depth
+    if opts.backPropToLayer is None:
+        opts.backPropToLayer = 1
+    elif isinstance(opts.backPropToLayer, str):
+        opts.backPropToLayer = whichLayer(net, opts.backPropToLayer) + 1
+    opts.backPropToLayerName = net.layers[opts.backPropToLayer - 1].name
+    opts.backPropDepth = len(net.layers) - opts.backPropToLayer + 1
+    unknown = [n for n in opts.fixLayers if n not in layerNames(net)]
+    if unknown:
+        raise ValueError(f"trainWeakly: fixLayers {unknown} are not layers of the network "
+                         f"({', '.join(layerNames(net))})")
+    # ----- init
+    auxData = {"epochStartTime": [], "numTrain": dbTrain.numQueries,
+               "negCache": [np.zeros(0, np.int64) for _ in range(dbTrain.numQueries)]}
+    return net, _new_obj(len(opts.recallNs)), opts, auxData
+
+
+def _continue_session(dbTrain, new: TrainWeaklyOpts, ck, resumeBatch: int):
+    """Continue from a checkpoint: ``ck`` (a mid-epoch save) or the end of epoch
+    startEpoch-1.  The saved options win except startEpoch, test0, useGPU, numThreads,
+    nEpoch; at an epoch start the checkpoint0 features are the previous epoch's.
+    Returns (net, obj, opts, auxData)."""
+    if ck is None:
+        ck = load_checkpoint(checkpointFn(new, f"ep{new.startEpoch - 1:06d}_latest"))
+    net, obj, opts, auxData = ck["net"], ck["obj"], ck["opts"], ck["auxData"]
+    opts.startEpoch, opts.test0 = new.startEpoch, False
+    opts.useGPU, opts.numThreads, opts.nEpoch = new.useGPU, new.numThreads, new.nEpoch
+    if not resumeBatch:  # the cache comes from the previous epoch's net
+        if opts.dbCheckpoint0_orig is None:
+            opts.dbCheckpoint0_orig, opts.qCheckpoint0_orig = opts.dbCheckpoint0, opts.qCheckpoint0
+        opts.dbCheckpoint0, opts.qCheckpoint0 = new.dbCheckpoint0, new.qCheckpoint0
+        if not opts.qCheckpoint0:
+            extra = f"{opts.sessionID}_ep{opts.startEpoch - 1:06d}_"
+            opts.dbCheckpoint0 = _checkpoint0_name(opts, dbTrain.name, "db", extra)
+            opts.qCheckpoint0 = _checkpoint0_name(opts, dbTrain.name, "q", extra)
+    return net, obj, opts, auxData
+
+
+# ----- initial features and test0
+
+def _initial_features(s: _Session) -> None:
+    """The feature cache to mine on: the checkpoint0 files (computed if missing), or
+    the cache saved with a mid-epoch checkpoint; with test0, the recalls of the
+    initial network on dbVal and dbTrain (obj.pretrain)."""
+    opts, dbTrain = s.opts, s.dbTrain
+    if s.resumeBatch:
         cq, cdb = _cache_fns(opts, opts.startEpoch)
         qFeat = _read_feats(cq, dbTrain.numQueries)
         dbFeat = _read_feats(cdb, dbTrain.numImages, qFeat.shape[1])
     else:
         if not os.path.isfile(opts.qCheckpoint0):
-            _serial_feats(net, dbTrain.qPath, dbTrain.qImageFns, opts.qCheckpoint0, opts)
+            _serial_feats(s.net, dbTrain.qPath, dbTrain.qImageFns, opts.qCheckpoint0, opts)
         if not os.path.isfile(opts.dbCheckpoint0):
-            _serial_feats(net, dbTrain.dbPath, dbTrain.dbImageFns, opts.dbCheckpoint0, opts)
+            _serial_feats(s.net, dbTrain.dbPath, dbTrain.dbImageFns, opts.dbCheckpoint0, opts)
         if opts.test0:
-            from ..evaluate import testFromFn
-            if not os.path.isfile(opts.qCheckpoint0val):
-                _serial_feats(net, dbVal.qPath, dbVal.qImageFns, opts.qCheckpoint0val, opts)
-            if not os.path.isfile(opts.dbCheckpoint0val):
-                _serial_feats(net, dbVal.dbPath, dbVal.dbImageFns, opts.dbCheckpoint0val, opts)
-            obj["pretrain"] = {}
-            for part, db, dFn, qFn in (("val", dbVal, opts.dbCheckpoint0val, opts.qCheckpoint0val),
-                                       ("train", dbTrain, opts.dbCheckpoint0, opts.qCheckpoint0)):
-                rec, rl, _, _ = testFromFn(db, dFn, qFn, opts)
-                obj["pretrain"][part] = {"recall": np.asarray(rec, np.float64).reshape(-1, 1),
-                                         "rankloss": np.float64(np.nan if rl is None else rl)}
+            _test0(s)
         qFeat = _read_feats(opts.qCheckpoint0, dbTrain.numQueries)
         dbFeat = _read_feats(opts.dbCheckpoint0, dbTrain.numImages, qFeat.shape[1])
     nDims = qFeat.shape[1]
-    outDim = netOutputDim(net, first.shape)[0]
+    outDim = netOutputDim(s.net, s.firstImShape)[0]
     if outDim != nDims:
         raise ValueError(f"{opts.qCheckpoint0}: features have {nDims} dimensions, the network outputs {outDim}")
-    qFeat_t, dbFeat_t = torch.from_numpy(qFeat).to(device), torch.from_numpy(dbFeat).to(device)
+    s.set_cache(qFeat, dbFeat)
 
-    # ----- training
-    schedule = lr_schedule(opts)
-    for iEpoch in tqdm(range(1, opts.nEpoch + 1), desc="epoch", disable=None):
-        lr, batchCompFeatsFrequency = schedule[iEpoch - 1]
-        if iEpoch > 1 and lr != schedule[iEpoch - 2][0]:
-            print(f"Changing learning rate from {schedule[iEpoch - 2][0]:f} to {lr:f}")
-        if opts.startEpoch > iEpoch:
-            continue
-        print(f"Learning rate {lr:f}")
-        if not (resumeBatch and iEpoch == opts.startEpoch):
-            auxData["epochStartTime"].append(time.strftime("%d-%b-%Y %H:%M:%S"))
-        rng = np.random.default_rng(43 - 1 + iEpoch)
-        trainOrder = rng.permutation(dbTrain.numQueries)
-        startBatch = 1
-        if resumeBatch and iEpoch == opts.startEpoch:
-            rng.bit_generator.state = auxData["rngState"]
-            startBatch = resumeBatch + 1
-        ID = f"ep{iEpoch:06d}_latest"
-        trainID, valID = f"{ID}_train", f"{ID}_val"
-        for iBatch in tqdm(range(startBatch, nBatches + 1), desc=f"{opts.sessionID} epoch {iEpoch} batch",
-                           disable=None, leave=False):
-            if iBatch % batchSaveFrequency == 0 and not (startBatch > 1 and iBatch == startBatch):
-                _save_mid(net, obj, opts, auxData, ID, iEpoch, iBatch, rng, qFeat_t, dbFeat_t)
-                if opts.doDraw:
-                    _draw(obj, opts, auxData)
-            if iBatch % batchCompFeatsFrequency == 0 and iBatch != 1 and iBatch != nBatches:
-                q, d = computeAllFeats(dbTrain, net, opts, trainID)
-                qFeat_t, dbFeat_t = torch.from_numpy(q).to(device), torch.from_numpy(d).to(device)
-            qIDs = trainOrder[(iBatch - 1) * opts.batchSize: iBatch * opts.batchSize]
-            loss = _train_batch(net, dbTrain, qIDs, qFeat_t, dbFeat_t, auxData, opts, rng, loader, origImS,
-                                lr, device)
-            obj["train"]["loss"] = np.hstack([obj["train"]["loss"], [[loss]]])
-            if opts.printBatchLoss:
-                print(f"{opts.sessionID} batchloss= {loss:.4f}")
-        resumeBatch = 0
-        auxData["resumeBatch"] = nBatches
-        auxData.pop("rngState", None)
-        saveNet(net, obj, opts, auxData, ID, f"epoch-end {iEpoch}")
-        _remove_cache(opts, iEpoch)
-        testNow = iEpoch == opts.nEpoch or iEpoch % opts.epochTestFrequency == 0
-        if testNow:
-            qv, dv = computeAllFeats(dbVal, net, opts, valID)
-            rec, rl = testNet(dbVal, opts, valID, qv, dv)
-            obj["val"]["recall"] = _append_col(obj["val"]["recall"], rec)
-            obj["val"]["rankloss"] = _append_col(obj["val"]["rankloss"], rl)
-        q, d = computeAllFeats(dbTrain, net, opts, trainID)
-        qFeat_t, dbFeat_t = torch.from_numpy(q).to(device), torch.from_numpy(d).to(device)
-        if testNow:
-            rec, rl = testNet(dbTrain, opts, trainID, q, d)
-            obj["train"]["recall"] = _append_col(obj["train"]["recall"], rec)
-            obj["train"]["rankloss"] = _append_col(obj["train"]["rankloss"], rl)
-            saveNet(net, obj, opts, auxData, ID, f"epoch-end {iEpoch}")
+
+def _test0(s: _Session) -> None:
+    """obj.pretrain.{val,train}: testFromFn on the initial network's features."""
+    from ..evaluate import testFromFn
+    opts, dbVal = s.opts, s.dbVal
+    if not os.path.isfile(opts.qCheckpoint0val):
+        _serial_feats(s.net, dbVal.qPath, dbVal.qImageFns, opts.qCheckpoint0val, opts)
+    if not os.path.isfile(opts.dbCheckpoint0val):
+        _serial_feats(s.net, dbVal.dbPath, dbVal.dbImageFns, opts.dbCheckpoint0val, opts)
+    s.obj["pretrain"] = {}
+    for part, db, dFn, qFn in (("val", dbVal, opts.dbCheckpoint0val, opts.qCheckpoint0val),
+                               ("train", s.dbTrain, opts.dbCheckpoint0, opts.qCheckpoint0)):
+        rec, rl, _, _ = testFromFn(db, dFn, qFn, opts)
+        s.obj["pretrain"][part] = {"recall": np.asarray(rec, np.float64).reshape(-1, 1),
+                                   "rankloss": np.float64(np.nan if rl is None else rl)}
+
+
+# ----- the epoch
+
+def _train_epoch(s: _Session, iEpoch: int, lr: float, batchCompFeatsFrequency: int) -> None:
+    """One epoch: queries in the order of ``default_rng(43-1+iEpoch)``; before each
+    batch a mid-epoch save every batchSaveFrequency batches and a cache refresh every
+    batchCompFeatsFrequency batches (not before the first or the last)."""
+    opts, dbTrain, auxData = s.opts, s.dbTrain, s.auxData
+    resuming = bool(s.resumeBatch) and iEpoch == opts.startEpoch
+    if not resuming:
+        auxData["epochStartTime"].append(time.strftime("%d-%b-%Y %H:%M:%S"))
+    rng = np.random.default_rng(43 - 1 + iEpoch)
+    trainOrder = rng.permutation(dbTrain.numQueries)
+    startBatch = 1
+    if resuming:
+        rng.bit_generator.state = auxData["rngState"]
+        startBatch = s.resumeBatch + 1
+    ID = f"ep{iEpoch:06d}_latest"
+    batchSaveFrequency = math.ceil(opts.saveFrequency / opts.batchSize)
+    for iBatch in tqdm(range(startBatch, s.nBatches + 1), desc=f"{opts.sessionID} epoch {iEpoch} batch",
+                       disable=None, leave=False):
+        if iBatch % batchSaveFrequency == 0 and not (startBatch > 1 and iBatch == startBatch):
+            _save_mid(s.net, s.obj, opts, auxData, ID, iEpoch, iBatch, rng, s.qFeat, s.dbFeat)
             if opts.doDraw:
-                _draw(obj, opts, auxData)
-    return opts.sessionID
+                _draw(s.obj, opts, auxData)
+        if iBatch % batchCompFeatsFrequency == 0 and iBatch != 1 and iBatch != s.nBatches:
+            s.set_cache(*computeAllFeats(dbTrain, s.net, opts, f"{ID}_train"))
+        qIDs = trainOrder[(iBatch - 1) * opts.batchSize: iBatch * opts.batchSize]
+        loss = _train_batch(s.net, dbTrain, qIDs, s.qFeat, s.dbFeat, auxData, opts, rng, s.loader, s.origImS,
+                            lr, s.device)
+        s.obj["train"]["loss"] = np.hstack([s.obj["train"]["loss"], [[loss]]])
+        if opts.printBatchLoss:
+            print(f"{opts.sessionID} batchloss= {loss:.4f}")
+    s.resumeBatch = 0
+    auxData["resumeBatch"] = s.nBatches
+    auxData.pop("rngState", None)
 
 
-def _cache_fns(opts: TrainWeaklyOpts, iEpoch: int):
-    """Feature cache saved with a mid-epoch checkpoint (query, database)."""
-    p = f"{opts.outPrefix}{opts.sessionID}_ep{iEpoch:06d}_cache"
-    return f"{p}_q.bin", f"{p}_db.bin"
-
-
-def _remove_cache(opts, iEpoch):
-    for fn in _cache_fns(opts, iEpoch):
-        if os.path.exists(fn):
-            os.remove(fn)
-
-
-def _save_mid(net, obj, opts, auxData, ID, iEpoch, iBatch, rng, qFeat, dbFeat):
-    """A mid-epoch save: the state before batch ``iBatch``, with the feature cache and
-    the random state so that startEpoch=iEpoch continues exactly from here."""
-    from converters.bin_features import write_bin
-    for fn, f in zip(_cache_fns(opts, iEpoch), (qFeat, dbFeat)):
-        tmp = unique_tmp(fn)
-        write_bin(tmp, f.cpu().numpy())
-        os.replace(tmp, fn)
-    auxData["resumeBatch"] = iBatch - 1
-    auxData["rngState"] = rng.bit_generator.state
-    saveNet(net, obj, opts, auxData, ID, f"epoch {iEpoch} batch {iBatch}")
-
-
-def _draw(obj, opts, auxData):
-    from ..plot_results import plotResults
-    plotResults(obj, opts, auxData, outFn=f"{opts.outPrefix}{opts.sessionID}_progress.png")
-
+# ----- the batch
 
 def _train_batch(net, db, qIDs, qFeat, dbFeat, auxData, opts, rng, loader, origImS, lr, device) -> float:
     """Mine, forward, backward each query's tuple (one at a time, as MATLAB), then one
@@ -382,3 +411,61 @@ def _train_batch(net, db, qIDs, qFeat, dbFeat, auxData, opts, rng, loader, origI
     else:
         net.zero_grad(set_to_none=True)
     return float(np.mean(losses)) if losses else 0.0
+
+
+# ----- the end-of-epoch save and tests
+
+def _end_of_epoch(s: _Session, iEpoch: int) -> None:
+    """saveNet; on test epochs (every epochTestFrequency, and the last) the recalls on
+    dbVal; the cache recomputed on dbTrain (and its recalls on test epochs), saved
+    again with the results."""
+    opts, obj, auxData = s.opts, s.obj, s.auxData
+    ID = f"ep{iEpoch:06d}_latest"
+    trainID, valID = f"{ID}_train", f"{ID}_val"
+    saveNet(s.net, obj, opts, auxData, ID, f"epoch-end {iEpoch}")
+    _remove_cache(opts, iEpoch)
+    testNow = iEpoch == opts.nEpoch or iEpoch % opts.epochTestFrequency == 0
+    if testNow:
+        qv, dv = computeAllFeats(s.dbVal, s.net, opts, valID)
+        rec, rl = testNet(s.dbVal, opts, valID, qv, dv)
+        obj["val"]["recall"] = _append_col(obj["val"]["recall"], rec)
+        obj["val"]["rankloss"] = _append_col(obj["val"]["rankloss"], rl)
+    q, d = computeAllFeats(s.dbTrain, s.net, opts, trainID)
+    s.set_cache(q, d)
+    if testNow:
+        rec, rl = testNet(s.dbTrain, opts, trainID, q, d)
+        obj["train"]["recall"] = _append_col(obj["train"]["recall"], rec)
+        obj["train"]["rankloss"] = _append_col(obj["train"]["rankloss"], rl)
+        saveNet(s.net, obj, opts, auxData, ID, f"epoch-end {iEpoch}")
+        if opts.doDraw:
+            _draw(obj, opts, auxData)
+
+
+def _cache_fns(opts: TrainWeaklyOpts, iEpoch: int):
+    """Feature cache saved with a mid-epoch checkpoint (query, database)."""
+    p = f"{opts.outPrefix}{opts.sessionID}_ep{iEpoch:06d}_cache"
+    return f"{p}_q.bin", f"{p}_db.bin"
+
+
+def _remove_cache(opts, iEpoch):
+    for fn in _cache_fns(opts, iEpoch):
+        if os.path.exists(fn):
+            os.remove(fn)
+
+
+def _save_mid(net, obj, opts, auxData, ID, iEpoch, iBatch, rng, qFeat, dbFeat):
+    """A mid-epoch save: the state before batch ``iBatch``, with the feature cache and
+    the random state so that startEpoch=iEpoch continues exactly from here."""
+    from converters.bin_features import write_bin
+    for fn, f in zip(_cache_fns(opts, iEpoch), (qFeat, dbFeat)):
+        tmp = unique_tmp(fn)
+        write_bin(tmp, f.cpu().numpy())
+        os.replace(tmp, fn)
+    auxData["resumeBatch"] = iBatch - 1
+    auxData["rngState"] = rng.bit_generator.state
+    saveNet(net, obj, opts, auxData, ID, f"epoch {iEpoch} batch {iBatch}")
+
+
+def _draw(obj, opts, auxData):
+    from ..plot_results import plotResults
+    plotResults(obj, opts, auxData, outFn=f"{opts.outPrefix}{opts.sessionID}_progress.png")
