@@ -2,7 +2,17 @@
 
 RGB float32 in 0..255, H x W x 3 (MATLAB layout), grayscale replicated to three
 channels, no resizing, cropping or EXIF rotation.  CMYK, palette and alpha images are
-converted to RGB (alpha dropped).  JPEG and PNG are read.
+converted to RGB (alpha dropped).  JPEG and PNG are read.  One reader serves
+extraction (serialAllFeats, getClusters) and training (trainWeakly's tuples).
+
+16-bit images (PNG gray, gray+alpha or colour; 16-bit TIFF) are reduced to 8 bits by
+keeping each sample's high byte (``v >> 8``, within 1 of MATLAB's ``im2uint8``).
+MatConvNet's ``vl_imreadjpeg`` decodes PNGs only through the macOS/Windows image
+libraries, into an 8-bit bitmap, i.e. scaled the same way (on Linux it reads JPEG
+only); MATLAB's ``single(imread(fn))`` would give 0..65535, a scale the network's
+0..255 mean and weights were not trained for (``computeRepresentation.m`` warns
+against it).  Images of 32-bit integers or floats (modes ``I``/``F``, e.g. TIFF)
+are refused with an error naming the file.
 """
 from __future__ import annotations
 
@@ -14,6 +24,10 @@ from PIL import Image
 
 _SWAPS = {".jpg": (".png", ".jpeg"), ".jpeg": (".png", ".jpg"), ".png": (".jpg", ".jpeg")}
 _warned_swap: set[tuple[str, str]] = set()
+
+
+class ImageReadError(OSError):
+    """An image file that cannot be read as vl_imreadjpeg would; the message names it."""
 
 
 def resolve_image_path(path) -> Path:
@@ -38,19 +52,44 @@ def resolve_image_path(path) -> Path:
     raise FileNotFoundError(f"image not found: {p}")
 
 
+def _sixteen_bit(im: Image.Image) -> bool:
+    """A 16-bit grayscale image (Pillow gives 16-bit PNG gray as I;16, or I before 9.x)."""
+    return im.mode.startswith("I;16") or (im.mode == "I" and im.format == "PNG")
+
+
+def _to_rgb_uint8(im: Image.Image, p: Path) -> np.ndarray:
+    if _sixteen_bit(im):
+        a = np.asarray(im).astype(np.uint32)
+        if a.size and a.max() > 0xFFFF:
+            raise ImageReadError(f"{p}: 16-bit image holds a value {int(a.max())} > 65535")
+        a = (a >> 8).astype(np.uint8)
+        return np.repeat(a[:, :, None], 3, axis=2)
+    if im.mode in ("I", "F"):
+        raise ImageReadError(f"{p}: a {'32-bit integer' if im.mode == 'I' else 'floating-point'} "
+                             f"image (mode {im.mode}) is not read: vl_imreadjpeg gives 8-bit "
+                             f"images in 0..255; save it as an 8-bit JPEG/PNG")
+    if im.mode in ("L", "1", "LA", "La"):
+        a = np.asarray(im.convert("L"))
+        return np.repeat(a[:, :, None], 3, axis=2)
+    if im.mode != "RGB":  # 16-bit colour PNGs arrive here already reduced to their high byte
+        im = im.convert("RGB")
+    return np.asarray(im)
+
+
 def imread_uint8(path) -> np.ndarray:
-    """H x W x 3 uint8 RGB (grayscale replicated)."""
+    """H x W x 3 uint8 RGB (grayscale replicated, 16-bit reduced to the high byte).
+    Missing, truncated or corrupt files raise an error naming the file."""
     p = resolve_image_path(path)
     try:
         with Image.open(p) as im:
-            if im.mode in ("L", "1"):
-                a = np.asarray(im.convert("L"))
-                return np.repeat(a[:, :, None], 3, axis=2)
-            if im.mode != "RGB":
-                im = im.convert("RGB")
-            return np.asarray(im)
-    except (OSError, SyntaxError, ValueError) as e:
-        raise OSError(f"cannot read image {p}: {e}") from e
+            a = _to_rgb_uint8(im, p)
+    except ImageReadError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageReadError(f"cannot read image {p}: {e}") from e
+    if a.ndim != 3 or a.shape[0] == 0 or a.shape[1] == 0:
+        raise ImageReadError(f"{p}: empty image ({a.shape})")
+    return a
 
 
 def vl_imreadjpeg(path) -> np.ndarray:

@@ -94,8 +94,9 @@ def testNet(db, opts: TrainWeaklyOpts, ID: str, qFeat, dbFeat):
 
 
 class _ImageLoader:
-    """vl_imreadjpeg for a training tuple: RGB float32, optional resize of the shorter
-    side (jitterScale), average colour subtracted, read by ``numThreads`` threads."""
+    """vl_imreadjpeg for a training tuple (:func:`matnet.images.imread_uint8`, as
+    serialAllFeats reads): RGB float32, optional resize of the shorter side
+    (jitterScale), average colour subtracted, read by ``numThreads`` threads."""
 
     def __init__(self, averageImage, numThreads: int):
         avg = np.asarray(averageImage, np.float32)
@@ -103,14 +104,14 @@ class _ImageLoader:
         self.pool = ThreadPoolExecutor(max(1, numThreads))
 
     def _one(self, fn, shorter):
-        from ..images import resolve_image_path
-        with Image.open(resolve_image_path(fn)) as im:
-            im = im.convert("RGB")
-            if shorter is not None:
-                w, h = im.size
-                s = shorter / min(w, h)
-                im = im.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.BILINEAR)
-            return np.asarray(im, np.float32) - self.avg
+        from ..images import imread_uint8  # the reader serialAllFeats uses
+        a = imread_uint8(fn)
+        if shorter is not None:
+            im = Image.fromarray(a)
+            w, h = im.size
+            s = shorter / min(w, h)
+            a = np.asarray(im.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.BILINEAR))
+        return a.astype(np.float32) - self.avg
 
     def __call__(self, fns, shorter=None) -> np.ndarray:
         """N x H x W x 3."""
