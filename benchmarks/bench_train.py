@@ -37,7 +37,7 @@ def main():
 
     from matnet.add_layers import addLayers
     from matnet.commands.demo import _mean_colour, _set_paths
-    from matnet.load_net import loadNet
+    from matnet.pretrained import loadNet
     from matnet.nettools import netPrepareForTrain
     from matnet.synthetic import dbSynthetic, make_places, save_tiny_net
     from matnet.train import train_weakly as tw

@@ -19,9 +19,8 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
-import matnet.layers.heads  # noqa: F401  (registers the NetVLAD classdef layers)
-import matnet.layers.vlad  # noqa: F401
-from matnet import LayerError, SimpleNN, layer_from_struct
+from matnet.layers import LayerError, layer_from_struct  # registers every layer type and class
+from matnet.simplenn import SimpleNN
 
 from .matfile import MatFileError, MatObject
 

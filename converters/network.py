@@ -1,6 +1,8 @@
-"""MatConvNet / NetVLAD network files <-> :class:`matnet.SimpleNN`, without MATLAB.
+"""Network files <-> :class:`matnet.SimpleNN`, without MATLAB: ``load_net``/``save_net``.
 
-Reads (``load_net``):
+``load_net(path)`` tells the kind of file from its first bytes, not its name: a MAT
+file (v5/v7 or v7.3) or matnet's native safetensors file (:mod:`converters.native`).
+MAT files it reads:
 
 * the released NetVLAD networks and trainWeakly checkpoints: a variable ``net``
   (checkpoints also hold ``opts``, ``obj``, ``auxData``, ignored here) whose
@@ -21,9 +23,9 @@ Like ``relja_simplenn_tidy`` + ``vl_simplenn_tidy``, top-level ``classes``,
 layers are recognised by type/class and name, never by position, and shapes MATLAB
 truncated (trailing singleton dims) are rebuilt by the layer classes.
 
-Writes (``save_net``): ``net`` as MATLAB NetVLAD saves it (``-v7.3``, same class
-names and properties, saveobj struct for layerVLAD/v2) or, with ``struct=True``,
-the plain-struct variant.
+``save_net(net, path)`` writes by the extension: ``.safetensors`` (native), ``.mat``
+as MATLAB NetVLAD saves ``net`` (``-v7.3``, same class names and properties, saveobj
+struct for layerVLAD/v2), or ``*_struct.mat`` the plain-struct variant.
 """
 from __future__ import annotations
 
@@ -31,13 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
-import matnet.layers.heads  # noqa: F401  (registers the NetVLAD classdef layers)
-import matnet.layers.vlad  # noqa: F401
-from matnet import LayerError, SimpleNN, layer_from_struct
+from matnet.layers import LayerError, layer_from_struct  # registers every layer type and class
+from matnet.simplenn import SimpleNN
 
-from .matfile import MatFileError, MatObject, loadmat, savemat
+from .matfile import MatFileError, MatObject, loadmat, savemat, whosmat
+from .native import load_native, save_native
 
-__all__ = ["load_net", "save_net", "net_from_vars", "net_to_struct", "SAVEOBJ_CLASSES"]
+__all__ = ["load_net", "save_net", "network_file_kind", "net_from_vars", "net_to_struct", "SAVEOBJ_CLASSES"]
 
 # NetVLAD classes whose objects MATLAB writes through saveobj (relja_saveobj).
 SAVEOBJ_CLASSES = frozenset({"layerVLAD", "layerVLADv2"})
@@ -124,10 +126,30 @@ def net_from_vars(variables: dict, where: str = "<memory>") -> SimpleNN:
     return SimpleNN(built, _tidy_meta(top))
 
 
-def load_net(path) -> SimpleNN:
-    """Read a network from a MAT file (v5 or v7.3); see the module doc for the layouts."""
+def network_file_kind(path) -> str:
+    """'mat' or 'safetensors', from the file's first bytes; MatFileError naming the file otherwise."""
     path = Path(path)
-    return net_from_vars(loadmat(path), str(path))
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head.startswith(b"MATLAB"):
+        return "mat"
+    if len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < path.stat().st_size:
+        return "safetensors"
+    raise MatFileError(f"{path}: not a network file (neither a MAT file nor a safetensors file; "
+                       f"starts with {head!r})")
+
+
+def load_net(path) -> SimpleNN:
+    """Read a network from any supported file, told by its content: a released NetVLAD
+    ``.mat`` (v7.3, classdef layers), a ``*_struct.mat``, a MatConvNet model, a
+    trainWeakly checkpoint (only its ``net`` is read), or a matnet ``.safetensors``."""
+    path = Path(path)
+    if network_file_kind(path) == "safetensors":
+        return load_native(path)
+    names = {w[0] for w in whosmat(path)}
+    return net_from_vars(loadmat(path, "net") if "net" in names else loadmat(path), str(path))
 
 
 def net_to_struct(net: SimpleNN, struct: bool = False) -> dict:
@@ -146,7 +168,19 @@ def net_to_struct(net: SimpleNN, struct: bool = False) -> dict:
     return {"layers": layers, "meta": dict(net.meta)}
 
 
-def save_net(net: SimpleNN, path, format: str = "7.3", struct: bool = False) -> Path:
-    """Write ``net`` as the variable ``net`` MATLAB NetVLAD loads (``format`` '7.3' or '5';
-    ``struct=True`` for the plain-struct variant).  Atomic (temp file + rename)."""
+def save_net(net: SimpleNN, path, format: str = "7.3", struct: bool | None = None) -> Path:
+    """Write ``net`` by ``path``'s extension: ``.safetensors`` (native), ``.mat`` as the
+    variable ``net`` MATLAB NetVLAD loads (``format`` '7.3' or '5'; classdef layers),
+    ``*_struct.mat`` (or ``struct=True``) with the classdef layers as plain structs.
+    Atomic (temp file + rename); returns the path."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        if struct:
+            raise ValueError(f"{path}: struct=True applies to .mat files only")
+        return save_native(net, path)
+    if path.suffix != ".mat":
+        raise ValueError(f"{path}: unknown network file extension '{path.suffix}' (use .mat, "
+                         f"*_struct.mat or .safetensors)")
+    if struct is None:
+        struct = path.name.endswith("_struct.mat")
     return savemat(path, {"net": net_to_struct(net, struct)}, format=format)

@@ -3,38 +3,54 @@
 MATLAB names of mirrored functions are the public names; activations are torch
 N x C x H x W and weights keep MatConvNet shapes (see :mod:`matnet.layout`).
 Image/query ids are 0-based here (1-based in MATLAB).
+
+This package face imports nothing eagerly: each public name is loaded from the
+module that holds it on first use (PEP 562), so the modules below it (the engine,
+``converters``, the pipeline) import each other in one direction only and never
+through this face.  ``load_net``/``save_net`` read and write every network file.
 """
-from .layers import (Layer, LayerError, layer_from_struct, layerTotalAvgPool, layerTotalMaxPool,
-                     layerVLAD, layerVLADv2, layerWholeL2Normalize)
-from .layout import matlab_to_torch, torch_to_matlab
-from .nettools import (cropToLayer, layerNames, layerTypes, netOutputDim, netPrepareForTest,
-                       netPrepareForTrain, swapLayersForEfficiency, whichLayer)
-from .simplenn import SimpleNN, vl_simplenn
-from .add_layers import addLayers
-from .get_clusters import getClusters
-from .images import vl_imreadjpeg
-from .datasets import (closePosition, dbBase, dbPitts, dbTiny, dbTokyo247, dbTokyoTimeMachine,
-                       localPaths)
-from .extract import computeRepresentation, serialAllFeats
-from .evaluate import rawNnSearch, recallAtN, testCore, testCoreRank, testFromFn
-from .pca import addPCA, relja_PCA
-from .pick_best import getBestEpoch, pickBestNet
-from .load_net import loadNet
-from .plot_results import plotResults
-from .train.opts import TrainWeaklyOpts
-from .train.train_weakly import trainWeakly
-from .train.checkpoint import saveNet
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "SimpleNN", "vl_simplenn", "Layer", "LayerError", "layer_from_struct", "matlab_to_torch", "torch_to_matlab",
-    "layerNames", "layerTypes", "whichLayer", "cropToLayer", "swapLayersForEfficiency", "netOutputDim",
-    "netPrepareForTest", "netPrepareForTrain",
-    "layerVLAD", "layerVLADv2", "layerWholeL2Normalize", "layerTotalMaxPool", "layerTotalAvgPool",
-    "addLayers", "getClusters", "vl_imreadjpeg",
-    "dbBase", "dbPitts", "dbTokyo247", "dbTokyoTimeMachine", "dbTiny", "closePosition", "localPaths",
-    "serialAllFeats", "computeRepresentation", "testFromFn", "testCore", "testCoreRank", "recallAtN",
-    "rawNnSearch", "addPCA", "relja_PCA", "getBestEpoch", "pickBestNet", "loadNet", "plotResults",
-    "TrainWeaklyOpts", "trainWeakly", "saveNet",
-]
+# public name -> module holding it (dependency order: engine, converters, pipeline)
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(["Layer", "LayerError", "layer_from_struct", "layerTotalAvgPool", "layerTotalMaxPool",
+                     "layerVLAD", "layerVLADv2", "layerWholeL2Normalize"], "matnet.layers"),
+    **dict.fromkeys(["matlab_to_torch", "torch_to_matlab"], "matnet.layout"),
+    **dict.fromkeys(["SimpleNN", "vl_simplenn"], "matnet.simplenn"),
+    **dict.fromkeys(["cropToLayer", "layerNames", "layerTypes", "netOutputDim", "netPrepareForTest",
+                     "netPrepareForTrain", "swapLayersForEfficiency", "whichLayer"], "matnet.nettools"),
+    **dict.fromkeys(["load_net", "save_net"], "converters.network"),
+    "vl_imreadjpeg": "matnet.images",
+    **dict.fromkeys(["closePosition", "dbBase", "dbPitts", "dbTiny", "dbTokyo247", "dbTokyoTimeMachine",
+                     "localPaths"], "matnet.datasets"),
+    "addLayers": "matnet.add_layers",
+    "getClusters": "matnet.get_clusters",
+    **dict.fromkeys(["computeRepresentation", "serialAllFeats"], "matnet.extract"),
+    **dict.fromkeys(["rawNnSearch", "recallAtN", "testCore", "testCoreRank", "testFromFn"], "matnet.evaluate"),
+    **dict.fromkeys(["addPCA", "relja_PCA"], "matnet.pca"),
+    **dict.fromkeys(["getBestEpoch", "pickBestNet"], "matnet.pick_best"),
+    "loadNet": "matnet.pretrained",
+    "plotResults": "matnet.plot_results",
+    "TrainWeaklyOpts": "matnet.train.opts",
+    "trainWeakly": "matnet.train.train_weakly",
+    "saveNet": "matnet.train.checkpoint",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'matnet' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -46,7 +46,7 @@ import torch  # noqa: E402
 from converters.bin_features import read_bin  # noqa: E402
 from matnet.extract import serialAllFeats  # noqa: E402
 from matnet.layers.heads import layerTotalMaxPool, layerWholeL2Normalize  # noqa: E402
-from matnet.load_net import loadNet  # noqa: E402
+from matnet.pretrained import loadNet  # noqa: E402
 from matnet.pca import addPCA  # noqa: E402
 from matnet.simplenn import SimpleNN  # noqa: E402
 from matnet.synthetic import dbSynthetic, make_places, save_tiny_net  # noqa: E402

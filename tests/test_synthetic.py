@@ -5,7 +5,7 @@ from PIL import Image
 
 from converters.matfile import loadmat
 from converters.dbstruct import load_dbstruct
-from matnet.load_net import loadNet
+from matnet.pretrained import loadNet
 from matnet.synthetic.basenet import save_tiny_net
 from matnet.synthetic.places import SplitSpec, make_split
 

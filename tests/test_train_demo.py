@@ -10,7 +10,7 @@ def test_demo_chain_runs(tmp_path, capsys, monkeypatch):
             monkeypatch.delenv(k)
     p = argparse.ArgumentParser()
     demo.add_arguments(p)
-    args = p.parse_args(["--workdir", str(tmp_path / "d"), "--epochs", "1", "--images", "40", "--queries", "16",
+    args = p.parse_args(["--out", str(tmp_path / "d"), "--epochs", "1", "--images", "40", "--queries", "16",
                          "--pca-dim", "16"])
     monkeypatch.setattr(demo, "_DEMO_OPTS", {**demo._DEMO_OPTS, "nTestRankSample": 16, "nNegChoice": 20})
     assert demo.run(args) == 0

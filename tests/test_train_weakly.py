@@ -141,7 +141,7 @@ def test_jitter_runs_and_image_loader_resizes(env):
 
 def _setup_batch(env):
     dbT, dbV, out = env
-    from matnet.load_net import loadNet
+    from matnet.pretrained import loadNet
     from matnet.nettools import netPrepareForTrain
     net = netPrepareForTrain(_simple_head(loadNet("tiny", "conv3"), None, dbT), 1)
     calls = []
@@ -183,7 +183,7 @@ def test_batch_skips_queries_without_positives_and_without_violations(env, monke
 def test_concurrent_checkpoint0_writers_do_not_corrupt(env):
     import threading
     from converters.bin_features import read_bin
-    from matnet.load_net import loadNet
+    from matnet.pretrained import loadNet
     dbT, _, out = env
     out.mkdir(parents=True, exist_ok=True)
     nets = [_simple_head(loadNet("tiny", "conv3"), None, dbT) for _ in range(2)]

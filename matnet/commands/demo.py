@@ -21,7 +21,8 @@ _DEMO_OPTS = dict(netID="tiny", layerName="conv3", method="vlad_preL2_intra", ba
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--workdir", default="matnet-demo", help="folder for data, networks, outputs (default: %(default)s)")
+    p.add_argument("--out", default="matnet-demo", metavar="DIR",
+                   help="folder for the synthetic data, networks, features and plots (default: ./%(default)s)")
     p.add_argument("--epochs", type=int, default=8, help="training epochs (default: %(default)s)")
     p.add_argument("--images", type=int, default=400, help="database images per street (default: %(default)s)")
     p.add_argument("--queries", type=int, default=200, help="queries per street (default: %(default)s)")
@@ -58,7 +59,7 @@ def run(args) -> int:
     import torch
 
     from ..add_layers import addLayers
-    from ..load_net import loadNet
+    from ..pretrained import loadNet
     from ..pca import addPCA
     from ..pick_best import pickBestNet
     from ..synthetic import dbSynthetic, make_places, save_tiny_net
@@ -67,7 +68,8 @@ def run(args) -> int:
 
     t0 = time.time()
     torch.manual_seed(args.seed)
-    root = Path(args.workdir).resolve()
+    root = Path(args.out).resolve()
+    print(f"[demo] writing everything under {root}")
     _set_paths(root)
     torch.set_num_threads(args.threads)
     print(f"[demo] synthetic streets in {root / 'data'}")

@@ -6,14 +6,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from converters.matfile import MatFileError
+from converters.network import load_net
 
-from .. import vl_simplenn
-from .convert import read_any
+from ..simplenn import vl_simplenn
 
 
 def add_arguments(p) -> None:
-    p.add_argument("file", help="network file (.mat or .safetensors)")
+    p.add_argument("file", help="network file (.mat or .safetensors; the kind is read from its content)")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=(224, 224),
                    help="image size used to compute output sizes (default 224 224)")
 
@@ -36,11 +35,7 @@ def layer_table(net, size=(224, 224)) -> list[tuple[int, str, str, str, str]]:
 
 
 def run(args) -> int:
-    try:
-        net = read_any(args.file)
-    except MatFileError as e:
-        print(f"matnet inspect: {e}")
-        return 1
+    net = load_net(args.file)
     rows = [("#", "name", "type/class", "weights", "output HxWxC [dim]")] + \
         [tuple(map(str, r)) for r in layer_table(net, tuple(args.size))]
     widths = [max(len(r[j]) for r in rows) for j in range(5)]

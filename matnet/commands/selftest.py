@@ -8,7 +8,8 @@ import time
 import numpy as np
 import torch
 
-from .. import SimpleNN, swapLayersForEfficiency, vl_simplenn
+from ..nettools import swapLayersForEfficiency
+from ..simplenn import SimpleNN, vl_simplenn
 
 
 def tiny_vgg_structs(seed: int = 0) -> list[dict]:
@@ -29,8 +30,8 @@ def tiny_vgg_structs(seed: int = 0) -> list[dict]:
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--height", type=int, default=120)
-    p.add_argument("--width", type=int, default=160)
+    p.add_argument("--height", type=int, default=120, help="test image height (default: %(default)s)")
+    p.add_argument("--width", type=int, default=160, help="test image width (default: %(default)s)")
 
 
 def run(args) -> int:

@@ -247,7 +247,7 @@ def _new_session(dbTrain, dbVal, opts: TrainWeaklyOpts):
     opts.qCheckpoint0val = opts.qCheckpoint0val or _checkpoint0_name(opts, dbVal.name, "q")
     # ----- network setup
     from ..add_layers import addLayers
-    from ..load_net import loadNet
+    from ..pretrained import loadNet
     net = loadNet(opts.netID, opts.layerName)
     net = addLayers(net, opts, dbTrain)
     # ----- backprop depth

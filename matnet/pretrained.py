@@ -1,8 +1,13 @@
-"""loadNet: an ImageNet-pretrained MatConvNet model from ``localPaths().pretrainedCNNs``."""
+"""The pretrained base networks: loadNet (an ImageNet-pretrained MatConvNet model from
+``localPaths().pretrainedCNNs``, by network ID) and the ID -> file table."""
 from __future__ import annotations
 
 from pathlib import Path
 
+from converters.matfile import loadmat
+from converters.network import net_from_vars
+
+from .datasets.local_paths import env_name, localPaths
 from .nettools import cropToLayer, swapLayersForEfficiency
 from .simplenn import SimpleNN
 
@@ -13,16 +18,12 @@ PRETRAINED = {"vd16": "imagenet-vgg-verydeep-16.mat", "vd19": "imagenet-vgg-very
 
 
 def _pretrained_dir() -> Path:
-    from .datasets.local_paths import localPaths
     return Path(localPaths()["pretrainedCNNs"])
 
 
 def _read_model(fn: Path) -> SimpleNN:
     """A MatConvNet model file (variables ``layers`` and ``meta``, or ``net``)."""
-    from converters.matfile import loadmat
-    from converters.network import net_from_vars
     if not fn.is_file():
-        from .datasets.local_paths import env_name
         raise FileNotFoundError(f"{fn}: pretrained network not found (download it from MatConvNet's "
                                 f"pretrained models, or set pretrainedCNNs / {env_name('pretrainedCNNs')})")
     return net_from_vars(loadmat(fn), str(fn))
@@ -34,6 +35,9 @@ def loadNet(netID: str, layerName: str | None = None, pretrainedDir=None) -> Sim
     relu/max-pool pairs swapped; ``meta.netID``, ``meta.sessionID`` =
     '<netID>_offtheshelf[_<layerName>]' and ``meta.epoch`` = 0 set."""
     if netID not in PRETRAINED:
+        if any(c in str(netID) for c in "/\\."):
+            raise ValueError(f"loadNet: '{netID}' is not a network ID (known: {', '.join(PRETRAINED)}); "
+                             f"to read a network file use matnet.load_net(path)")
         raise ValueError(f"loadNet: unknown network ID '{netID}' (known: {', '.join(PRETRAINED)})")
     folder = Path(pretrainedDir) if pretrainedDir is not None else _pretrained_dir()
     net = _read_model(folder / PRETRAINED[netID])

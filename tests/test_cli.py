@@ -1,0 +1,71 @@
+"""The ``matnet`` command: ``python -m matnet``, --version, help text, errors on stderr with exit codes."""
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import matnet
+from converters.matfile import savemat
+from matnet.cli import build_parser, main
+from test_convert_network import released_net
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*argv):
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "matnet", *argv], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=120)
+
+
+def test_python_m_matnet_version_and_errors(tmp_path):
+    r = _run("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"matnet {matnet.__version__}"
+    bad = tmp_path / "broken.mat"
+    bad.write_bytes(b"MATLAB 5.0 MAT-file" + b"\0" * 20)  # a MAT header cut short
+    r = _run("inspect", str(bad))
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.startswith(f"matnet: error: {bad}") and "Traceback" not in r.stderr
+
+
+def test_errors_exit_codes_in_process(tmp_path, capsys):
+    assert main(["convert", str(tmp_path / "absent.mat"), str(tmp_path / "o.safetensors")]) == 1
+    err = capsys.readouterr().err
+    assert err == f"matnet: error: {tmp_path / 'absent.mat'}: no such file\n"
+    src = savemat(tmp_path / "n.mat", {"net": released_net()})
+    assert main(["convert", str(src), str(tmp_path / "o.onnx")]) == 1
+    assert "unknown network file extension" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # usage errors: argparse's status 2
+        main(["convert", str(src)])
+    assert e.value.code == 2 and "the following arguments are required: output" in capsys.readouterr().err
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_convert_chain_keeps_the_network(tmp_path, capsys):
+    src = savemat(tmp_path / "n.mat", {"net": released_net()})
+    ref = matnet.load_net(src)
+    for out in ("a.safetensors", "b_struct.mat", "c.mat"):
+        assert main(["convert", str(src), str(tmp_path / out)]) == 0
+        back = matnet.load_net(tmp_path / out)
+        for la, lb in zip(ref.layers, back.layers):
+            assert la.name == lb.name and all((a == b).all() for a, b in zip(la.weights, lb.weights))
+        src = tmp_path / out
+    assert "-> " in capsys.readouterr().out
+
+
+def test_every_command_and_option_has_help():
+    parser = build_parser()
+    assert "NetVLAD" in parser.description and "load_net" in parser.epilog
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {c.dest: c.help for c in sub._choices_actions}
+    assert set(helps) == set(sub.choices)
+    for name, p in sub.choices.items():
+        assert helps[name], name
+        assert p.description and not p.description.startswith('"""'), name
+        for action in p._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help and action.help != argparse.SUPPRESS, f"matnet {name} {action.dest}: no help text"
