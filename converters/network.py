@@ -137,8 +137,8 @@ def network_file_kind(path) -> str:
         return "mat"
     if len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < path.stat().st_size:
         return "safetensors"
-    raise MatFileError(f"{path}: not a network file (neither a MAT file nor a safetensors file; "
-                       f"starts with {head!r})")
+    raise MatFileError(f"{path}: not a network file (not a MAT file: no 'MATLAB' header text; "
+                       f"not a safetensors file either; starts with {head!r})")
 
 
 def load_net(path) -> SimpleNN:

@@ -70,4 +70,4 @@ def test_cli_convert_and_inspect(tmp_path, capsys):
     assert rows[9].split()[-2:] == ["1x3x6", "[18]"]
     assert rows[13].split()[-2:] == ["1x1x5", "[5]"]
     assert main(["inspect", str(tmp_path / "missing.mat")]) == 1
-    assert "missing.mat: no such file" in capsys.readouterr().out
+    assert "missing.mat: no such file" in capsys.readouterr().err
