@@ -56,6 +56,13 @@ def parse_method(method: str) -> tuple[bool, str, bool]:
     return preL2, core, intra
 
 
+def head_layer_names(method: str) -> list[str]:
+    """The names of the layers addLayers appends for ``method``, known before any
+    clustering (so options naming layers can be checked first)."""
+    preL2, core, intra = parse_method(method)
+    return ["preL2"] * preL2 + ["vlad:core" if core.startswith("vlad") else f"{core}:core"] + ["vlad:intranorm"] * intra + ["postL2"]
+
+
 def l2normalize_col(x: np.ndarray) -> np.ndarray:
     """relja_l2normalize_col: every column divided by (its L2 norm + 1e-12)."""
     return x / (np.sqrt((x.astype(np.float64) ** 2).sum(0, keepdims=True)) + 1e-12).astype(x.dtype)

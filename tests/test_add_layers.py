@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from converters.artefacts import write_clusters, write_train_descs
-from matnet.add_layers import addLayers, cluster_file_names, parse_method
+from matnet.add_layers import addLayers, cluster_file_names, head_layer_names, parse_method
 from matnet.layers.conv import Conv
 from matnet.layers.elementwise import ReLU
 from matnet.layers.heads import layerTotalAvgPool, layerTotalMaxPool, layerWholeL2Normalize
@@ -80,6 +80,7 @@ def test_layer_list_and_session(cluster_files, method, names, classes):
     net = addLayers(tiny_net(), dict(OPTS, method=method), DB)
     added = list(net.layers)[2:]
     assert [l.name for l in added] == names
+    assert head_layer_names(method) == names  # known before addLayers computes anything
     assert [type(l) for l in added] == classes
     for l in added:
         if isinstance(l, Normalize):

@@ -56,3 +56,67 @@ def test_from_matlab_like_struct():
     o = TrainWeaklyOpts.from_struct(s)
     assert o.batchSize == 4 and o.netID == "vd16" and o.fixLayers == [] and o.recallNs == [1, 2, 5]
     assert o.useGPU is True and o.margin == 0.2
+
+
+@pytest.mark.parametrize("name,value,allowed", [
+    ("batchSize", "4", "integer >= 1"),
+    ("batchSize", 0, "integer >= 1"),
+    ("batchSize", True, "integer >= 1"),
+    ("saveFrequency", 0, "integer >= 1 or inf"),
+    ("learningRate", "0.001", "finite number >= 0"),
+    ("learningRate", float("nan"), "finite number >= 0"),
+    ("margin", "0.1", "finite number"),
+    ("nEpoch", 1.5, "integer >= 1"),
+    ("useGPU", "no", "true/false"),
+    ("useGPU", 2, "true/false"),
+    ("recallNs", [10, 5, 1], "increasing order"),
+    ("recallNs", [], "non-empty"),
+    ("recallNs", [1, 2.5], "integers"),
+    ("momentum", 1.5, "<= 1"),
+    ("lrDownFactor", 0, "> 0"),
+    ("nNegCache", -1, "integer >= 0"),
+    ("jitterScale", [0.5, -1], "numbers > 0"),
+    ("fixLayers", [3], "layer names"),
+    ("backPropToLayer", 0, "1-based layer index"),
+    ("backPropToLayer", 2.5, "1-based layer index"),
+    ("outPrefix", 3, "string"),
+    ("netID", "", "non-empty string"),
+])
+def test_bad_values_name_option_value_and_what_is_allowed(name, value, allowed):
+    with pytest.raises(ValueError) as e:
+        TrainWeaklyOpts(**{name: value})
+    msg = str(e.value)
+    assert f"{name}={value!r}" in msg and allowed in msg
+    with pytest.raises(ValueError, match=name):  # the same check on replace and on assignment
+        TrainWeaklyOpts().replace(**{name: value})
+    o = TrainWeaklyOpts()
+    with pytest.raises(ValueError, match=name):
+        setattr(o, name, value)
+
+
+def test_matlab_forms_accepted_and_normalised():
+    o = TrainWeaklyOpts(batchSize=4.0, nEpoch=np.float64(3), useGPU=0, test0=np.array([[1.0]]), doDraw=np.bool_(True),
+                        learningRate=1, margin=-0.5, recallNs=np.array([[1.0, 5.0, 10.0]]), fixLayers="conv1",
+                        jitterScale=0.5, saveFrequency=float("inf"), nTestSample=np.inf, backPropToLayer=3.0,
+                        sessionID="", dbCheckpoint0=[])
+    assert o.batchSize == 4 and type(o.batchSize) is int and o.nEpoch == 3 and type(o.nEpoch) is int
+    assert o.useGPU is False and o.test0 is True and o.doDraw is True
+    assert o.learningRate == 1.0 and type(o.learningRate) is float and o.margin == -0.5
+    assert o.recallNs == [1, 5, 10] and all(type(n) is int for n in o.recallNs)
+    assert o.fixLayers == ["conv1"] and o.jitterScale == [0.5] and o.backPropToLayer == 3
+    assert o.saveFrequency == float("inf") and o.nTestSample == float("inf")
+    assert o.sessionID is None and o.dbCheckpoint0 is None  # '' and [] are MATLAB's empty
+    assert TrainWeaklyOpts(fixLayers=("a", "b"), recallNs=range(1, 4)).fixLayers == ["a", "b"]
+    with pytest.raises(AttributeError, match="nNegCap"):
+        o.nNegcap = 3
+
+
+def test_bad_value_in_saved_opts_names_the_file(tmp_path):
+    from converters.matfile import savemat
+    from matnet.train.checkpoint import load_checkpoint
+    s = TrainWeaklyOpts().to_struct()
+    s["batchSize"] = np.float64(2.5)
+    fn = tmp_path / "x_latest.mat"
+    savemat(fn, {"opts": s})
+    with pytest.raises(ValueError, match=r"x_latest\.mat.*batchSize=2\.5"):
+        load_checkpoint(fn, what=("opts",))

@@ -35,6 +35,7 @@ def env(data, tmp_path, monkeypatch):
     monkeypatch.setenv(env_name("outPrefix"), str(tmp_path / "out") + "/")
     fake = types.ModuleType("matnet.add_layers")
     fake.addLayers = _simple_head
+    fake.head_layer_names = lambda method: ["max:core", "postL2"]  # the names _simple_head adds
     monkeypatch.setitem(sys.modules, "matnet.add_layers", fake)
     return dbSynthetic("train", data / "data"), dbSynthetic("val", data / "data"), tmp_path / "out"
 
@@ -123,6 +124,36 @@ def test_bad_options(env):
         tw.trainWeakly(dbT, dbV, fixLayers=["nope"], **OPTS)
     with pytest.raises(ValueError, match="unknown option"):
         tw.trainWeakly(dbT, dbV, nNegcap=3, **OPTS)
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("backPropToLayer", 99, "backPropToLayer=99 is not allowed: the network has 9 layers"),
+    ("backPropToLayer", "conv9", "backPropToLayer='conv9' is not allowed: 0 layers"),
+    ("fixLayers", ["conv1", "vlad:core"], "'vlad:core' is not a layer of the network"),
+])
+def test_layer_options_checked_before_any_compute(env, monkeypatch, option, value, message):
+    dbT, dbV, out = env
+    computed = []
+    monkeypatch.setattr(sys.modules["matnet.add_layers"], "addLayers", lambda *a: computed.append(a))
+    monkeypatch.setattr(tw, "_serial_feats", lambda *a: computed.append(a))
+    with pytest.raises(ValueError, match=message) as e:
+        tw.trainWeakly(dbT, dbV, sessionID="badlayer", nEpoch=1, **{**OPTS, option: value})
+    assert "conv1, pool1" in str(e.value) and "max:core, postL2" in str(e.value)  # the allowed names
+    assert computed == [] and not list(out.glob("badlayer*"))
+
+
+def test_infinite_frequencies_and_no_rank_sample_as_matlab(env):
+    # MATLAB accepts saveFrequency/compFeatsFrequency = inf (never within an epoch) and
+    # nTestRankSample = 0 (its testNet's rank loss is then the mean of nothing: NaN)
+    dbT, dbV, out = env
+    tw.trainWeakly(dbT, dbV, sessionID="inf", nEpoch=2, test0=False,
+                   **{**OPTS, "saveFrequency": math.inf, "compFeatsFrequency": math.inf, "nTestRankSample": 0,
+                      "lrDownFreq": 1})
+    ck = load_checkpoint(out / "inf_latest.mat")
+    assert ck["obj"]["train"]["loss"].size == 2 * (dbT.numQueries // OPTS["batchSize"])
+    assert ck["obj"]["val"]["recall"].shape == (4, 2)
+    assert np.isnan(ck["obj"]["val"]["rankloss"]).all() and np.isnan(ck["obj"]["train"]["rankloss"]).all()
+    assert not list(out.glob("*_cache_*.bin"))  # no mid-epoch save happened
 
 
 def test_jitter_runs_and_image_loader_resizes(env):

@@ -109,7 +109,10 @@ def load_checkpoint(fn, what=("net", "obj", "opts", "auxData")) -> dict:
     if "obj" in what:
         out["obj"] = _obj_from_mat(m["obj"])
     if "opts" in what:
-        out["opts"] = TrainWeaklyOpts.from_struct(m["opts"])
+        try:
+            out["opts"] = TrainWeaklyOpts.from_struct(m["opts"])
+        except ValueError as e:
+            raise ValueError(f"{fn}: saved opts: {e}") from None
     if "auxData" in what:
         out["auxData"] = _aux_from_mat(m["auxData"])
     return out

@@ -1,8 +1,15 @@
 """TrainWeaklyOpts: trainWeakly.m's option struct (same field names and defaults).
 
-Unknown names are rejected with the list of valid ones (vl_argparse).  Fields that
-trainWeakly fills in itself (dbTrainName, backPropDepth, ...) are kept with the
-options so a checkpoint stores the same struct MATLAB saves.
+Unknown names are rejected with the list of valid ones (vl_argparse).  Every value is
+type- and range-checked when set (construction, ``replace``, assignment), so a bad
+option fails before any compute with an error naming it, its value and what is
+allowed; MATLAB's forms are accepted (numbers as ints or floats, logicals as 0/1,
+lists as lists, tuples or vectors, one layer name for fixLayers).  MATLAB itself checks
+none of them (``useGPU='no'`` counts as true there).  Checks that need the network
+(backPropToLayer in range, fixLayers naming layers) are done by trainWeakly before it
+computes anything.  Fields that trainWeakly fills in itself (dbTrainName,
+backPropDepth, ...) are kept with the options so a checkpoint stores the same struct
+MATLAB saves.
 """
 from __future__ import annotations
 
@@ -11,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from . import option_checks as c
 
 
 def _default_recall_ns() -> list[int]:
@@ -74,6 +83,16 @@ class TrainWeaklyOpts:
     backPropDepth: int | None = None
     dbCheckpoint0_orig: str | None = None
     qCheckpoint0_orig: str | None = None
+
+    def __setattr__(self, name, value):
+        check = _CHECKS.get(name)
+        if check is None:
+            raise AttributeError(f"TrainWeaklyOpts has no option {name!r}; valid options: {', '.join(self.names())}")
+        try:
+            value = check(name, value)
+        except ValueError as e:
+            raise ValueError(f"TrainWeaklyOpts: {e}") from None
+        object.__setattr__(self, name, value)
 
     def __init__(self, **kw):
         names = self.names()
@@ -141,6 +160,27 @@ class TrainWeaklyOpts:
     def __str__(self) -> str:
         w = max(map(len, self.names()))
         return "\n".join(f"{n:>{w}}: {getattr(self, n)!r}" for n in self.names())
+
+
+_count = c.integer(1)
+_CHECKS = {
+    "netID": c.nonempty_text, "layerName": c.nonempty_text, "method": c.nonempty_text,
+    "batchSize": _count, "learningRate": c.real(0), "lrDownFreq": _count, "lrDownFactor": c.real(0, above=True),
+    "weightDecay": c.real(0), "momentum": c.real(0, 1), "backPropToLayer": c.layer, "fixLayers": c.names,
+    "nNegChoice": _count, "nNegCap": _count, "nNegCache": c.integer(0), "nEpoch": _count, "margin": c.real(),
+    "excludeVeryHard": c.logical, "jitterFlip": c.logical, "jitterScale": c.positive_reals,
+    "sessionID": c.optional(c.nonempty_text), "outPrefix": c.optional(c.prefix),
+    "dbCheckpoint0": c.optional(c.text), "qCheckpoint0": c.optional(c.text),
+    "dbCheckpoint0val": c.optional(c.text), "qCheckpoint0val": c.optional(c.text),
+    "checkpoint0suffix": c.text, "info": c.text, "test0": c.logical,
+    "saveFrequency": c.integer(1, allow_inf=True), "compFeatsFrequency": c.integer(1, allow_inf=True),
+    "computeBatchSize": _count, "epochTestFrequency": _count, "doDraw": c.logical, "printLoss": c.logical,
+    "printBatchLoss": c.logical, "nTestSample": c.integer(1, allow_inf=True), "nTestRankSample": c.integer(0),
+    "recallNs": c.increasing_counts, "useGPU": c.logical, "numThreads": _count, "startEpoch": _count,
+    "dbTrainName": c.optional(c.text), "dbValName": c.optional(c.text), "backPropToLayerName": c.optional(c.text),
+    "backPropDepth": c.optional(_count), "dbCheckpoint0_orig": c.optional(c.text),
+    "qCheckpoint0_orig": c.optional(c.text),
+}
 
 
 def _copy(v):

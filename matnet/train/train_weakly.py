@@ -88,7 +88,10 @@ def testNet(db, opts: TrainWeaklyOpts, ID: str, qFeat, dbFeat):
     """testNet.m: (recall per recallNs on nTestSample queries, rank loss on nTestRankSample)."""
     from ..evaluate import testCore, testCoreRank
     print(f"testNet: {opts.sessionID} {ID}")
-    rankloss, _ = testCoreRank(db, qFeat, dbFeat, opts.margin, opts.nNegChoice, nTestSample=opts.nTestRankSample)
+    rankloss = math.nan  # nTestRankSample 0: MATLAB's mean over no queries
+    if opts.nTestRankSample > 0:
+        rankloss, _ = testCoreRank(db, qFeat, dbFeat, opts.margin, opts.nNegChoice,
+                                   nTestSample=opts.nTestRankSample)
     recall, _ = testCore(db, qFeat, dbFeat, nTestSample=opts.nTestSample, recallNs=opts.recallNs)
     return np.asarray(recall, np.float64), float(rankloss)
 
@@ -122,13 +125,21 @@ def lr_schedule(opts: TrainWeaklyOpts) -> list[tuple[float, int]]:
     """(learning rate, cache refresh period in batches) for epochs 1..nEpoch: both
     start at learningRate and ceil(compFeatsFrequency/batchSize); at every epoch e > 1
     with rem(e, lrDownFreq) == 1 the rate is divided by lrDownFactor and the period
-    multiplied by it (rounded).  As MATLAB, lrDownFreq 1 never lowers the rate."""
-    lr, period, out = opts.learningRate, math.ceil(opts.compFeatsFrequency / opts.batchSize), []
+    multiplied by it (rounded).  As MATLAB, lrDownFreq 1 never lowers the rate, and an
+    infinite compFeatsFrequency never refreshes the cache within an epoch."""
+    lr, period, out = opts.learningRate, batches_per(opts.compFeatsFrequency, opts.batchSize), []
     for e in range(1, opts.nEpoch + 1):
         if e != 1 and e % opts.lrDownFreq == 1:
-            lr, period = lr / opts.lrDownFactor, round(period * opts.lrDownFactor)
+            lr = lr / opts.lrDownFactor
+            period = round(period * opts.lrDownFactor) if math.isfinite(period) else period
         out.append((lr, period))
     return out
+
+
+def batches_per(frequency, batchSize: int):
+    """ceil(frequency / batchSize): a period counted in queries as one in batches
+    (inf stays inf: never)."""
+    return math.ceil(frequency / batchSize) if math.isfinite(frequency) else math.inf
 
 
 def _new_obj(nR: int) -> dict:
@@ -246,9 +257,10 @@ def _new_session(dbTrain, dbVal, opts: TrainWeaklyOpts):
     opts.dbCheckpoint0val = opts.dbCheckpoint0val or _checkpoint0_name(opts, dbVal.name, "db")
     opts.qCheckpoint0val = opts.qCheckpoint0val or _checkpoint0_name(opts, dbVal.name, "q")
     # ----- network setup
-    from ..add_layers import addLayers
+    from ..add_layers import addLayers, head_layer_names
     from ..pretrained import loadNet
     net = loadNet(opts.netID, opts.layerName)
+    check_layer_options(opts, layerNames(net) + head_layer_names(opts.method))
     net = addLayers(net, opts, dbTrain)
     # ----- backprop depth
     if opts.backPropToLayer is None:
@@ -257,14 +269,28 @@ def _new_session(dbTrain, dbVal, opts: TrainWeaklyOpts):
         opts.backPropToLayer = whichLayer(net, opts.backPropToLayer) + 1
     opts.backPropToLayerName = net.layers[opts.backPropToLayer - 1].name
     opts.backPropDepth = len(net.layers) - opts.backPropToLayer + 1
-    unknown = [n for n in opts.fixLayers if n not in layerNames(net)]
-    if unknown:
-        raise ValueError(f"trainWeakly: fixLayers {unknown} are not layers of the network "
-                         f"({', '.join(layerNames(net))})")
     # ----- init
     auxData = {"epochStartTime": [], "numTrain": dbTrain.numQueries,
                "negCache": [np.zeros(0, np.int64) for _ in range(dbTrain.numQueries)]}
     return net, _new_obj(len(opts.recallNs)), opts, auxData
+
+
+def check_layer_options(opts: TrainWeaklyOpts, names: list[str]) -> None:
+    """backPropToLayer (1-based index or name) and fixLayers against the layer names of
+    the network to train, before anything is computed (MATLAB fails later or asserts)."""
+    listed = ", ".join(names)
+    b = opts.backPropToLayer
+    if isinstance(b, int) and b > len(names):
+        raise ValueError(f"trainWeakly: option backPropToLayer={b} is not allowed: the network has "
+                         f"{len(names)} layers (1..{len(names)}: {listed})")
+    if isinstance(b, str) and names.count(b) != 1:
+        raise ValueError(f"trainWeakly: option backPropToLayer={b!r} is not allowed: {names.count(b)} layers "
+                         f"have that name; it must name exactly one of: {listed}")
+    unknown = [n for n in opts.fixLayers if n not in names]
+    if unknown:
+        raise ValueError(f"trainWeakly: option fixLayers={opts.fixLayers!r} is not allowed: "
+                         f"{', '.join(map(repr, unknown))} {'is' if len(unknown) == 1 else 'are'} not "
+                         f"a layer of the network ({listed})")
 
 
 def _continue_session(dbTrain, new: TrainWeaklyOpts, ck, resumeBatch: int):
@@ -348,7 +374,7 @@ def _train_epoch(s: _Session, iEpoch: int, lr: float, batchCompFeatsFrequency: i
         rng.bit_generator.state = auxData["rngState"]
         startBatch = s.resumeBatch + 1
     ID = f"ep{iEpoch:06d}_latest"
-    batchSaveFrequency = math.ceil(opts.saveFrequency / opts.batchSize)
+    batchSaveFrequency = batches_per(opts.saveFrequency, opts.batchSize)
     for iBatch in tqdm(range(startBatch, s.nBatches + 1), desc=f"{opts.sessionID} epoch {iEpoch} batch",
                        disable=None, leave=False):
         if iBatch % batchSaveFrequency == 0 and not (startBatch > 1 and iBatch == startBatch):
