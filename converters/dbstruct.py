@@ -13,29 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .matfile import loadmat
+
 _NUMERIC = ("numImages", "numQueries", "posDistThr", "posDistSqThr", "nonTrivPosDistSqThr")
 
 
 class DbStructError(ValueError):
     """A dataset specification file that cannot be used."""
-
-
-def _loadmat(path: Path) -> dict:
-    try:
-        from converters.matfile import loadmat
-    except ImportError:  # the project's reader not available: v5 files through scipy
-        loadmat = None
-    if loadmat is not None:
-        return loadmat(path)
-    import scipy.io
-    try:
-        raw = scipy.io.loadmat(path, squeeze_me=False, struct_as_record=True, mat_dtype=True)
-    except NotImplementedError as e:  # v7.3
-        raise DbStructError(f"{path}: v7.3 spec files need converters.matfile ({e})") from e
-    if "dbStruct" not in raw:
-        return raw
-    s = raw["dbStruct"]
-    return {"dbStruct": {n: s[0, 0][n] for n in s.dtype.names}}
 
 
 def _strings(v, field, path) -> list[str]:
@@ -69,7 +53,7 @@ def load_dbstruct(path) -> dict:
     if not path.is_file():
         raise DbStructError(f"{path}: dataset specification not found (download it and set "
                             f"specDir / dsetSpecDir)")
-    m = _loadmat(path)
+    m = loadmat(path)
     if "dbStruct" not in m:
         raise DbStructError(f"{path}: no variable 'dbStruct' (has {sorted(m)})")
     s = m["dbStruct"]

@@ -6,24 +6,18 @@ import os
 
 import numpy as np
 
+from converters.artefacts import read_train_descs
+
+from .datasets.local_paths import localPaths
+from .get_clusters import check_centres, getClusters
 from .layers.heads import layerTotalAvgPool, layerTotalMaxPool, layerWholeL2Normalize
 from .layers.normalize import Normalize
 from .layers.vlad import layerVLAD, layerVLADv2
 from .nettools import netOutputDim
+from .option import opt
 from .simplenn import SimpleNN
 
 K_CLUSTERS = 64
-
-
-def opt(opts, name: str):
-    """``opts.name`` for an options object or dict (MATLAB struct)."""
-    if isinstance(opts, dict):
-        if name not in opts:
-            raise ValueError(f"opts has no field '{name}'")
-        return opts[name]
-    if not hasattr(opts, name):
-        raise ValueError(f"opts has no field '{name}'")
-    return getattr(opts, name)
 
 
 def parse_method(method: str) -> tuple[bool, str, bool]:
@@ -89,7 +83,6 @@ def vladv2_alpha(clsts: np.ndarray, trainDescs: np.ndarray) -> float:
 def cluster_file_names(opts, dbTrain, preL2: bool, k: int = K_CLUSTERS) -> tuple[str, str]:
     """(trainDescFn, clstFn) as addLayers names them under localPaths' initData:
     ``<db>_<netID>_<layerName>[_preL2]_traindescs.mat`` and ``..._k064_clst.mat``."""
-    from .datasets.local_paths import localPaths
     init = localPaths()["initData"]
     which = f"{opt(opts, 'netID')}_{opt(opts, 'layerName')}{'_preL2' if preL2 else ''}"
     return (os.path.join(init, f"{dbTrain.name}_{which}_traindescs.mat"),
@@ -123,8 +116,6 @@ def addLayers(net: SimpleNN, opts, dbTrain) -> SimpleNN:
     elif core == "avg":
         net.layers.append(layerTotalAvgPool("avg:core"))
     else:
-        from converters.artefacts import read_train_descs
-        from .get_clusters import check_centres, getClusters
         trainDescFn, clstFn = cluster_file_names(opts, dbTrain, preL2)
         getClusters(net, opts, clstFn, K_CLUSTERS, dbTrain, trainDescFn)
         if not os.path.isfile(trainDescFn):

@@ -11,7 +11,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from converters.artefacts import read_clusters, read_train_descs, write_clusters, write_train_descs
+
 from .images import subtract_average, vl_imreadjpeg
+from .option import opt
 from .simplenn import SimpleNN
 
 N_TRAIN = 50000     # descriptors in total
@@ -24,7 +27,6 @@ CHECKPOINT_EVERY = 50  # images between checkpoints of the descriptor extraction
 def check_centres(clstFn, k: int, d: int | None = None) -> np.ndarray:
     """``clsts`` from ``clstFn`` (D x k float32), or a ValueError naming the file when it has
     another number of centres (MATLAB's assert), another D, or non-finite values."""
-    from converters.artefacts import read_clusters
     clsts = np.asarray(read_clusters(clstFn), dtype=np.float32)
     if clsts.shape[1] != k:
         raise ValueError(f"{clstFn}: the file has {clsts.shape[1]} cluster centres, expected k={k}")
@@ -151,8 +153,6 @@ def getClusters(net: SimpleNN, opts, clstFn, k: int, dbTrain, trainDescFn) -> np
     ``opts.useGPU`` selects the device for the descriptors; ``dbTrain`` needs name,
     dbPath, dbImageFns and numImages.
     """
-    from converters.artefacts import read_train_descs, write_clusters, write_train_descs
-    from .add_layers import opt
     if os.path.isfile(clstFn):
         return check_centres(clstFn, k)
     if os.path.isfile(trainDescFn):

@@ -1,7 +1,21 @@
 """relja_PCA and addPCA: (whitened) PCA appended to a network as a 1x1 conv + L2."""
 from __future__ import annotations
 
+import copy
+import os
+
 import numpy as np
+
+from converters.artefacts import read_pca, write_pca
+from converters.bin_features import read_bin
+
+from .datasets.local_paths import localPaths
+from .extract import serialAllFeats
+from .images import imread_uint8
+from .layers.conv import Conv
+from .layers.heads import layerWholeL2Normalize
+from .nettools import netOutputDim
+from .simplenn import SimpleNN
 
 
 def relja_PCA(x, nPCs: int | None = None, subtractMean: bool = True):
@@ -45,27 +59,13 @@ def addPCA(net, dbTrain, pcaDim: int = 4096, doWhite: bool = True, nTrainCap: in
     from localPaths by default).  ``net.meta`` needs ``sessionID`` and ``epoch``; the
     returned net's sessionID gets '_WPCA' / '_PCA' appended.
     """
-    import copy
-    import os
-
-    from converters.artefacts import read_pca, write_pca
-    from converters.bin_features import read_bin
-
-    from .extract import serialAllFeats
-    from .layers.conv import Conv
-    from .layers.heads import layerWholeL2Normalize
-    from .nettools import netOutputDim
-    from .simplenn import SimpleNN
-
     if "sessionID" not in net.meta or "epoch" not in net.meta:
         raise ValueError("addPCA: net.meta needs 'sessionID' and 'epoch' (networks from loadNet, addLayers, "
                          "pickBestNet have them)")
     if outPrefix is None:
-        from .datasets.local_paths import localPaths
         outPrefix = localPaths()["outPrefix"]
     stem = f"{outPrefix}{net.meta['sessionID']}_ep{int(net.meta['epoch']):06d}"
     featFn, pcaFn = f"{stem}_traindescs_for_pca.bin", f"{stem}_pca.mat"
-    from .images import imread_uint8
     first = imread_uint8(dbTrain.dbPath + dbTrain.dbImageFns[0])
     D = netOutputDim(net, first.shape)[0]
     if not os.path.isfile(pcaFn):

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .datasets.local_paths import localPaths
+from .plot_results import plotResults
+from .train.checkpoint import load_checkpoint
+
 
 def getBestEpoch(recalls, recallNs, N: int = 5) -> int:
     """getBestEpoch.m: the 1-based epoch (column of ``recalls``, nRecallNs x nEpochs)
@@ -38,9 +42,7 @@ def pickBestNet(sessionID: str, N: int = 5, verbose: int = 2, outPrefix=None):
     meta.epoch set and momentum removed.  ``verbose`` > 0 prints recall@1..5,10
     off-the-shelf vs trained; > 1 also writes the training plots and the recall@N
     curves as PNGs next to the checkpoints.  Returns (bestEpoch, bestNet)."""
-    from .train.checkpoint import load_checkpoint
     if outPrefix is None:
-        from .datasets.local_paths import localPaths
         outPrefix = localPaths()["outPrefix"]
     res = load_checkpoint(f"{outPrefix}{sessionID}_latest.mat", what=("obj", "opts", "auxData"))
     obj, opts = res["obj"], res["opts"]
@@ -79,8 +81,6 @@ def _plots(sessionID, bestEpoch, obj, opts, auxData, outPrefix):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from .plot_results import plotResults
     plotResults(obj, opts, auxData, outFn=f"{outPrefix}{sessionID}_training.png")
     fig, ax = plt.subplots(figsize=(6, 4.5))
     if "pretrain" in obj:

@@ -12,6 +12,19 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from ..add_layers import addLayers
+from ..datasets.local_paths import env_name
+from ..evaluate import testFromFn
+from ..extract import serialAllFeats
+from ..images import imread_uint8
+from ..pca import addPCA
+from ..pick_best import pickBestNet
+from ..pretrained import loadNet
+from ..synthetic import dbSynthetic, make_places, save_tiny_net
+from ..train.opts import TrainWeaklyOpts
+from ..train.train_weakly import trainWeakly
 
 
 # trainWeakly options of the demo (sized for 64x80 images and a few hundred images per street)
@@ -33,7 +46,6 @@ def add_arguments(p) -> None:
 
 
 def _set_paths(root: Path) -> None:
-    from ..datasets.local_paths import env_name
     for field, sub in (("dsetSpecDir", "data/datasets"), ("pretrainedCNNs", "pretrained"),
                        ("initData", "initdata"), ("outPrefix", "output")):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -41,13 +53,10 @@ def _set_paths(root: Path) -> None:
 
 
 def _mean_colour(db) -> np.ndarray:
-    from ..images import imread_uint8
     return np.mean([imread_uint8(db.dbPath + fn).reshape(-1, 3).mean(0) for fn in db.dbImageFns], axis=0)
 
 
 def _test(net, db, tag: str, out: str, threads: int) -> np.ndarray:
-    from ..evaluate import testFromFn
-    from ..extract import serialAllFeats
     dbFn, qFn = f"{out}demo_{tag}_{db.name}_db.bin", f"{out}demo_{tag}_{db.name}_q.bin"
     serialAllFeats(net, db.dbPath, db.dbImageFns, dbFn, useGPU=False, numThreads=threads)
     serialAllFeats(net, db.qPath, db.qImageFns, qFn, useGPU=False, numThreads=threads)
@@ -56,16 +65,6 @@ def _test(net, db, tag: str, out: str, threads: int) -> np.ndarray:
 
 
 def run(args) -> int:
-    import torch
-
-    from ..add_layers import addLayers
-    from ..pretrained import loadNet
-    from ..pca import addPCA
-    from ..pick_best import pickBestNet
-    from ..synthetic import dbSynthetic, make_places, save_tiny_net
-    from ..train.opts import TrainWeaklyOpts
-    from ..train.train_weakly import trainWeakly
-
     t0 = time.time()
     torch.manual_seed(args.seed)
     root = Path(args.out).resolve()

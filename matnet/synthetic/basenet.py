@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from converters.matfile import savemat
+
 TINY_FILE = "matnet-tiny.mat"
 
 
@@ -45,8 +47,6 @@ def save_tiny_net(folder, averageColour, imSize=(64, 80), seed: int = 0) -> Path
     H x W x 3 ``averageImage`` filled with ``averageColour`` -- full size, so that
     relja_netOutputDim's default input goes through the pooling layers -- and
     ``imageSize`` [H W 3])."""
-    from converters.matfile import savemat
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     meta = {"normalization": {

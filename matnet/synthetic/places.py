@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from converters.matfile import savemat
+
 PX_PER_M = 2.0  # facade pixels per metre along the street
 
 
@@ -105,8 +107,6 @@ def make_split(root, spec: SplitSpec, imSize=(64, 80), dbSpacing: float = 5.0,
               origin=(584000.0, 4477000.0)) -> dict:
     """Render one split under ``root`` and write its ``dbStruct`` spec; returns the
     dbStruct dict (file names relative to ``root/images/``)."""
-    from converters.matfile import savemat
-
     root = Path(root)
     rng = np.random.default_rng(spec.seed)
     H, W = imSize

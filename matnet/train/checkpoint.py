@@ -11,6 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from converters.matfile import loadmat, savemat
+from converters.network import net_from_vars, net_to_struct
+
 from .opts import TrainWeaklyOpts
 
 
@@ -74,8 +77,6 @@ def saveNet(net, obj: dict, opts: TrainWeaklyOpts, auxData: dict, ID: str, descr
     """saveNet.m: write net (with momentum), obj, opts, auxData to
     ``<outPrefix><sessionID>_<ID>.mat`` and copy it to ``<sessionID>_latest.mat``;
     both written under a temporary name and renamed.  Returns the file name."""
-    from converters.matfile import savemat
-    from converters.network import net_to_struct
     if verbose:
         print(f"saving net {opts.sessionID} {ID} : {description}")
     fn = checkpointFn(opts, ID)
@@ -94,8 +95,6 @@ def load_checkpoint(fn, what=("net", "obj", "opts", "auxData")) -> dict:
     """The saved variables of a checkpoint: ``net`` (SimpleNN with momentum), ``obj``
     (dict of numpy arrays in MATLAB shapes), ``opts`` (TrainWeaklyOpts), ``auxData``
     (negCache as 0-based id arrays)."""
-    from converters.matfile import loadmat
-    from converters.network import net_from_vars
     fn = Path(fn)
     if not fn.is_file():
         raise FileNotFoundError(f"{fn}: checkpoint not found")
