@@ -24,11 +24,16 @@ def write_bin(path, feats) -> None:
         raise BinFeatureError(f"{path}: features must be N x D, got shape {feats.shape}")
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        feats.tofile(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(feats.data)  # not ndarray.tofile, which can lose a disk-full error
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        if tmp.exists() and not tmp.is_symlink():
+            tmp.unlink()
+        raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
 
 
 def read_bin(path, D: int | None = None, n: int | None = None, check_finite: bool = True) -> np.ndarray:

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .images import imread_uint8
+from .images import ImageNetworkError, imread_uint8, resolve_image_path
 from .nettools import netPrepareForTest
-from .simplenn import SimpleNN
+from .simplenn import SimpleNN, failure_text
 
 _CHUNK_BATCHES = 8  # batches decoded, computed and checkpointed together
 
@@ -92,15 +92,46 @@ def computeRepresentation(net: SimpleNN, im, useGPU=None) -> np.ndarray:
     return y.permute(0, 1, 3, 2).reshape(-1).float().cpu().numpy()
 
 
+def _settings(v, h) -> None:
+    """Feed a layer setting (number, string, array, list, dict) to hash ``h``
+    deterministically; other objects by type name only (no memory addresses)."""
+    if isinstance(v, torch.Tensor):
+        v = v.detach().cpu().numpy()
+    if isinstance(v, np.ndarray):
+        h.update(f"a{v.dtype.str}{v.shape}".encode() + np.ascontiguousarray(v).tobytes())
+    elif isinstance(v, dict):
+        h.update(b"{")
+        for k in sorted(v, key=str):
+            h.update(f"{k!s}:".encode())
+            _settings(v[k], h)
+        h.update(b"}")
+    elif isinstance(v, (list, tuple)):
+        h.update(b"[")
+        for x in v:
+            _settings(x, h)
+        h.update(b"]")
+    elif v is None or isinstance(v, (str, bool, int, float, np.generic)):
+        h.update(f"{type(v).__name__}={v!r};".encode())
+    else:
+        h.update(f"<{type(v).__name__}>".encode())
+
+
 def _fingerprint(net: SimpleNN, imPath: str, imageFns) -> str:
-    """Identifies a run for resuming: image list, layers and sampled weight values."""
+    """Identifies a run for resuming: image list, ``meta.normalization.averageImage``,
+    every layer's settings (its struct fields but the weights and training ones:
+    stride, pad, dilate, method, pool, param, leak, rate, other fields kept verbatim)
+    and sampled weight values."""
     h = hashlib.sha1()
     h.update(str(imPath).encode())
     for fn in imageFns:
         h.update(b"\0" + fn.encode())
+    h.update(b"|averageImage")
+    _settings(np.asarray(net.meta.get("normalization", {}).get("averageImage")), h)
     with torch.no_grad():
         for l in net.layers:
-            h.update(f"|{l.name}:{l.type}".encode())
+            h.update(f"|{l.name}:{l.type}:{l.class_name}".encode())
+            _settings(l.struct_fields(), h)
+            _settings(l.extra, h)
             for w in l.weights:  # up to 2^16 evenly spaced values per weight (cheap on big nets)
                 flat = w.detach().reshape(-1)
                 sample = flat[::max(1, flat.numel() >> 16)].double().cpu().numpy()
@@ -110,14 +141,23 @@ def _fingerprint(net: SimpleNN, imPath: str, imageFns) -> str:
 
 class _Checkpoint:
     """``<outFn>.partial`` (features of the first ``done`` images, MATLAB order) and
-    ``<outFn>.partial.json`` (fingerprint, D, done)."""
+    ``<outFn>.partial.json`` (fingerprint, D, done).  Write errors (disk full included)
+    name the file."""
 
     def __init__(self, outFn: Path, fingerprint: str, nImages: int):
         self.data, self.meta = Path(str(outFn) + ".partial"), Path(str(outFn) + ".partial.json")
         self.fp, self.n, self.D, self.done, self.f = fingerprint, nImages, None, 0, None
 
+    @contextmanager
+    def _writing(self, path: Path):
+        try:
+            yield
+        except OSError as e:
+            raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
+
     def resume(self) -> int:
-        """Images already done by an interrupted run with the same fingerprint (0 if none)."""
+        """Images already done by an interrupted run with the same fingerprint; 0 (and
+        an empty ``.partial`` opened, so an unwritable output fails now) if none."""
         try:
             m = json.loads(self.meta.read_text())
             ok = m.get("fingerprint") == self.fp and m.get("nImages") == self.n
@@ -125,38 +165,84 @@ class _Checkpoint:
             ok = ok and self.data.is_file() and self.data.stat().st_size >= D * done * 4
         except (OSError, ValueError, KeyError, TypeError):
             ok = False
-        if not ok:
-            return 0
-        self.D, self.done = D, done
-        self.f = open(self.data, "r+b")
-        self.f.truncate(D * done * 4)
-        self.f.seek(0, os.SEEK_END)
+        with self._writing(self.data):
+            if not ok:
+                self.f = open(self.data, "wb")
+                return 0
+            self.D, self.done = D, done
+            self.f = open(self.data, "r+b")
+            self.f.truncate(D * done * 4)
+            self.f.seek(0, os.SEEK_END)
         return done
 
     def append(self, feats: np.ndarray) -> None:
-        if self.f is None:
-            self.D = feats.shape[1]
-            self.f = open(self.data, "wb")
-        if feats.shape[1] != self.D:
-            raise ValueError(f"network output has {feats.shape[1]} values, earlier images {self.D}")
-        np.ascontiguousarray(feats, "<f4").tofile(self.f)
-        self.f.flush()
-        os.fsync(self.f.fileno())
+        self.D = feats.shape[1] if self.D is None else self.D
+        with self._writing(self.data):
+            self.f.write(np.ascontiguousarray(feats, "<f4").data)  # not tofile: it loses ENOSPC
+            self.f.flush()
+            os.fsync(self.f.fileno())
         self.done += feats.shape[0]
         tmp = Path(str(self.meta) + ".tmp")
-        tmp.write_text(json.dumps({"fingerprint": self.fp, "nImages": self.n, "D": self.D, "done": self.done}))
-        os.replace(tmp, self.meta)
+        with self._writing(tmp):
+            tmp.write_text(json.dumps({"fingerprint": self.fp, "nImages": self.n, "D": self.D, "done": self.done}))
+            os.replace(tmp, self.meta)
 
     def finish(self, outFn: Path) -> None:
-        if self.f is None:  # no images at all
-            self.f = open(self.data, "wb")
-        self.f.close()
-        os.replace(self.data, outFn)
+        with self._writing(outFn):
+            self.f.close()
+            os.replace(self.data, outFn)
         self.meta.unlink(missing_ok=True)
 
     def close(self) -> None:
+        """Cleanup after an error or finish (an error already raised is the one reported)."""
         if self.f is not None and not self.f.closed:
-            self.f.close()
+            try:
+                self.f.close()
+            except OSError:
+                pass
+
+
+def _check_output(outFn: Path) -> None:
+    """The output can be written: not a folder, in an existing writable folder."""
+    if outFn.is_dir():
+        raise IsADirectoryError(f"{outFn}: the output file is a folder")
+    folder = outFn.parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{outFn}: the output folder {folder} does not exist"
+                                + (" (it is a file)" if folder.exists() else ""))
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"{outFn}: the output folder {folder} is not writable")
+
+
+def _check_images(paths: list[str], imPath) -> None:
+    """Every image exists (a .jpg/.png swap counts, see resolve_image_path)."""
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        missing = [p for p in missing if not _exists_swapped(p)]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} of {len(paths)} images not found under {imPath}: "
+                                + ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else ""))
+
+
+def _exists_swapped(p: str) -> bool:
+    try:
+        resolve_image_path(p)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def _forward_named(net, batch, mean, device, names) -> np.ndarray:
+    """_forward, with an error naming the image files when the network fails on them."""
+    try:
+        return _forward(net, batch, mean, device)
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except (RuntimeError, ValueError) as e:
+        raise ImageNetworkError(f"{names[0]}"
+                                + (f" (and {len(names) - 1} more images of this size)" if len(names) > 1 else "")
+                                + f": the network fails on this {batch.shape[1]} x {batch.shape[2]} image "
+                                f"(smaller than its receptive field?): {failure_text(e)}") from e
 
 
 def serialAllFeats(net: SimpleNN, imPath, imageFns, outFn, useGPU=None, numThreads=None,
@@ -168,22 +254,32 @@ def serialAllFeats(net: SimpleNN, imPath, imageFns, outFn, useGPU=None, numThrea
     network; consecutive images of equal size run in batches of up to ``batchSize``
     (mixed sizes are fine: grouped by size, written in list order).  Progress goes
     to a ``<outFn>.partial`` file plus a ``.partial.json`` sidecar, checkpointed every
-    few batches; a rerun with the same network and list resumes there, and the file is
-    renamed to ``outFn`` only when complete.  ``useGPU`` None = when available
-    (MATLAB's default is true).
+    few batches; a rerun with the same network (weights, layer settings, average
+    image) and list resumes there, and the file is renamed to ``outFn`` only when
+    complete.  ``useGPU`` None = when available (MATLAB's default is true).
+
+    Checked before any image is computed: the list is not empty, every image exists,
+    the output folder exists and is writable.  An image that cannot be read, that
+    fails in the network (e.g. smaller than its receptive field) or whose
+    representation has a different length from the others (MATLAB would write a
+    garbled file) raises an error naming it; write errors name the file.
     """
     outFn = Path(outFn)
     imageFns = list(imageFns)
     n = len(imageFns)
+    if n == 0:
+        raise ValueError(f"{outFn}: the image list is empty (imPath {imPath}): nothing to compute")
     batchSize = max(1, int(batchSize))
     numThreads = numThreads or os.cpu_count() or 1
     device = _device(useGPU)
     mean = _mean(net)
+    _check_output(outFn)
+    paths = [str(imPath) + fn for fn in imageFns]
     ck = _Checkpoint(outFn, _fingerprint(net, str(imPath), imageFns), n)
     start = ck.resume()
     chunk = batchSize * _CHUNK_BATCHES
-    paths = [str(imPath) + fn for fn in imageFns]
     try:
+        _check_images(paths[start:], imPath)
         with _on(net, device), ThreadPoolExecutor(numThreads) as pool, \
                 tqdm(total=n, initial=start, desc="serialAllFeats", unit="im", smoothing=0.1) as bar:
             def submit(s):
@@ -199,7 +295,15 @@ def serialAllFeats(net: SimpleNN, imPath, imageFns, outFn, useGPU=None, numThrea
                 for idx in by_size.values():
                     for b in range(0, len(idx), batchSize):
                         sel = idx[b:b + batchSize]
-                        feats = _forward(net, np.stack([ims[i] for i in sel]), mean, device)
+                        names = [paths[s + i] for i in sel]
+                        feats = _forward_named(net, np.stack([ims[i] for i in sel]), mean, device, names)
+                        if ck.D is None:
+                            ck.D = feats.shape[1]
+                        if feats.shape[1] != ck.D:
+                            raise ValueError(
+                                f"{names[0]}: its {ims[sel[0]].shape[0]} x {ims[sel[0]].shape[1]} image gives "
+                                f"{feats.shape[1]} values, earlier images {ck.D} (a .bin holds one D for all "
+                                f"images: use a network ending in a fixed-size head or images of one size)")
                         for i, f in zip(sel, feats):
                             out[i] = f
                         bar.update(len(sel))

@@ -30,6 +30,11 @@ class ImageReadError(OSError):
     """An image file that cannot be read as vl_imreadjpeg would; the message names it."""
 
 
+class ImageNetworkError(RuntimeError):
+    """The network fails on an image (e.g. one smaller than its receptive field); the
+    message names the image file(s) and the layer."""
+
+
 def resolve_image_path(path) -> Path:
     """``path`` if it exists, else the same name with the other extension (.jpg <-> .png).
 

@@ -38,8 +38,12 @@ class SimpleNN(nn.Module):
         return cls(layers, meta)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
-            x = layer(x)
+        for i, layer in enumerate(self.layers):
+            try:
+                x = layer(x)
+            except Exception as e:
+                _note_layer(e, i, layer)
+                raise
         return x
 
     def __len__(self) -> int:
@@ -51,10 +55,24 @@ class SimpleNN(nn.Module):
         return p.device if p is not None else torch.device("cpu")
 
 
+def _note_layer(e: BaseException, i: int, layer: Layer) -> None:
+    """Add to ``e`` a note naming the layer it came from (the type is kept)."""
+    e.add_note(f"in layer {i} '{layer.name}' ({layer.class_name or layer.type}) of the network")
+
+
+def failure_text(e: BaseException) -> str:
+    """The message of ``e`` with its notes (which layer failed), on one line."""
+    return "; ".join([str(e), *getattr(e, "__notes__", ())])
+
+
 def vl_simplenn(net: SimpleNN, x: torch.Tensor) -> list[torch.Tensor]:
     """Every layer's output as vl_simplenn's ``res``: ``res[0]`` is the input and
     ``res[i]`` (0-based list index i) the output of layer i (MATLAB's ``res(i+1).x``)."""
     res = [x]
-    for layer in net.layers:
-        res.append(layer(res[-1]))
+    for i, layer in enumerate(net.layers):
+        try:
+            res.append(layer(res[-1]))
+        except Exception as e:
+            _note_layer(e, i, layer)
+            raise
     return res

@@ -1,5 +1,6 @@
 """Faults and bad inputs (issue 12, "Inputs"): each is read right or refused with an
 error naming the file, before any long compute; never a silently wrong result."""
+import os
 import struct
 import zlib
 
@@ -11,6 +12,8 @@ from PIL import Image
 from converters.bin_features import read_bin
 from matnet.extract import serialAllFeats
 from matnet.images import ImageReadError, imread_uint8
+from matnet.layers import Layer
+from matnet.layers.heads import layerTotalAvgPool
 from matnet.simplenn import SimpleNN
 from matnet.train import train_weakly as tw
 
@@ -85,3 +88,128 @@ def test_float_image_refused_naming_the_file(tmp_path):
     Image.fromarray(np.full((8, 8), 0.5, np.float32)).save(tmp_path / "f.tif")
     with pytest.raises(ImageReadError, match=r"f\.tif.*floating-point"):
         imread_uint8(tmp_path / "f.tif")
+
+
+# ---------------------------------------------------------------- serialAllFeats
+
+class Boom(Layer):
+    """Fails on any image: a run that reaches the network raises 'computed'."""
+    type = "custom"
+
+    def __init__(self):
+        super().__init__("boom")
+
+    def forward(self, x):
+        raise RuntimeError("an image was computed")
+
+
+def pooled_net(stride=1, pad=1, mean=MEAN):
+    """small_net + a total average pool: D = 4 whatever the settings."""
+    net = small_net(stride=stride, pad=pad, mean=mean)
+    net.layers.append(layerTotalAvgPool("avg"))
+    return net
+
+
+def _interrupted(net, folder, fns, out):
+    """A run that stops at image 10 (unreadable until repaired): the first 8 images
+    (one checkpoint chunk with batchSize 1) are in out.partial."""
+    good = (folder / fns[10]).read_bytes()
+    (folder / fns[10]).write_bytes(b"not a png")
+    with pytest.raises(ImageReadError, match=fns[10]):
+        serialAllFeats(net, str(folder) + "/", fns, out, useGPU=False, batchSize=1)
+    assert (folder / (out.name + ".partial")).stat().st_size == 8 * 4 * 4
+    (folder / fns[10]).write_bytes(good)
+
+
+@pytest.mark.parametrize("change", ["averageImage", "stride", "pad"])
+def test_resume_does_not_reuse_features_of_other_settings(tmp_path, change):
+    fns = write_images(tmp_path, 12)
+    out = tmp_path / "f.bin"
+    _interrupted(pooled_net(), tmp_path, fns, out)
+    changed = {"averageImage": pooled_net(mean=MEAN + 7), "stride": pooled_net(stride=2),
+               "pad": pooled_net(pad=0)}[change]
+    serialAllFeats(changed, str(tmp_path) + "/", fns, out, useGPU=False, batchSize=1)
+    serialAllFeats(changed, str(tmp_path) + "/", fns, tmp_path / "fresh.bin", useGPU=False, batchSize=1)
+    np.testing.assert_array_equal(read_bin(out, n=12), read_bin(tmp_path / "fresh.bin", n=12))
+    # and the same network does resume (8 images not recomputed: the first are not read again)
+    _interrupted(pooled_net(), tmp_path, fns, out)
+    for fn in fns[:8]:
+        (tmp_path / fn).write_bytes(b"no longer readable")
+    serialAllFeats(pooled_net(), str(tmp_path) + "/", fns, out, useGPU=False, batchSize=1)
+
+
+def test_empty_image_list_is_an_error_not_an_empty_file(tmp_path):
+    with pytest.raises(ValueError, match=r"e\.bin.*image list is empty"):
+        serialAllFeats(small_net(), str(tmp_path) + "/", [], tmp_path / "e.bin", useGPU=False)
+    assert not list(tmp_path.iterdir())
+
+
+def test_output_location_checked_before_any_image(tmp_path):
+    fns = write_images(tmp_path, 2)
+    net = small_net()
+    net.layers.append(Boom())
+    with pytest.raises(FileNotFoundError, match=r"nowhere.*does not exist"):
+        serialAllFeats(net, str(tmp_path) + "/", fns, tmp_path / "nowhere" / "o.bin", useGPU=False)
+    (tmp_path / "afile").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match=r"afile.*is a file"):
+        serialAllFeats(net, str(tmp_path) + "/", fns, tmp_path / "afile" / "o.bin", useGPU=False)
+    (tmp_path / "adir.bin").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"adir\.bin.*is a folder"):
+        serialAllFeats(net, str(tmp_path) + "/", fns, tmp_path / "adir.bin", useGPU=False)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full to simulate a full disk")
+def test_disk_full_names_the_file(tmp_path):
+    fns = write_images(tmp_path, 2)
+    os.symlink("/dev/full", tmp_path / "o.bin.partial")
+    with pytest.raises(OSError, match=r"o\.bin\.partial.*No space left"):
+        serialAllFeats(small_net(), str(tmp_path) + "/", fns, tmp_path / "o.bin", useGPU=False)
+    assert not (tmp_path / "o.bin").exists()
+
+
+def test_missing_images_listed_before_any_image_is_computed(tmp_path):
+    fns = write_images(tmp_path, 12)
+    (tmp_path / fns[10]).unlink()
+    net = small_net()
+    net.layers.append(Boom())
+    with pytest.raises(FileNotFoundError, match=r"1 of 12 images not found.*im10\.png"):
+        serialAllFeats(net, str(tmp_path) + "/", fns, tmp_path / "o.bin", useGPU=False, batchSize=1)
+
+
+def test_corrupt_and_truncated_jpeg_name_the_file(tmp_path):
+    Image.fromarray(rgb(64, 64, 1)).save(tmp_path / "ok.jpg", quality=90)
+    data = (tmp_path / "ok.jpg").read_bytes()
+    (tmp_path / "trunc.jpg").write_bytes(data[:len(data) // 2])
+    (tmp_path / "garbage.jpg").write_bytes(b"\xff\xd8\xff" + bytes(200))
+    for bad in ("trunc.jpg", "garbage.jpg"):
+        with pytest.raises(ImageReadError, match=bad):
+            serialAllFeats(small_net(), str(tmp_path) + "/", ["ok.jpg", bad], tmp_path / "o.bin", useGPU=False)
+        with pytest.raises(ImageReadError, match=bad):
+            tw._ImageLoader(MEAN, 1)([str(tmp_path / bad)])
+
+
+def test_image_smaller_than_receptive_field_names_file_and_layer(tmp_path):
+    fns = write_images(tmp_path, 2)
+    Image.fromarray(rgb(2, 3, 9)).save(tmp_path / "tiny.png")
+    with pytest.raises(RuntimeError, match=r"tiny\.png.*2 x 3.*layer 2 'pool1' \(pool\)"):
+        serialAllFeats(small_net(), str(tmp_path) + "/", fns + ["tiny.png"], tmp_path / "o.bin", useGPU=False)
+
+
+def test_images_giving_different_D_named(tmp_path):
+    fns = write_images(tmp_path, 2)
+    Image.fromarray(rgb(24, 20, 5)).save(tmp_path / "tall.png")
+    with pytest.raises(ValueError, match=r"tall\.png.*24 x 20.*120 values, earlier images 80"):
+        serialAllFeats(small_net(), str(tmp_path) + "/", fns + ["tall.png"], tmp_path / "o.bin", useGPU=False)
+
+
+def test_training_tuple_failures_name_the_images(tmp_path):
+    fns = [str(tmp_path / f) for f in write_images(tmp_path, 2)]
+    Image.fromarray(rgb(2, 3, 9)).save(tmp_path / "tiny.png")
+    Image.fromarray(rgb(24, 20, 9)).save(tmp_path / "tall.png")
+    loader = tw._ImageLoader(MEAN, 1)
+    with pytest.raises(ValueError, match=r"im1\.png \(16 x 20\), .*tall\.png \(24 x 20\)"):
+        loader(fns + [str(tmp_path / "tall.png")])
+    ims = loader([str(tmp_path / "tiny.png")] * 2)
+    x = torch.from_numpy(np.ascontiguousarray(ims)).permute(0, 3, 1, 2)
+    with pytest.raises(RuntimeError, match=r"tiny\.png.*2 x 3 images.*layer 2 'pool1' \(pool\)"):
+        tw._tuple_forward(small_net().train(), x, [str(tmp_path / "tiny.png")] * 2)

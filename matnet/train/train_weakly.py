@@ -117,8 +117,25 @@ class _ImageLoader:
         return a.astype(np.float32) - self.avg
 
     def __call__(self, fns, shorter=None) -> np.ndarray:
-        """N x H x W x 3."""
-        return np.stack(list(self.pool.map(lambda f: self._one(f, shorter), fns)))
+        """N x H x W x 3 (images of one size, as MATLAB's cat(4, ...) needs)."""
+        ims = list(self.pool.map(lambda f: self._one(f, shorter), fns))
+        if len({im.shape for im in ims}) > 1:
+            raise ValueError("a training tuple needs images of one size: "
+                             + ", ".join(f"{fn} ({im.shape[0]} x {im.shape[1]})" for fn, im in zip(fns, ims)))
+        return np.stack(ims)
+
+
+def _tuple_forward(net, x, fns):
+    """N x D representations of a training tuple; an error names its image files."""
+    try:
+        return net(x).reshape(x.shape[0], -1)
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except (RuntimeError, ValueError) as e:
+        from ..images import ImageNetworkError
+        from ..simplenn import failure_text
+        raise ImageNetworkError(f"{', '.join(fns)}: the network fails on these {x.shape[2]} x {x.shape[3]} "
+                                f"images (smaller than its receptive field?): {failure_text(e)}") from e
 
 
 def lr_schedule(opts: TrainWeaklyOpts) -> list[tuple[float, int]]:
@@ -424,7 +441,7 @@ def _train_batch(net, db, qIDs, qFeat, dbFeat, auxData, opts, rng, loader, origI
             ims = ims[:, :, ::-1]
         # N x H x W x 3 viewed as NCHW is channels_last, the faster layout for the convolutions
         x = torch.from_numpy(np.ascontiguousarray(ims)).to(device).permute(0, 3, 1, 2)
-        feats = net(x).reshape(x.shape[0], -1)
+        feats = _tuple_forward(net, x, fns)
         loss, dzdy, nViol, nVH = triplet_loss(feats.detach(), opts.margin, opts.excludeVeryHard)
         if opts.printLoss:
             print(f"   real loss= {loss:.4f}, #violate= {nViol}, #vhard= {nVH}, (qID={qID})")
