@@ -41,6 +41,14 @@ def register_class(class_name: str) -> Callable:
     return deco
 
 
+def exporting() -> bool:
+    """True while the network is being traced into a standalone graph (ONNX export,
+    ``torch.jit.trace``, ``torch.export``).  The layers whose exact MATLAB backward is a
+    custom autograd Function then run the same forward computation as plain torch ops,
+    which those tracers can record; everywhere else the Function is used."""
+    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_exporting()
+
+
 class LayerError(ValueError):
     """A layer struct or a layer input that cannot be used; the message names the layer."""
 

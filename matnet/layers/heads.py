@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Layer, register_class
+from .base import Layer, exporting, register_class
 
 EPS = 1e-12  # relja_l2normalize_col: x / (||x|| + 1e-12)
 
@@ -14,13 +14,17 @@ def matlab_flatten(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(2, 3).reshape(x.shape[0], -1)
 
 
+def _norm(x: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.vector_norm(x, dim=1, keepdim=True) + EPS
+
+
 class _WholeL2(torch.autograd.Function):
     """y = x / (||x|| + 1e-12) per column, with layerWholeL2Normalize.backward_'s gradient:
     dz/dx = dzdy / n - x (x^T dzdy) / n^3, n = ||x|| + 1e-12."""
 
     @staticmethod
     def forward(ctx, x):
-        n = torch.linalg.vector_norm(x, dim=1, keepdim=True) + EPS
+        n = _norm(x)
         ctx.save_for_backward(x, n)
         return x / n
 
@@ -54,7 +58,8 @@ class layerWholeL2Normalize(_Parameterless):
     default_name = "wholeL2"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = _WholeL2.apply(matlab_flatten(x))
+        x = matlab_flatten(x)
+        y = x / _norm(x) if exporting() else _WholeL2.apply(x)
         return y.reshape(y.shape[0], -1, 1, 1)
 
 

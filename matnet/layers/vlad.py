@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..layout import matlab_shape
-from .base import Layer, LayerError, _as_list, register_class
+from .base import Layer, LayerError, _as_list, exporting, register_class
 
 # The MATLAB classdef properties, in declaration order (relja_saveobj writes them all).
 VLAD_PROPERTIES = ("type", "name", "K", "D", "vladDim", "weights", "momentum",
@@ -36,6 +36,9 @@ def vlad_aggregate(x: torch.Tensor, assign_w: torch.Tensor, assign_b: torch.Tens
     """
     if assign_b is None:
         assign_b = assign_w.new_zeros(0)
+    if exporting():  # the same forward, as plain ops a tracer can record
+        vlad_t, _ = (_forward_rows if _is_channels_last(x) else _forward_cols)(x, assign_w, assign_b, neg_centres)
+        return vlad_t.reshape(x.shape[0], x.shape[1], 1, -1)
     return _VLADFunction.apply(x, assign_w, assign_b, neg_centres)
 
 
