@@ -43,7 +43,13 @@ _EXPORTS: dict[str, str] = {
 __all__ = list(_EXPORTS)
 
 
+# subpackages/modules reachable as attributes (``matnet.nn.NetVLAD`` after ``import matnet``)
+_SUBMODULES = ("nn",)
+
+
 def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"matnet.{name}")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'matnet' has no attribute {name!r}")
@@ -53,4 +59,4 @@ def __getattr__(name: str):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES))

@@ -13,6 +13,8 @@ from urllib.parse import unquote, urlparse
 
 import torch
 
+from converters.network import load_net
+
 from .descriptor_net import DescriptorNet, preprocess
 
 __all__ = ["netvlad", "preprocess", "resolve_weights"]
@@ -76,6 +78,5 @@ def netvlad(weights, dims: int | None = None, sha256: str | None = None) -> Desc
     the network's average colour is subtracted inside); output: N x dims, L2-normalised,
     MATLAB's descriptor order.
     """
-    from .commands.convert import read_any
     path = resolve_weights(weights, sha256)
-    return DescriptorNet(read_any(path), dims).eval()
+    return DescriptorNet(load_net(path), dims).eval()

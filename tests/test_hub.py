@@ -7,7 +7,6 @@ import pytest
 import torch
 from PIL import Image
 
-from converters.native import save_native
 from converters.network import save_net
 from matnet import computeRepresentation
 from matnet.evaluate import relja_l2normalize_rows
@@ -26,8 +25,8 @@ def net():
 @pytest.fixture(scope="module")
 def files(net, tmp_path_factory):
     d = tmp_path_factory.mktemp("hubnets")
-    return {"mat": save_net(net, d / "net.mat"), "safetensors": save_native(net, d / "net.safetensors"),
-            "struct": save_net(net, d / "net_struct.mat", format="5", struct=True)}
+    return {"mat": save_net(net, d / "net.mat"), "safetensors": save_net(net, d / "net.safetensors"),
+            "struct": save_net(net, d / "net_struct.mat", format="5")}
 
 
 @pytest.fixture(autouse=True)
