@@ -1,6 +1,8 @@
 """getBestEpoch / pickBestNet: choose the epoch with the best validation recall."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .datasets.local_paths import localPaths
@@ -8,11 +10,18 @@ from .plot_results import plotResults
 from .train.checkpoint import load_checkpoint
 
 
-def getBestEpoch(recalls, recallNs, N: int = 5) -> int:
+def getBestEpoch(recalls, recallNs, N: int = 5, epochs=None) -> int:
     """getBestEpoch.m: the 1-based epoch (column of ``recalls``, nRecallNs x nEpochs)
     with the best recall@N; ties are broken by recall@(smaller N) going down to
     recallNs[0], then by the larger Ns in increasing order, then the earliest epoch.
-    Values within 1e-6 of the maximum count as equal."""
+    Values within 1e-6 of the maximum count as equal.
+
+    ``epochs`` (optional, not in MATLAB): the epoch each column was measured after;
+    a history that lacks an epoch is refused, naming it (MATLAB would silently
+    return the wrong epoch, a column's index)."""
+    if epochs is not None:
+        epochs = [int(e) for e in epochs]
+        check_epochs(epochs, max(epochs, default=0), "getBestEpoch")
     recalls = np.asarray(recalls, dtype=np.float64)
     recallNs = [int(n) for n in np.asarray(recallNs).reshape(-1)]
     if recalls.ndim == 1:
@@ -35,19 +44,59 @@ def getBestEpoch(recalls, recallNs, N: int = 5) -> int:
     return int(np.flatnonzero(potential)[0]) + 1
 
 
+def check_epochs(epochs: list[int], nEpochs: int, where: str) -> None:
+    """Refuse a recall history whose columns (measured after ``epochs``) are not one
+    per epoch 1..nEpochs, naming the missing epochs and how to fill them in."""
+    missing = [e for e in range(1, nEpochs + 1) if e not in epochs]
+    if missing or len(epochs) != nEpochs:
+        first = missing[0] if missing else None
+        fix = (f"; resume trainWeakly with startEpoch={first + 1} to run epoch {first}'s tests "
+               f"(later epochs are trained again)" if first else "")
+        raise ValueError(f"{where}: the recall history has {len(epochs)} columns for {nEpochs} trained epochs: "
+                         f"no recall for epoch {', '.join(map(str, missing)) or '?'}{fix}")
+
+
+def history_epochs(outPrefix: str, sessionID: str, obj: dict, opts, auxData: dict) -> tuple[list[int], int]:
+    """(the epoch of each validation recall column, the number of epochs trained) of
+    a run.  Epochs trained are counted from the batch losses (numTrain // batchSize
+    per epoch).  When some columns are missing, each ``<sessionID>_ep%06d_latest.mat``
+    tells which epochs added one (its history ends with its own epoch's tests)."""
+    nRecall = np.asarray(obj["val"]["recall"]).reshape(len(opts.recallNs), -1).shape[1]
+    nBatches = int(auxData["numTrain"]) // opts.batchSize
+    nEpochs = np.asarray(obj["train"]["loss"]).size // max(nBatches, 1)
+    if nRecall == nEpochs:
+        return list(range(1, nEpochs + 1)), nEpochs
+    epochs, before = [], 0
+    for e in range(1, nEpochs + 1):
+        fn = f"{outPrefix}{sessionID}_ep{e:06d}_latest.mat"
+        if not os.path.isfile(fn):
+            raise ValueError(f"{outPrefix}{sessionID}_latest.mat: the recall history has {nRecall} columns for "
+                             f"{nEpochs} trained epochs, and {fn} (needed to tell which is missing) does not exist")
+        n = np.asarray(load_checkpoint(fn, what=("obj",))["obj"]["val"]["recall"]).size // len(opts.recallNs)
+        if n > before:
+            epochs.append(e)
+        before = max(before, n)
+    return epochs, nEpochs
+
+
 def pickBestNet(sessionID: str, N: int = 5, verbose: int = 2, outPrefix=None):
     """pickBestNet.m: the epoch (1-based) with the best validation recall@N of a
     trainWeakly run (getBestEpoch), from ``<outPrefix><sessionID>_latest.mat``, and
     that epoch's network (``<sessionID>_ep%06d_latest.mat``) with meta.sessionID /
     meta.epoch set and momentum removed.  ``verbose`` > 0 prints recall@1..5,10
     off-the-shelf vs trained; > 1 also writes the training plots and the recall@N
-    curves as PNGs next to the checkpoints.  Returns (bestEpoch, bestNet)."""
+    curves as PNGs next to the checkpoints.  Returns (bestEpoch, bestNet).  A history
+    without some epoch's recall (a run stopped between an epoch's save and its tests,
+    then resumed by a MATLAB-like trainWeakly) is refused naming the epoch, where
+    MATLAB picks a wrong one."""
     if outPrefix is None:
         outPrefix = localPaths()["outPrefix"]
     res = load_checkpoint(f"{outPrefix}{sessionID}_latest.mat", what=("obj", "opts", "auxData"))
     obj, opts = res["obj"], res["opts"]
     if opts.epochTestFrequency != 1:
         raise ValueError(f"pickBestNet: this code assumes epochTestFrequency==1 (it is {opts.epochTestFrequency})")
+    epochs, nEpochs = history_epochs(outPrefix, sessionID, obj, opts, res["auxData"])
+    check_epochs(epochs, nEpochs, f"pickBestNet: {outPrefix}{sessionID}_latest.mat")
     bestEpoch = getBestEpoch(obj["val"]["recall"], opts.recallNs, N)
     if verbose > 0:
         _print_table(sessionID, bestEpoch, obj, opts)

@@ -35,6 +35,49 @@ def test_bad_inputs():
         getBestEpoch(np.zeros((3, 2)), NS, 5)
 
 
+def test_getBestEpoch_refuses_a_history_missing_an_epoch():
+    r = np.array([[.1, .3], [.2, .4], [.5, .7], [.8, .9]])
+    assert getBestEpoch(r, NS, 5, epochs=[1, 2]) == 2
+    with pytest.raises(ValueError, match="no recall for epoch 2; resume trainWeakly with startEpoch=3"):
+        getBestEpoch(r, NS, 5, epochs=[1, 3])  # without the check: column 2 -> "epoch 2", really epoch 3
+
+
+def _save_epochs(tmp_path, recalls_per_epoch):
+    """Checkpoints ep1..epE whose val recall history is recalls_per_epoch[e-1] (nR x ncols)."""
+    import torch
+
+    from matnet.simplenn import SimpleNN
+    from matnet.train.checkpoint import saveNet
+    from matnet.train.opts import TrainWeaklyOpts
+    opts = TrainWeaklyOpts(sessionID="gap", outPrefix=str(tmp_path) + "/", recallNs=NS, netID="tiny",
+                           layerName="conv1", dbValName="v", batchSize=4)
+    aux = {"epochStartTime": [], "numTrain": 8, "negCache": [np.zeros(0, int)]}  # 2 batches an epoch
+    for ep, rec in enumerate(recalls_per_epoch, 1):
+        obj = {"train": {"loss": np.ones((1, 2 * ep)), "recall": rec, "rankloss": np.ones((1, rec.shape[1]))},
+               "val": {"loss": np.zeros((1, 0)), "recall": rec, "rankloss": np.ones((1, rec.shape[1]))}}
+        net = SimpleNN.from_structs([{"type": "conv", "name": "c", "weights": [np.full((1, 1, 2, 2), ep, np.float32),
+                                                                              np.zeros((1, 2), np.float32)]}], {})
+        net.layers[0].momentum = [torch.ones(1, 1, 2, 2), torch.ones(2)]
+        saveNet(net, obj, opts, aux, f"ep{ep:06d}_latest")
+
+
+def test_pickBestNet_names_the_epoch_whose_tests_are_missing(tmp_path):
+    from matnet.pick_best import pickBestNet
+    c1, c3 = np.array([[.1], [.2], [.3], [.4]]), np.array([[.5], [.6], [.7], [.8]])
+    # epoch 2 was saved but killed before its tests, then resumed at startEpoch=3 (MATLAB's flaw):
+    # the history holds epochs 1 and 3 in columns 1 and 2, so getBestEpoch alone would say "2"
+    _save_epochs(tmp_path, [c1, c1, np.hstack([c1, c3])])
+    with pytest.raises(ValueError, match=r"gap_latest\.mat.*2 columns for 3 trained epochs: no recall for epoch 2"):
+        pickBestNet("gap", 5, verbose=0, outPrefix=str(tmp_path) + "/")
+    # killed after epoch 3's first save, before its tests: the last epoch is missing
+    _save_epochs(tmp_path, [c1, np.hstack([c1, c3]), np.hstack([c1, c3])])
+    with pytest.raises(ValueError, match="no recall for epoch 3; resume trainWeakly with startEpoch=4"):
+        pickBestNet("gap", 5, verbose=0, outPrefix=str(tmp_path) + "/")
+    # complete: the best (epoch 3) is picked
+    _save_epochs(tmp_path, [c1, np.hstack([c1, c1]), np.hstack([c1, c1, c3])])
+    assert pickBestNet("gap", 5, verbose=0, outPrefix=str(tmp_path) + "/")[0] == 3
+
+
 def test_pickBestNet_from_checkpoints(tmp_path):
     import torch
 
@@ -47,7 +90,8 @@ def test_pickBestNet_from_checkpoints(tmp_path):
                            layerName="conv1", dbValName="v")
     # val recall: epoch 2 and 3 tie at N=5 and N=2; recall@1 makes epoch 3 the best
     val = np.array([[.1, .2, .3], [.2, .4, .4], [.5, .7, .7], [.8, .8, .9]])
-    obj = {"train": {"loss": np.ones((1, 6)), "recall": val * 0.9, "rankloss": np.ones((1, 3))},
+    # 3 epochs of numTrain // batchSize = 12 // 4 = 3 batches
+    obj = {"train": {"loss": np.ones((1, 9)), "recall": val * 0.9, "rankloss": np.ones((1, 3))},
            "val": {"loss": np.zeros((1, 0)), "recall": val, "rankloss": np.ones((1, 3))},
            "pretrain": {"val": {"recall": val[:, :1] * 0.5, "rankloss": np.float64(2)},
                         "train": {"recall": val[:, :1] * 0.4, "rankloss": np.float64(2)}}}

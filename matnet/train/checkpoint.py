@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from converters.matfile import loadmat, savemat
+from converters.matfile import loadmat, savemat, whosmat
 from converters.network import net_from_vars, net_to_struct
 
 from .opts import TrainWeaklyOpts
@@ -98,10 +98,11 @@ def load_checkpoint(fn, what=("net", "obj", "opts", "auxData")) -> dict:
     fn = Path(fn)
     if not fn.is_file():
         raise FileNotFoundError(f"{fn}: checkpoint not found")
-    m = loadmat(fn)
-    missing = [w for w in what if w not in m]
+    have = {w[0] for w in whosmat(fn)}
+    missing = [w for w in what if w not in have]
     if missing:
         raise ValueError(f"{fn}: not a trainWeakly checkpoint (missing {', '.join(missing)})")
+    m = loadmat(fn, variable_names=list(what))
     out = {}
     if "net" in what:
         out["net"] = net_from_vars({"net": m["net"]}, str(fn))
