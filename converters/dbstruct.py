@@ -82,3 +82,36 @@ def load_dbstruct(path) -> dict:
             x = float(np.asarray(s[f]).reshape(-1)[0])
             out[f] = int(x) if x.is_integer() else x
     return out
+
+
+def dbstruct_fields(whichSet: str, dbImageFns, utmDb, qImageFns, utmQ, posDistThr=25,
+                    nonTrivPosDistSqThr=100, dbTimeStamp=None, qTimeStamp=None) -> dict:
+    """A ``dbStruct`` in the released files' field order and classes: names as N x 1
+    cells, UTM 2 x N double, time stamps 1 x N double (only when given), counts and
+    thresholds 1 x 1 double (``posDistSqThr = posDistThr^2``)."""
+    utmDb = np.asarray(utmDb, np.float64).reshape(2, -1)
+    utmQ = np.asarray(utmQ, np.float64).reshape(2, -1)
+    if utmDb.shape[1] != len(dbImageFns) or utmQ.shape[1] != len(qImageFns):
+        raise DbStructError(f"{len(dbImageFns)} database / {len(qImageFns)} query names but "
+                            f"{utmDb.shape[1]} / {utmQ.shape[1]} positions")
+    s = {"whichSet": str(whichSet), "dbImageFns": [str(f) for f in dbImageFns], "utmDb": utmDb}
+    if dbTimeStamp is not None:
+        s["dbTimeStamp"] = np.asarray(dbTimeStamp, np.float64).reshape(1, -1)
+    s.update({"qImageFns": [str(f) for f in qImageFns], "utmQ": utmQ})
+    if qTimeStamp is not None:
+        s["qTimeStamp"] = np.asarray(qTimeStamp, np.float64).reshape(1, -1)
+    s.update({"numImages": float(len(dbImageFns)), "numQueries": float(len(qImageFns)),
+              "posDistThr": float(posDistThr), "posDistSqThr": float(posDistThr) ** 2,
+              "nonTrivPosDistSqThr": float(nonTrivPosDistSqThr)})
+    return s
+
+
+def save_dbstruct(path, dbStruct: dict, force: bool = False) -> Path:
+    """Write ``dbStruct`` (see :func:`dbstruct_fields`) to ``path`` as MATLAB's ``save``
+    writes the released specs (v5, doubles stored compactly); an existing file is an
+    error unless ``force``."""
+    from converters.mat5 import savemat5
+    path = Path(path)
+    if path.exists() and not force:
+        raise DbStructError(f"{path}: the spec file already exists (pass --force / force=True to replace it)")
+    return savemat5(path, {"dbStruct": dbStruct})

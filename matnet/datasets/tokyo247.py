@@ -20,6 +20,26 @@ def panorama_of(ids, legacyNMS: bool = False):
     return ids // CUTOUTS_PER_PANORAMA
 
 
+def first_per_panorama(searcher, iQuery, nTop, cutouts, panorama):
+    """Search ``cutouts * nTop`` results (``searcher(qIds, n)`` -> (ids, ds)), keep the
+    best of each panorama (``panorama(ids)`` -> ints), then the first ``nTop``; rows
+    padded with -1 / inf.  One query id gives 1-D outputs."""
+    q = np.atleast_1d(np.asarray(iQuery, np.int64))
+    ids, ds = searcher(q, nTop * cutouts)
+    ids = np.asarray(ids, np.int64).reshape(q.size, -1)
+    ds = np.asarray(ds, np.float32).reshape(q.size, -1)
+    valid = ids >= 0
+    pano = np.where(valid, panorama(np.maximum(ids, 0)), -1)
+    order = np.argsort(pano, axis=1, kind="stable")
+    srt = np.take_along_axis(pano, order, axis=1)
+    first_sorted = np.ones_like(srt, bool)
+    first_sorted[:, 1:] = srt[:, 1:] != srt[:, :-1]
+    first = np.zeros_like(first_sorted)
+    np.put_along_axis(first, order, first_sorted, axis=1)
+    out = left_pack(ids, ds, first & valid, nTop)
+    return (out[0][0], out[1][0]) if np.ndim(iQuery) == 0 else out
+
+
 class dbTokyo247(dbBase):
     """Tokyo 24/7: 6332 panoramas x 12 consecutive cutouts; images at ``<dbRoot>/images/``,
     queries at ``<dbRoot>/query/`` (dbRoot defaults to localPaths' dsetRootTokyo247).
@@ -39,20 +59,8 @@ class dbTokyo247(dbBase):
         """Non-max suppression as Torii et al. CVPR 2015: retrieve 12*nTop, keep the first
         result of each panorama, the first nTop of those.  ``searcher(qIds, n)`` -> (ids, ds);
         returns (ids, ds) rows padded with -1 / inf."""
-        q = np.atleast_1d(np.asarray(iQuery, np.int64))
-        ids, ds = searcher(q, nTop * CUTOUTS_PER_PANORAMA)
-        ids = np.asarray(ids, np.int64).reshape(q.size, -1)
-        ds = np.asarray(ds, np.float32).reshape(q.size, -1)
-        valid = ids >= 0
-        pano = np.where(valid, panorama_of(np.maximum(ids, 0), self.legacyNMS), -1)
-        order = np.argsort(pano, axis=1, kind="stable")
-        srt = np.take_along_axis(pano, order, axis=1)
-        first_sorted = np.ones_like(srt, bool)
-        first_sorted[:, 1:] = srt[:, 1:] != srt[:, :-1]
-        first = np.zeros_like(first_sorted)
-        np.put_along_axis(first, order, first_sorted, axis=1)
-        out = left_pack(ids, ds, first & valid, nTop)
-        return (out[0][0], out[1][0]) if np.ndim(iQuery) == 0 else out
+        return first_per_panorama(searcher, iQuery, nTop, CUTOUTS_PER_PANORAMA,
+                                  lambda ids: panorama_of(ids, self.legacyNMS))
 
     def query_time_of_day(self, iQuery=None):
         """'day' / 'sunset' / 'night' of 0-based queries (all by default): the 1-based

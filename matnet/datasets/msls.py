@@ -1,0 +1,159 @@
+"""dbMSLS: Mapillary Street-Level Sequences as a NetVLAD dbBase (image-to-image task).
+
+Official layout ``<root>/train_val/<city>/{database,query}/`` with ``images/<key>.jpg``,
+``raw.csv`` (key, lon, lat, ca, captured_at, pano) and ``postprocessed.csv`` (key,
+easting, northing, night, view_direction, ...), optional ``subtask_index.csv``; the
+first CSV column is the row index.  As mapillary_sls's ``MSLS(mode='val',
+task='im2im', subtask='all')`` with ``evaluate.py``'s 25 m: rows with ``pano`` True are
+left out, and rows whose ``all`` column of subtask_index.csv is False (when the file
+exists); positives are database images of the same city within posDistThr (inclusive);
+queries with no positive are left out of the test, as the official evaluation does
+(reported in a warning).  Cities are read in the order given (default: the official
+split, val = cph, sf).
+
+UTM: a dbStruct has no zone, so city k of the list (0-based) has ``k * 1e7`` m added to
+its eastings (UTM eastings lie within 0..1e6): distances within a city are unchanged and
+no positive ever crosses cities, in matnet and in MATLAB reading an imported spec.
+"""
+from __future__ import annotations
+
+import csv
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .close_position import closePosition
+from .db_base import dbBase
+from .local_paths import folder
+
+CITIES = {
+    "train": ["trondheim", "london", "boston", "melbourne", "amsterdam", "helsinki", "tokyo", "toronto",
+              "saopaulo", "moscow", "zurich", "paris", "bangkok", "budapest", "austin", "berlin", "ottawa",
+              "phoenix", "goa", "amman", "nairobi", "manila"],
+    "val": ["cph", "sf"],
+    "test": ["miami", "athens", "buenosaires", "stockholm", "bengaluru", "kampala"],
+}
+CITY_OFFSET = 1e7
+_TRUE = {"true", "1", "yes"}
+
+
+class MSLSError(ValueError):
+    """An MSLS folder or CSV that cannot be used."""
+
+
+def read_csv(path: Path, need: tuple[str, ...]) -> list[dict]:
+    """Rows of an MSLS CSV as dicts; missing file or columns are errors naming it."""
+    if not path.is_file():
+        raise MSLSError(f"{path}: file not found")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+        cols = rows[0].keys() if rows else []
+    missing = [c for c in need if c not in cols]
+    if missing:
+        raise MSLSError(f"{path}: missing column(s) {', '.join(missing)} (has {', '.join(c for c in cols if c) or 'none'})")
+    return rows
+
+
+def is_true(v) -> bool:
+    return str(v).strip().lower() in _TRUE
+
+
+def read_part(folder_: Path) -> dict:
+    """One city's database or query folder: keys, UTM, metadata (pano and subtask rows dropped)."""
+    post = read_csv(folder_ / "postprocessed.csv", ("key", "easting", "northing"))
+    raw = read_csv(folder_ / "raw.csv", ("key", "pano"))
+    if len(raw) != len(post) or any(a["key"] != b["key"] for a, b in zip(raw, post)):
+        raise MSLSError(f"{folder_ / 'raw.csv'} and postprocessed.csv do not list the same keys in the same order")
+    keep = np.array([not is_true(r["pano"]) for r in raw], bool)
+    sub = folder_ / "subtask_index.csv"
+    if sub.is_file():
+        rows = read_csv(sub, ("all",))
+        if len(rows) != len(post):
+            raise MSLSError(f"{sub}: {len(rows)} rows, postprocessed.csv has {len(post)}")
+        keep &= np.array([is_true(r["all"]) for r in rows], bool)
+    keys = [r["key"] for r in post]
+    seen = set()
+    for k in keys:
+        if k in seen:
+            raise MSLSError(f"{folder_ / 'postprocessed.csv'}: duplicate image key {k}")
+        seen.add(k)
+    try:
+        utm = np.array([[float(r["easting"]) for r in post], [float(r["northing"]) for r in post]]).reshape(2, -1)
+    except ValueError as e:
+        raise MSLSError(f"{folder_ / 'postprocessed.csv'}: easting/northing not a number ({e})") from None
+    idx = np.flatnonzero(keep)
+    return {"keys": [keys[i] for i in idx], "utm": utm[:, idx],
+            "night": np.array([is_true(post[i].get("night", "")) for i in idx], bool),
+            "view_direction": [post[i].get("view_direction", "") for i in idx],
+            "captured_at": [raw[i].get("captured_at", "") for i in idx]}
+
+
+def present_splits(root, cities=None) -> dict[str, list[str]]:
+    """train / val -> the official cities (or those of ``cities``) found under
+    ``<root>/train_val``; splits with none are left out."""
+    base = Path(root).expanduser() / "train_val"
+    if not base.is_dir():
+        raise MSLSError(f"{base}: folder not found (expected the MSLS layout <root>/train_val/<city>/)")
+    out = {}
+    for split in ("train", "val"):
+        found = [c for c in CITIES[split] if (base / c).is_dir() and (cities is None or c in cities)]
+        if found:
+            out[split] = found
+    if not out:
+        raise MSLSError(f"{base}: none of the MSLS train/val cities" + (f" {cities}" if cities else "") + " found")
+    return out
+
+
+class dbMSLS(dbBase):
+    """``dbMSLS(root, whichSet="val", cities=None, posDistThr=25)`` (see the module
+    docstring).  ``dbPath`` = ``qPath`` = ``<root>/``, names
+    ``train_val/<city>/{database,query}/images/<key>.jpg``.  Extra per-image properties
+    ``dbCity``/``qCity``, ``dbNight``/``qNight`` (bool), ``dbViewDirection``/
+    ``qViewDirection``, ``dbCapturedAt``/``qCapturedAt`` (as in the CSVs) and
+    ``cities``.  ``nonTrivPosDistSqThr`` 100 as the NetVLAD specs."""
+
+    def __init__(self, root, whichSet: str = "val", cities=None, posDistThr=25, nonTrivPosDistSqThr=100):
+        if whichSet not in ("train", "val"):
+            raise MSLSError(f"dbMSLS: whichSet must be train or val (MSLS test has no positions), got {whichSet!r}")
+        root = Path(root).expanduser()
+        cities = CITIES[whichSet] if cities is None else ([cities] if isinstance(cities, str) else list(cities))
+        self.name, self.whichSet, self.cities = f"msls_{whichSet}", whichSet, cities
+        self.dbPath = self.qPath = folder(root)
+        self.specFn = str(root)
+        db, q, dropped = {}, {}, []
+        for k, city in enumerate(cities):
+            cdir = root / "train_val" / city
+            if not cdir.is_dir():
+                raise MSLSError(f"{cdir}: city folder not found (pass cities= to use the cities you have)")
+            parts = {}
+            for part in ("database", "query"):
+                parts[part] = read_part(cdir / part)
+                parts[part]["utm"] = parts[part]["utm"] + np.array([[k * CITY_OFFSET], [0.0]])
+                parts[part]["fns"] = [f"train_val/{city}/{part}/images/{key}.jpg" for key in parts[part]["keys"]]
+                parts[part]["city"] = [city] * len(parts[part]["keys"])
+            if not parts["database"]["keys"] or not parts["query"]["keys"]:
+                raise MSLSError(f"{cdir}: no database or no query images left (after leaving out panoramas)")
+            cp = closePosition(parts["database"]["utm"], posDistThr)
+            has = np.array([p.size > 0 for p in cp.getPosIDs(parts["query"]["utm"])[0]], bool)
+            if not has.all():
+                dropped.append(f"{int((~has).sum())} of {has.size} in {cdir / 'query'}")
+            parts["query"] = {f: (v[:, has] if f == "utm" else
+                                  (v[has] if isinstance(v, np.ndarray) else [x for x, h in zip(v, has) if h]))
+                              for f, v in parts["query"].items()}
+            for out, part in ((db, parts["database"]), (q, parts["query"])):
+                for f, v in part.items():
+                    out.setdefault(f, []).append(v)
+        cat = lambda d, f: (np.concatenate(d[f], axis=-1) if isinstance(d[f][0], np.ndarray) else sum(d[f], []))
+        self.dbImageFns, self.qImageFns = cat(db, "fns"), cat(q, "fns")
+        self.utmDb, self.utmQ = cat(db, "utm").reshape(2, -1), cat(q, "utm").reshape(2, -1)
+        self.dbCity, self.qCity = cat(db, "city"), cat(q, "city")
+        self.dbNight, self.qNight = cat(db, "night"), cat(q, "night")
+        self.dbViewDirection, self.qViewDirection = cat(db, "view_direction"), cat(q, "view_direction")
+        self.dbCapturedAt, self.qCapturedAt = cat(db, "captured_at"), cat(q, "captured_at")
+        self.numImages, self.numQueries = len(self.dbImageFns), len(self.qImageFns)
+        self.posDistThr, self.nonTrivPosDistSqThr = posDistThr, nonTrivPosDistSqThr
+        self._finish()
+        if dropped:
+            warnings.warn(f"dbMSLS: queries with no database image within {posDistThr} m left out, as "
+                          f"mapillary_sls's evaluation does: {'; '.join(dropped)}", stacklevel=2)

@@ -1,0 +1,111 @@
+"""A NetVLAD spec's images as a VPR-format folder (symlinks by default, or copies).
+
+Writes ``<out>/images/<whichSet>/{database,queries}/<name>`` for every image of the spec
+and ``<out>/images/<whichSet>/{database,queries}_images_paths.txt`` listing them in the
+spec's order, so dbVPR, VPR-methods-evaluation and a re-import keep MATLAB's image ids.
+Files are the originals, unchanged: Tokyo 24/7 keeps its PNG database and its
+native-size queries (the downloader's ``format_tokyo247.py`` re-encodes the database
+and resizes queries to 480 px).  Labels filled per dataset (what the spec and its
+names hold; latitude/longitude are left empty unless the name holds them):
+
+* Pitts30k/250k: UTM zone 17T, pano_id = the panorama number, tile =
+  (pitch-1)*24 + (yaw-1), note = ``pitchP_yawY`` (as the downloader);
+* Tokyo 24/7: zone 54S; database pano_id = the 22-character panorama id, tile =
+  yaw/30 (as the downloader); queries note = their file number;
+* TokyoTM: zone 54S, pano_id, lat/lon from the name, timestamp = the YYYYMM time
+  stamp, tile = yaw/30, note = ``<yaw>_<pitch>``;
+* any other spec: UTM only, note = the spec's name (``/`` as ``+``).
+
+UTM is written with 2 decimals, so positions come back to within 0.005 m.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections import Counter
+from pathlib import Path
+
+from converters.dbstruct import DbStructError
+
+from ..images import resolve_image_path
+from .spec import db_from_spec
+from .vpr_format import make_name
+
+_PITTS_NAME = re.compile(r"^(\d+)_pitch(\d+)_yaw(\d+)$")
+_TOKYO247_DB = re.compile(r"^(.{22})_(\d+)_(\d+)$")
+_TOKYO_TM = re.compile(r"^(.+)__(\d{6})_(-?[\d.]+)_(-?[\d.]+)_(\d+)_(\d+)$")
+
+
+def labels(kind: str, fn: str, timestamp=None) -> dict:
+    """VPR name fields (besides UTM) of spec image ``fn`` for dataset kind pitts /
+    tokyo247 / tokyoTM / other."""
+    stem = os.path.splitext(os.path.basename(fn))[0]
+    if kind == "pitts" and (m := _PITTS_NAME.match(stem)):
+        return dict(zone=17, letter="T", pano_id=m[1], tile=f"{(int(m[2]) - 1) * 24 + int(m[3]) - 1:02d}",
+                    note=f"pitch{m[2]}_yaw{m[3]}")
+    if kind == "tokyo247":
+        if m := _TOKYO247_DB.match(stem):
+            return dict(zone=54, letter="S", pano_id=m[1], tile=f"{int(m[3]) // 30:02d}")
+        return dict(zone=54, letter="S", note=stem)
+    if kind == "tokyoTM" and (m := _TOKYO_TM.match(stem)):
+        return dict(zone=54, letter="S", pano_id=m[1], lat=m[3], lon=m[4],
+                    timestamp=str(timestamp if timestamp is not None else m[2]),
+                    tile=f"{int(m[5]) // 30:02d}", note=f"{m[5]}_{m[6]}")
+    return dict(note=os.path.splitext(fn)[0].replace("/", "+"))
+
+
+def dataset_kind(db) -> str:
+    name = type(db).__name__
+    return {"dbPitts": "pitts", "dbTokyo247": "tokyo247", "dbTokyoTimeMachine": "tokyoTM"}.get(name, "other")
+
+
+def export_vpr(specFn, root, outDir, copy: bool = False, force: bool = False, log=print) -> Path:
+    """Export spec ``specFn`` whose images are under ``root`` (as ``db_from_spec``
+    reads it) to ``outDir`` (see the module docstring).  Every image is checked before
+    anything is written; an existing non-empty split folder is an error unless ``force``."""
+    db = db_from_spec(specFn, root)
+    kind = dataset_kind(db)
+    split = Path(outDir).expanduser() / "images" / db.whichSet
+    plan = {}
+    for part, path, fns, utm, ts in (("database", db.dbPath, db.dbImageFns, db.utmDb, getattr(db, "dbTimeStamp", None)),
+                                     ("queries", db.qPath, db.qImageFns, db.utmQ, getattr(db, "qTimeStamp", None))):
+        missing, rows = [], []
+        for i, fn in enumerate(fns):
+            try:
+                src = resolve_image_path(Path(path) / fn)
+            except FileNotFoundError:
+                missing.append(str(Path(path) / fn))
+                continue
+            f = labels(kind, fn, None if ts is None else int(ts[i]))
+            rows.append((src, make_name(utm[0, i], utm[1, i], src.suffix, **f)))
+        if missing:
+            raise DbStructError(f"{specFn}: {len(missing)} of {len(fns)} {part} images are missing under {path}, "
+                                f"first: {missing[0]}")
+        dups = [n for n, c in Counter(n for _, n in rows).items() if c > 1]
+        if dups:
+            dup = dups[0]
+            raise DbStructError(f"{specFn}: two {part} images would both be named {dup}")
+        target = split / part
+        if target.is_dir() and any(target.iterdir()) and not force:
+            raise DbStructError(f"{target}: folder exists and is not empty (pass --force to write into it)")
+        plan[part] = rows
+    for part, rows in plan.items():
+        target = split / part
+        target.mkdir(parents=True, exist_ok=True)
+        for src, name in rows:
+            dst = target / name
+            tmp = target / f".{name}.tmp"
+            if tmp.is_symlink() or tmp.exists():
+                tmp.unlink()
+            if copy:
+                shutil.copyfile(src, tmp)
+            else:
+                os.symlink(src.resolve(), tmp)
+            os.replace(tmp, dst)
+        listing = split / f"{part}_images_paths.txt"
+        tmp = listing.with_name(listing.name + ".tmp")
+        tmp.write_text("".join(name + "\n" for _, name in rows))
+        os.replace(tmp, listing)
+        log(f"{target}: {len(rows)} images ({'copied' if copy else 'linked'}), order in {listing.name}")
+    return split

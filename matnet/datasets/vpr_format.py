@@ -1,0 +1,101 @@
+"""The VPR folder format (gmberton/VPR-datasets-downloader, read by VPR-methods-evaluation).
+
+Layout ``<root>/images/<split>/{database,queries}/**/<name>``; a name holds its labels
+between ``@`` signs::
+
+    @<utm_east>@<utm_north>@<zone>@<letter>@<lat>@<lon>@<pano_id>@<tile>@<heading>@<pitch>@<roll>@<height>@<timestamp>@<note>@.jpg
+
+Every field but the UTM pair may be empty.  The downloader writes UTM with 2 decimals
+(``%010.2f``, so 0.01 m), the zone as 2 digits, lat/lon with 5 decimals, the tile as 2
+digits and the time stamp as ``YYYYMMDD_hhmmss`` truncated from the right.  Images of a
+folder are those listed, in order, in ``<folder>_images_paths.txt`` (one path relative
+to the folder per line) when that file exists, else every ``.jpg/.jpeg/.png`` file
+(extension case-insensitive, hidden names skipped) below the folder, sorted by path.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import re
+from pathlib import Path
+
+FIELDS = ("utm_east", "utm_north", "zone", "letter", "lat", "lon", "pano_id", "tile", "heading",
+          "pitch", "roll", "height", "timestamp", "note")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+_TIMESTAMP = re.compile(r"^(\d{4}(\d{2}(\d{2}(_(\d{2})(\d{2})?(\d{2})?)?)?)?)?$")
+
+
+class VPRFormatError(ValueError):
+    """A folder or file name that does not follow the VPR folder format."""
+
+
+def parse_name(path) -> dict[str, str]:
+    """The 14 label fields of an image file name (missing trailing fields are '').  The
+    name is split at ``@`` (VPR-methods-evaluation splits the whole path; only the file
+    name is used here, so an ``@`` in a folder name is harmless)."""
+    name = os.path.basename(str(path))
+    parts = name.split("@")
+    if len(parts) < 4:
+        raise VPRFormatError(f"{path}: file name has no UTM fields (expected "
+                             f"@<utm_east>@<utm_north>@...@.jpg)")
+    fields = dict(zip(FIELDS, parts[1:-1]))
+    for k in ("utm_east", "utm_north"):
+        try:
+            float(fields[k])
+        except ValueError:
+            raise VPRFormatError(f"{path}: {k} field {fields[k]!r} is not a number (expected "
+                                 f"@<utm_east>@<utm_north>@...@.jpg)") from None
+    return {k: fields.get(k, "") for k in FIELDS}
+
+
+def make_name(utm_east: float, utm_north: float, ext: str, zone: int | None = None, letter: str = "",
+              **fields) -> str:
+    """A file name in the downloader's formatting (see the module docstring); ``fields``
+    are other entries of :data:`FIELDS` as strings ('' when unknown)."""
+    unknown = set(fields) - set(FIELDS)
+    if unknown:
+        raise ValueError(f"unknown VPR name fields {sorted(unknown)}")
+    ts = fields.get("timestamp", "")
+    if not _TIMESTAMP.match(ts):
+        raise VPRFormatError(f"time stamp {ts!r} is not YYYYMMDD_hhmmss (truncated from the right)")
+    vals = {k: fields.get(k, "") for k in FIELDS}
+    vals.update(utm_east=f"{float(utm_east):0=10.2f}", utm_north=f"{float(utm_north):0=10.2f}",
+                zone="" if zone is None else f"{int(zone):02d}", letter=letter)
+    for k, v in vals.items():
+        if "@" in v or "/" in v:
+            raise VPRFormatError(f"VPR name field {k}={v!r} may not hold '@' or '/'")
+    return "@" + "@".join(vals[k] for k in FIELDS) + "@" + ext
+
+
+def month_stamp(timestamp: str) -> int | None:
+    """TokyoTM-style time stamp YYYYMM of a ``timestamp`` field (None when it has no month)."""
+    return int(timestamp[:6]) if len(timestamp) >= 6 and timestamp[:6].isdigit() else None
+
+
+def list_images(folder) -> list[str]:
+    """Image paths relative to ``folder`` (see the module docstring for the order)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise VPRFormatError(f"{folder}: folder not found")
+    listing = Path(str(folder) + "_images_paths.txt")
+    if listing.is_file():
+        rels = [ln for ln in listing.read_text().splitlines() if ln.strip()]
+        seen, dups = set(), []
+        for r in rels:
+            if r in seen:
+                dups.append(r)
+            seen.add(r)
+        if dups:
+            raise VPRFormatError(f"{listing}: {len(dups)} duplicate image paths, first: {dups[0]}")
+        missing = [r for r in rels if not (folder / r).is_file()]
+        if missing:
+            raise VPRFormatError(f"{listing}: {len(missing)} of {len(rels)} listed images are not in "
+                                 f"{folder}, first: {missing[0]}")
+    else:
+        found = glob.glob(os.path.join(glob.escape(str(folder)), "**", "*"), recursive=True)
+        rels = sorted(os.path.relpath(p, folder) for p in found
+                      if os.path.splitext(p)[1].lower() in IMAGE_EXTENSIONS and os.path.isfile(p))
+    if not rels:
+        raise VPRFormatError(f"{folder}: no images (.jpg/.jpeg/.png) in the folder"
+                             + (f" nor in {listing}" if listing.is_file() else ""))
+    return rels
