@@ -11,12 +11,13 @@ from pathlib import Path
 
 
 def add_arguments(p) -> None:
-    sub = p.add_subparsers(dest="action", required=True)
+    sub = p.add_subparsers(dest="action", required=True, metavar="{import,export}",
+                           help="import: dataset folder -> specs; export: spec -> VPR folder")
     imp = sub.add_parser("import", help="write dbStruct specs (<spec-dir>/<name>_<split>.mat) for a dataset folder",
                          description="Write a NetVLAD dbStruct spec for every split of a dataset folder: "
                          "vpr = <root>/images/<split>/{database,queries}/@utm_east@utm_north@...@.jpg; "
                          "msls = Mapillary SLS <root>/train_val/<city>/{database,query}/ (official city split).")
-    imp.add_argument("format", choices=["vpr", "msls"])
+    imp.add_argument("format", choices=["vpr", "msls"], help="vpr (the @utm@ folder format) or msls")
     imp.add_argument("root", help="dataset root folder")
     imp.add_argument("--name", required=True, help="spec name prefix: writes <spec-dir>/<name>_<split>.mat")
     imp.add_argument("--spec-dir", required=True, help="folder for the spec files")
