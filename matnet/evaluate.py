@@ -78,7 +78,7 @@ def sample_queries(nQueries: int, nSample) -> np.ndarray:
 
 
 def recallAtN(searcher, nQueries: int, isPos, ns, printN: int = 10, nSample=math.inf,
-              batchSize: int = 4096):
+              batchSize: int = 4096, verbose: bool = True):
     """recallAtN.m, batched.  Returns ``(res, recalls)``: ``res`` = mean recall@printN,
     ``recalls`` = nTested x len(ns) 0/1 array, rows in ascending query order.
 
@@ -86,7 +86,8 @@ def recallAtN(searcher, nQueries: int, isPos, ns, printN: int = 10, nSample=math
     len(qIds) x <=nTop int array of 0-based database ids (or a ``(ids, ds)`` pair),
     best first; a query with fewer results pads its row with -1.  ``isPos(qIds, dbIds)``
     is elementwise on equal-shaped arrays.  As in MATLAB, a query with m < N results
-    uses its recall at m for N (no results: not recalled).
+    uses its recall at m for N (no results: not recalled).  ``verbose`` False: no
+    printed recall table.
     """
     ns = np.asarray(ns, dtype=np.int64).ravel()
     if ns.size == 0 or np.any(np.diff(ns) < 0) or ns[0] < 1:
@@ -115,9 +116,10 @@ def recallAtN(searcher, nQueries: int, isPos, ns, printN: int = 10, nSample=math
         bar.update(qs.size)
     bar.close()
     res = float(printRecalls.mean()) if toTest.size else float("nan")
-    print(f"\trec@{printN}= {res:.4f} ({toTest.size} queries)")
-    for n, r in zip(ns, recalls.mean(0) if toTest.size else np.full(ns.size, np.nan)):
-        print(f"{n:03d} {r:.4f}")
+    if verbose:
+        print(f"\trec@{printN}= {res:.4f} ({toTest.size} queries)")
+        for n, r in zip(ns, recalls.mean(0) if toTest.size else np.full(ns.size, np.nan)):
+            print(f"{n:03d} {r:.4f}")
     return res, recalls
 
 
@@ -134,7 +136,7 @@ def _search_fn(qFeat, dbFeat, device=None):
 
 
 def testCore(db, qFeat, dbFeat, nTestSample=math.inf, recallNs=RECALL_NS, printN: int = 10,
-             device=None):
+             device=None, verbose: bool = True):
     """testCore.m: recall@N of nQ x D queries against N x D database features.
 
     Uses ``db.nnSearchPostprocess`` when the dataset has one (Tokyo 24/7 NMS, TokyoTM
@@ -144,11 +146,13 @@ def testCore(db, qFeat, dbFeat, nTestSample=math.inf, recallNs=RECALL_NS, printN
     raw = _search_fn(qFeat, dbFeat, device)
     post = getattr(db, "nnSearchPostprocess", None)
     searcher = (lambda q, n: post(raw, q, n)) if post is not None else raw
-    _, allRecalls = recallAtN(searcher, db.numQueries, db.isPosQ, recallNs, printN, nTestSample)
+    _, allRecalls = recallAtN(searcher, db.numQueries, db.isPosQ, recallNs, printN, nTestSample,
+                              verbose=verbose)
     return allRecalls.mean(0), allRecalls
 
 
-def testCoreRank(db, qFeat, dbFeat, margin, nNegChoice, nTestSample=1000, rng=None, device=None):
+def testCoreRank(db, qFeat, dbFeat, margin, nNegChoice, nTestSample=1000, rng=None, device=None,
+                 verbose: bool = True):
     """testCoreRank.m: mean over sampled queries (with non-trivial positives) of
     ``mean_neg max(d_pos + margin - d_neg, 0)``, d = squared L2, d_pos the closest
     non-trivial positive, ``nNegChoice`` random negatives per query.  Returns
@@ -184,7 +188,8 @@ def testCoreRank(db, qFeat, dbFeat, margin, nNegChoice, nTestSample=1000, rng=No
             losses[s:s + chunk] = (dPos[s:s + chunk, None] + margin - dneg).clamp(min=0).mean(1)
     losses = losses.cpu().numpy().astype(np.float64)
     rankloss = float(losses.mean())
-    print(f"\tloss= {rankloss:.4f}, margin= {margin:.4f} ({toTest.size} queries)")
+    if verbose:
+        print(f"\tloss= {rankloss:.4f}, margin= {margin:.4f} ({toTest.size} queries)")
     return rankloss, losses
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from .images import ImageNetworkError, imread_uint8, resolve_image_path
 from .nettools import netPrepareForTest
 from .simplenn import SimpleNN, failure_text
@@ -44,11 +46,11 @@ def _mean(net: SimpleNN) -> np.ndarray:
 
 @contextmanager
 def _on(net: SimpleNN, device: torch.device):
-    """The net in test mode on ``device``, all CPU cores for torch; restored afterwards."""
+    """The net in test mode on ``device``, all CPU cores (this rank's share) for torch; restored afterwards."""
     was_training, old_dev, old_threads = net.training, net.device, torch.get_num_threads()
     netPrepareForTest(net)
     net.to(device)
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(distributed.cpu_share())
     try:
         yield net
     finally:
@@ -263,14 +265,81 @@ def serialAllFeats(net: SimpleNN, imPath, imageFns, outFn, useGPU=None, numThrea
     fails in the network (e.g. smaller than its receptive field) or whose
     representation has a different length from the others (MATLAB would write a
     garbled file) raises an error naming it; write errors name the file.
+
+    Under torch.distributed (torchrun, more than one rank) every rank calls it with
+    the same arguments: each extracts its contiguous shard (whole groups of
+    ``batchSize*8`` images, so the batches and the bytes are those of one process)
+    into ``<outFn>.shard<r>of<W>`` (resumable as above), and rank 0 concatenates the
+    shards into ``outFn``; ``outFn``'s folder must be one every rank sees.
     """
+    if distributed.is_distributed():
+        _serial_all_feats_sharded(net, imPath, imageFns, outFn, useGPU, numThreads, batchSize)
+    else:
+        _extract(net, imPath, imageFns, outFn, useGPU, numThreads, batchSize)
+
+
+def extraction_shard(n: int, batchSize: int) -> range:
+    """This rank's contiguous share of ``n`` images: whole chunks of batchSize*8 (the
+    groups one process decodes and batches together), so sharding keeps the bits."""
+    return distributed.shard(n, unit=max(1, int(batchSize)) * _CHUNK_BATCHES)
+
+
+def _serial_all_feats_sharded(net, imPath, imageFns, outFn, useGPU, numThreads, batchSize) -> None:
+    outFn = Path(outFn)
+    imageFns = list(imageFns)
+    if not imageFns:
+        raise ValueError(f"{outFn}: the image list is empty (imPath {imPath}): nothing to compute")
+    r, W = distributed.rank(), distributed.world_size()
+    distributed.check_same(f"{len(imageFns)} images, {_fingerprint(net, str(imPath), imageFns)[:16]}, "
+                           f"batchSize {batchSize}, {outFn.name}", "serialAllFeats inputs (images, network)")
+    mine = extraction_shard(len(imageFns), batchSize)
+    part = Path(f"{outFn}.shard{r}of{W}")
+    done = Path(f"{part}.json")
+    fp = _fingerprint(net, str(imPath), imageFns[mine.start:mine.stop])
+    try:
+        finished = json.loads(done.read_text()).get("fingerprint") == fp and part.is_file()
+    except (OSError, ValueError):
+        finished = False
+    if not finished:  # a shard completed by an earlier, interrupted run is kept
+        if len(mine):
+            _extract(net, imPath, imageFns[mine.start:mine.stop], part, useGPU, numThreads, batchSize)
+        else:  # more ranks than chunks of images
+            part.write_bytes(b"")
+        tmp = Path(f"{done}.tmp")
+        tmp.write_text(json.dumps({"fingerprint": fp, "images": [mine.start, mine.stop]}))
+        os.replace(tmp, done)
+    sizes = distributed.all_gather_json(part.stat().st_size, "serialAllFeats: shards done")
+
+    def merge():
+        tmp = Path(f"{outFn}.{os.getpid()}.merge.tmp")
+        try:
+            with open(tmp, "wb") as out:
+                for rr, size in enumerate(sizes):
+                    p = Path(f"{outFn}.shard{rr}of{W}")
+                    if not p.is_file() or p.stat().st_size != size:
+                        raise FileNotFoundError(
+                            f"{p}: rank {rr}'s shard ({size} bytes) is not visible from rank 0; "
+                            f"the output folder must be on a filesystem every rank shares")
+                    with open(p, "rb") as f:
+                        shutil.copyfileobj(f, out, 1 << 24)
+            os.replace(tmp, outFn)
+        finally:
+            tmp.unlink(missing_ok=True)
+        for rr in range(W):
+            Path(f"{outFn}.shard{rr}of{W}").unlink(missing_ok=True)
+            Path(f"{outFn}.shard{rr}of{W}.json").unlink(missing_ok=True)
+    distributed.on_rank0(merge, "serialAllFeats: merge the shards")
+
+
+def _extract(net: SimpleNN, imPath, imageFns, outFn, useGPU, numThreads, batchSize) -> None:
+    """serialAllFeats in this process (see there)."""
     outFn = Path(outFn)
     imageFns = list(imageFns)
     n = len(imageFns)
     if n == 0:
         raise ValueError(f"{outFn}: the image list is empty (imPath {imPath}): nothing to compute")
     batchSize = max(1, int(batchSize))
-    numThreads = numThreads or os.cpu_count() or 1
+    numThreads = numThreads or distributed.cpu_share()
     device = _device(useGPU)
     mean = _mean(net)
     _check_output(outFn)
@@ -281,7 +350,8 @@ def serialAllFeats(net: SimpleNN, imPath, imageFns, outFn, useGPU=None, numThrea
     try:
         _check_images(paths[start:], imPath)
         with _on(net, device), ThreadPoolExecutor(numThreads) as pool, \
-                tqdm(total=n, initial=start, desc="serialAllFeats", unit="im", smoothing=0.1) as bar:
+                tqdm(total=n, initial=start, desc="serialAllFeats", unit="im", smoothing=0.1,
+                     disable=not distributed.is_rank0()) as bar:
             def submit(s):
                 return [pool.submit(imread_uint8, p) for p in paths[s:s + chunk]]
             pending = submit(start) if start < n else []

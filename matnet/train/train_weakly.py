@@ -29,12 +29,14 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from .. import distributed
 from ..nettools import netOutputDim, netPrepareForTrain, whichLayer, layerNames
 from .checkpoint import (checkpointFn, load_checkpoint, momentum_of, restore_momentum, saveNet,
                          unique_tmp)
 from .loss import triplet_loss
 from .mining import mine_query
 from .opts import TrainWeaklyOpts
+from .progress_log import ProgressLog
 from .sgd import set_backprop_depth, sgd_step
 
 
@@ -51,18 +53,37 @@ def _bin_path(fn) -> None:
 
 def _serial_feats(net, imPath, imageFns, outFn, opts: TrainWeaklyOpts) -> None:
     """serialAllFeats into ``outFn`` through a unique temporary name (concurrent runs
-    sharing a checkpoint0 file never see a partial one)."""
+    sharing a checkpoint0 file never see a partial one).  Under torch.distributed the
+    ranks extract their shards and rank 0 writes the file."""
     from ..extract import serialAllFeats
     _bin_path(outFn)
-    tmp = unique_tmp(outFn)
+    tmp = distributed.broadcast_json(unique_tmp(outFn), "feature file name")
     try:
         serialAllFeats(net, imPath, imageFns, tmp, batchSize=opts.computeBatchSize, useGPU=opts.useGPU,
                        numThreads=opts.numThreads)
-        os.replace(tmp, outFn)
+        distributed.on_rank0(lambda: os.replace(tmp, outFn), f"write {outFn}")
     finally:
-        if os.path.exists(tmp):
+        if distributed.is_rank0() and os.path.exists(tmp):
             os.remove(tmp)
     net.train()
+
+
+def _remove_when_read(fn) -> None:
+    """Delete a feature file once every rank has read it."""
+    distributed.barrier(f"read {fn}")
+    if distributed.is_rank0():
+        os.remove(fn)
+
+
+def _exists(fn) -> bool:
+    """Whether ``fn`` exists, as rank 0 sees it (the same answer on every rank)."""
+    return distributed.on_rank0(lambda: os.path.isfile(fn), f"look for {fn}")
+
+
+def _say(*args) -> None:
+    """print, on rank 0 only."""
+    if distributed.is_rank0():
+        print(*args)
 
 
 def _read_feats(fn, n: int, D: int | None = None) -> np.ndarray:
@@ -77,23 +98,42 @@ def computeAllFeats(db, net, opts: TrainWeaklyOpts, ID: str):
     qFn, dbFn = f"{out}_q.bin", f"{out}_db.bin"
     _serial_feats(net, db.qPath, db.qImageFns, qFn, opts)
     qFeat = _read_feats(qFn, db.numQueries)
-    os.remove(qFn)
+    _remove_when_read(qFn)
     _serial_feats(net, db.dbPath, db.dbImageFns, dbFn, opts)
     dbFeat = _read_feats(dbFn, db.numImages, qFeat.shape[1])
-    os.remove(dbFn)
+    _remove_when_read(dbFn)
     return qFeat, dbFeat
 
 
-def testNet(db, opts: TrainWeaklyOpts, ID: str, qFeat, dbFeat):
-    """testNet.m: (recall per recallNs on nTestSample queries, rank loss on nTestRankSample)."""
+def testNet(db, opts: TrainWeaklyOpts, ID: str, qFeat, dbFeat, log=None):
+    """testNet.m: (recall per recallNs on nTestSample queries, rank loss on nTestRankSample).
+    Prints one summary line (with ``printLoss`` also testCore's recall table), and
+    writes it to ``log``; under torch.distributed rank 0 computes and hands it over."""
     from ..evaluate import testCore, testCoreRank
-    print(f"testNet: {opts.sessionID} {ID}")
-    rankloss = math.nan  # nTestRankSample 0: MATLAB's mean over no queries
-    if opts.nTestRankSample > 0:
-        rankloss, _ = testCoreRank(db, qFeat, dbFeat, opts.margin, opts.nNegChoice,
-                                   nTestSample=opts.nTestRankSample)
-    recall, _ = testCore(db, qFeat, dbFeat, nTestSample=opts.nTestSample, recallNs=opts.recallNs)
+
+    def test():
+        if opts.printLoss:
+            print(f"testNet: {opts.sessionID} {ID}")
+        rankloss = math.nan  # nTestRankSample 0: MATLAB's mean over no queries
+        if opts.nTestRankSample > 0:
+            rankloss, _ = testCoreRank(db, qFeat, dbFeat, opts.margin, opts.nNegChoice,
+                                       nTestSample=opts.nTestRankSample, verbose=opts.printLoss)
+        recall, _ = testCore(db, qFeat, dbFeat, nTestSample=opts.nTestSample, recallNs=opts.recallNs,
+                             verbose=opts.printLoss)
+        line = f"testNet: {opts.sessionID} {ID}: {recall_summary(opts.recallNs, recall)}, rankloss {rankloss:.4f}"
+        print(line)
+        if log is not None:
+            log.write(line)
+        return [float(r) for r in recall], float(rankloss)
+    recall, rankloss = distributed.on_rank0(test, f"testNet {ID}")
     return np.asarray(recall, np.float64), float(rankloss)
+
+
+def recall_summary(recallNs, recall) -> str:
+    """'recall@1/5/10 0.512/0.801/0.900' for the Ns among 1, 5, 10, 20 that were measured."""
+    pick = [i for i, n in enumerate(recallNs) if n in (1, 5, 10, 20)] or list(range(min(3, len(recallNs))))
+    return (f"recall@{'/'.join(str(recallNs[i]) for i in pick)} "
+            f"{'/'.join(f'{recall[i]:.3f}' for i in pick)}")
 
 
 class _ImageLoader:
@@ -190,6 +230,7 @@ class _Session:
     firstImShape: tuple = ()
     qFeat: torch.Tensor | None = None  # the feature cache the negatives are mined on
     dbFeat: torch.Tensor | None = None
+    log: ProgressLog | None = None
 
     def set_cache(self, qFeat: np.ndarray, dbFeat: np.ndarray) -> None:
         self.qFeat = torch.from_numpy(qFeat).to(self.device)
@@ -203,17 +244,25 @@ def trainWeakly(dbTrain, dbVal, opts: TrainWeaklyOpts | None = None, **kw) -> st
     ``<outPrefix><sessionID>_ep%06d_latest.mat`` and ``<sessionID>_latest.mat``.
     Returns the sessionID."""
     s = _setup(dbTrain, dbVal, (opts or TrainWeaklyOpts()).replace(**kw))
-    _initial_features(s)
-    schedule = lr_schedule(s.opts)
-    for iEpoch in tqdm(range(1, s.opts.nEpoch + 1), desc="epoch", disable=None):
-        lr, batchCompFeatsFrequency = schedule[iEpoch - 1]
-        if iEpoch > 1 and lr != schedule[iEpoch - 2][0]:
-            print(f"Changing learning rate from {schedule[iEpoch - 2][0]:f} to {lr:f}")
-        if s.opts.startEpoch > iEpoch:
-            continue
-        print(f"Learning rate {lr:f}")
-        _train_epoch(s, iEpoch, lr, batchCompFeatsFrequency)
-        _end_of_epoch(s, iEpoch)
+    try:
+        _initial_features(s)
+        schedule = lr_schedule(s.opts)
+        for iEpoch in tqdm(range(1, s.opts.nEpoch + 1), desc="epoch", disable=None if distributed.is_rank0() else True):
+            lr, batchCompFeatsFrequency = schedule[iEpoch - 1]
+            if iEpoch > 1 and lr != schedule[iEpoch - 2][0]:
+                _say(f"Changing learning rate from {schedule[iEpoch - 2][0]:f} to {lr:f}")
+            if s.opts.startEpoch > iEpoch:
+                continue
+            _say(f"Learning rate {lr:f}")
+            s.log.write(f"epoch {iEpoch}: learning rate {lr:g}")
+            _train_epoch(s, iEpoch, lr, batchCompFeatsFrequency)
+            _end_of_epoch(s, iEpoch)
+        s.log.write("done")
+    except BaseException as e:
+        s.log.write(f"stopped: {type(e).__name__}: {e}")
+        raise
+    finally:
+        s.log.close()
     return s.opts.sessionID
 
 
@@ -225,19 +274,20 @@ def _setup(dbTrain, dbVal, opts: TrainWeaklyOpts) -> _Session:
     netPrepareForTrain."""
     from ..datasets.local_paths import localPaths
     paths = localPaths()
+    distributed.check_same(_job_hash(dbTrain, dbVal, opts), "trainWeakly options and datasets")
     if not opts.sessionID:
         if opts.startEpoch > 1:
             raise ValueError("trainWeakly: have to specify sessionID to restart (startEpoch > 1)")
-        opts.sessionID = secrets.token_hex(4)
+        opts.sessionID = distributed.broadcast_json(secrets.token_hex(4), "sessionID")
     if not opts.outPrefix:
         opts.outPrefix = paths["outPrefix"]
     _bin_path(opts.outPrefix + "x")
     device = _device(opts.useGPU)
-    torch.set_num_threads(max(1, min(int(opts.numThreads), os.cpu_count() or 1)))
+    torch.set_num_threads(max(1, min(int(opts.numThreads), distributed.cpu_share())))
     nBatches = dbTrain.numQueries // opts.batchSize
     resumeBatch, ck = 0, None
     mid = checkpointFn(opts, f"ep{opts.startEpoch:06d}_latest")
-    if os.path.isfile(mid):  # a mid-epoch save of the epoch to start: continue it
+    if _exists(mid):  # a mid-epoch save of the epoch to start: continue it
         ck = load_checkpoint(mid)
         resumeBatch = ck["auxData"].get("resumeBatch", nBatches)
         if not 0 < resumeBatch < nBatches:
@@ -245,11 +295,14 @@ def _setup(dbTrain, dbVal, opts: TrainWeaklyOpts) -> _Session:
 
     savedMomentum = None
     if opts.startEpoch < 2 and ck is None:
-        net, obj, opts, auxData = _new_session(dbTrain, dbVal, opts)
+        with distributed.rank0_first("loadNet and addLayers"):  # rank 0 writes the cluster files
+            net, obj, opts, auxData = _new_session(dbTrain, dbVal, opts)
     else:
         net, obj, opts, auxData = _continue_session(dbTrain, opts, ck, resumeBatch)
         savedMomentum = momentum_of(net)
-    print(opts)
+    distributed.check_same(distributed.tensors_hash([w for l in net.layers for w in l.weights]),
+                           "the network's weights")
+    _say(opts)
 
     net = netPrepareForTrain(net.to(device), opts.backPropToLayer)
     if savedMomentum is not None:
@@ -259,7 +312,17 @@ def _setup(dbTrain, dbVal, opts: TrainWeaklyOpts) -> _Session:
     s.loader = _ImageLoader(net.meta["normalization"]["averageImage"], opts.numThreads)
     first = s.loader([dbTrain.dbPath + dbTrain.dbImageFns[0]])[0]
     s.origImS, s.firstImShape = min(first.shape[:2]), first.shape
+    s.log = ProgressLog(f"{opts.outPrefix}{opts.sessionID}.log")
+    s.log.write(f"trainWeakly {opts.sessionID}: epoch {opts.startEpoch}"
+                + (f" from batch {resumeBatch + 1}" if resumeBatch else "") + f" of {opts.nEpoch}, "
+                f"{nBatches} batches of {opts.batchSize} queries, {distributed.world_size()} process(es)")
     return s
+
+
+def _job_hash(dbTrain, dbVal, opts: TrainWeaklyOpts) -> str:
+    """What every rank must agree on: the options and both datasets' names and sizes."""
+    return distributed.options_hash({"opts": opts.to_dict(), "dbs": [
+        [db.name, db.numImages, db.numQueries] for db in (dbTrain, dbVal)]})
 
 
 def _new_session(dbTrain, dbVal, opts: TrainWeaklyOpts):
@@ -343,9 +406,9 @@ def _initial_features(s: _Session) -> None:
         qFeat = _read_feats(cq, dbTrain.numQueries)
         dbFeat = _read_feats(cdb, dbTrain.numImages, qFeat.shape[1])
     else:
-        if not os.path.isfile(opts.qCheckpoint0):
+        if not _exists(opts.qCheckpoint0):
             _serial_feats(s.net, dbTrain.qPath, dbTrain.qImageFns, opts.qCheckpoint0, opts)
-        if not os.path.isfile(opts.dbCheckpoint0):
+        if not _exists(opts.dbCheckpoint0):
             _serial_feats(s.net, dbTrain.dbPath, dbTrain.dbImageFns, opts.dbCheckpoint0, opts)
         if opts.test0:
             _test0(s)
@@ -362,16 +425,22 @@ def _test0(s: _Session) -> None:
     """obj.pretrain.{val,train}: testFromFn on the initial network's features."""
     from ..evaluate import testFromFn
     opts, dbVal = s.opts, s.dbVal
-    if not os.path.isfile(opts.qCheckpoint0val):
+    if not _exists(opts.qCheckpoint0val):
         _serial_feats(s.net, dbVal.qPath, dbVal.qImageFns, opts.qCheckpoint0val, opts)
-    if not os.path.isfile(opts.dbCheckpoint0val):
+    if not _exists(opts.dbCheckpoint0val):
         _serial_feats(s.net, dbVal.dbPath, dbVal.dbImageFns, opts.dbCheckpoint0val, opts)
-    s.obj["pretrain"] = {}
-    for part, db, dFn, qFn in (("val", dbVal, opts.dbCheckpoint0val, opts.qCheckpoint0val),
-                               ("train", s.dbTrain, opts.dbCheckpoint0, opts.qCheckpoint0)):
-        rec, rl, _, _ = testFromFn(db, dFn, qFn, opts)
-        s.obj["pretrain"][part] = {"recall": np.asarray(rec, np.float64).reshape(-1, 1),
-                                   "rankloss": np.float64(np.nan if rl is None else rl)}
+
+    def test():
+        out = {}
+        for part, db, dFn, qFn in (("val", dbVal, opts.dbCheckpoint0val, opts.qCheckpoint0val),
+                                   ("train", s.dbTrain, opts.dbCheckpoint0, opts.qCheckpoint0)):
+            rec, rl, _, _ = testFromFn(db, dFn, qFn, opts)
+            out[part] = [float(r) for r in rec], None if rl is None else float(rl)
+            s.log.write(f"test0 {part}: {recall_summary(opts.recallNs, rec)}")
+        return out
+    s.obj["pretrain"] = {part: {"recall": np.asarray(rec, np.float64).reshape(-1, 1),
+                                "rankloss": np.float64(np.nan if rl is None else rl)}
+                         for part, (rec, rl) in distributed.on_rank0(test, "test0").items()}
 
 
 # ----- the epoch
@@ -392,20 +461,24 @@ def _train_epoch(s: _Session, iEpoch: int, lr: float, batchCompFeatsFrequency: i
         startBatch = s.resumeBatch + 1
     ID = f"ep{iEpoch:06d}_latest"
     batchSaveFrequency = batches_per(opts.saveFrequency, opts.batchSize)
+    s.log.epoch_start()
     for iBatch in tqdm(range(startBatch, s.nBatches + 1), desc=f"{opts.sessionID} epoch {iEpoch} batch",
-                       disable=None, leave=False):
+                       disable=None if distributed.is_rank0() else True, leave=False):
         if iBatch % batchSaveFrequency == 0 and not (startBatch > 1 and iBatch == startBatch):
             _save_mid(s.net, s.obj, opts, auxData, ID, iEpoch, iBatch, rng, s.qFeat, s.dbFeat)
+            s.log.write(f"epoch {iEpoch}: saved before batch {iBatch}")
             if opts.doDraw:
                 _draw(s.obj, opts, auxData)
         if iBatch % batchCompFeatsFrequency == 0 and iBatch != 1 and iBatch != s.nBatches:
             s.set_cache(*computeAllFeats(dbTrain, s.net, opts, f"{ID}_train"))
+            s.log.write(f"epoch {iEpoch}: feature cache recomputed before batch {iBatch}")
         qIDs = trainOrder[(iBatch - 1) * opts.batchSize: iBatch * opts.batchSize]
         loss = _train_batch(s.net, dbTrain, qIDs, s.qFeat, s.dbFeat, auxData, opts, rng, s.loader, s.origImS,
                             lr, s.device)
         s.obj["train"]["loss"] = np.hstack([s.obj["train"]["loss"], [[loss]]])
         if opts.printBatchLoss:
-            print(f"{opts.sessionID} batchloss= {loss:.4f}")
+            _say(f"{opts.sessionID} batchloss= {loss:.4f}")
+        s.log.batch(iEpoch, iBatch, s.nBatches, loss)
     s.resumeBatch = 0
     auxData["resumeBatch"] = s.nBatches
     auxData.pop("rngState", None)
@@ -416,45 +489,105 @@ def _train_epoch(s: _Session, iEpoch: int, lr: float, batchCompFeatsFrequency: i
 def _train_batch(net, db, qIDs, qFeat, dbFeat, auxData, opts, rng, loader, origImS, lr, device) -> float:
     """Mine, forward, backward each query's tuple (one at a time, as MATLAB), then one
     SGD step with the gradients summed over the batch and divided by the number of
-    violating triplets.  Returns the batch loss (mean over the non-skipped queries)."""
-    losses, numTriplets = [], 0
-    for qID in (int(q) for q in qIDs):
-        potPos = np.asarray(db.nontrivialPosQ(qID)).reshape(-1)
-        if potPos.size == 0:
+    violating triplets.  Returns the batch loss (mean over the non-skipped queries).
+
+    Under torch.distributed every rank mines every query of the batch on the same
+    cache (cheap: nearest neighbours among the sampled negatives), so the random draws
+    and the negative caches are those of one process on every rank; a rank takes only
+    its contiguous share of the queries forward and backward.  The per-query losses
+    and triplet counts are summed over the ranks (each entry comes from one rank, so
+    the batch loss is exactly one process's), the gradients all-reduced, and every
+    rank applies the same step."""
+    mine = distributed.shard(len(qIDs))
+    tested = np.zeros(len(qIDs), bool)  # queries with non-trivial positives
+    losses, triplets = np.zeros(len(qIDs)), np.zeros(len(qIDs))
+    for i, qID in enumerate(int(q) for q in qIDs):
+        t = _choose_tuple(db, qID, qFeat, dbFeat, auxData, opts, rng, origImS)
+        if t is None or i not in mine:
             continue
-        sampled = db.sampleNegsQ(qID, opts.nNegChoice, rng=rng)
-        m = mine_query(qFeat[qID], dbFeat, potPos, auxData["negCache"][qID], sampled,
-                      opts.nNegCap, opts.nNegCache, opts.margin, opts.excludeVeryHard)
-        auxData["negCache"][qID] = m.negCache
-        if opts.printLoss:
-            print(f"{opts.sessionID} loss= {m.loss:.4f}, #violate= {m.nViolating}, #vhard= {m.nVeryHard}, "
-                  f"(qID={qID})")
-        if m.nViolating == 0:
-            losses.append(0.0)
-            continue
-        fns = [db.qPath + db.qImageFns[qID]] + [db.dbPath + db.dbImageFns[i] for i in [m.posID, *m.negIDs]]
-        shorter = None
-        if opts.jitterScale:
-            shorter = round(opts.jitterScale[int(rng.integers(len(opts.jitterScale)))] * origImS)
-        ims = loader(fns, shorter)
-        if opts.jitterFlip and rng.random() > 0.5:
-            ims = ims[:, :, ::-1]
-        # N x H x W x 3 viewed as NCHW is channels_last, the faster layout for the convolutions
-        x = torch.from_numpy(np.ascontiguousarray(ims)).to(device).permute(0, 3, 1, 2)
-        feats = _tuple_forward(net, x, fns)
-        loss, dzdy, nViol, nVH = triplet_loss(feats.detach(), opts.margin, opts.excludeVeryHard)
-        if opts.printLoss:
-            print(f"   real loss= {loss:.4f}, #violate= {nViol}, #vhard= {nVH}, (qID={qID})")
-        losses.append(loss)
-        if nViol == 0:
-            continue
-        feats.backward(dzdy)
-        numTriplets += nViol
+        tested[i] = True
+        if t.m.nViolating:
+            losses[i], triplets[i] = _tuple_backward(net, db, qID, t, opts, loader, device)
+    if distributed.is_distributed():
+        tested, losses, triplets = _sum_over_ranks(tested, losses, triplets, device)
+        _all_reduce_grads(net)
+    numTriplets = int(triplets.sum())
     if numTriplets > 0:
         sgd_step(net, lr, numTriplets, opts.momentum, opts.weightDecay, opts.backPropToLayer, opts.fixLayers)
     else:
         net.zero_grad(set_to_none=True)
-    return float(np.mean(losses)) if losses else 0.0
+    return float(np.mean(losses[tested])) if tested.any() else 0.0
+
+
+@dataclass
+class _Tuple:
+    m: object            # mine_query's result (positive, violating negatives, new negative cache)
+    shorter: int | None  # jitterScale: the shorter image side
+    flip: bool           # jitterFlip
+
+
+def _choose_tuple(db, qID, qFeat, dbFeat, auxData, opts, rng, origImS) -> _Tuple | None:
+    """The query's tuple mined on the cached features (its negative cache updated) and,
+    when it violates the margin, its jitter; None without non-trivial positives.  The
+    random draws (negatives, then scale, then flip) are MATLAB's order."""
+    potPos = np.asarray(db.nontrivialPosQ(qID)).reshape(-1)
+    if potPos.size == 0:
+        return None
+    sampled = db.sampleNegsQ(qID, opts.nNegChoice, rng=rng)
+    m = mine_query(qFeat[qID], dbFeat, potPos, auxData["negCache"][qID], sampled,
+                   opts.nNegCap, opts.nNegCache, opts.margin, opts.excludeVeryHard)
+    auxData["negCache"][qID] = m.negCache
+    if opts.printLoss:
+        _say(f"{opts.sessionID} loss= {m.loss:.4f}, #violate= {m.nViolating}, #vhard= {m.nVeryHard}, "
+             f"(qID={qID})")
+    shorter, flip = None, False
+    if m.nViolating:
+        if opts.jitterScale:
+            shorter = round(opts.jitterScale[int(rng.integers(len(opts.jitterScale)))] * origImS)
+        flip = bool(opts.jitterFlip and rng.random() > 0.5)
+    return _Tuple(m, shorter, flip)
+
+
+def _tuple_backward(net, db, qID, t: _Tuple, opts, loader, device) -> tuple[float, int]:
+    """Load the tuple's images, forward, the real triplet loss, and (if some negative
+    still violates) backward into the weights' ``.grad``.  Returns (loss, triplets)."""
+    m = t.m
+    fns = [db.qPath + db.qImageFns[qID]] + [db.dbPath + db.dbImageFns[i] for i in [m.posID, *m.negIDs]]
+    ims = loader(fns, t.shorter)
+    if t.flip:
+        ims = ims[:, :, ::-1]
+    # N x H x W x 3 viewed as NCHW is channels_last, the faster layout for the convolutions
+    x = torch.from_numpy(np.ascontiguousarray(ims)).to(device).permute(0, 3, 1, 2)
+    feats = _tuple_forward(net, x, fns)
+    loss, dzdy, nViol, nVH = triplet_loss(feats.detach(), opts.margin, opts.excludeVeryHard)
+    if opts.printLoss:
+        print(f"   real loss= {loss:.4f}, #violate= {nViol}, #vhard= {nVH}, (qID={qID})")
+    if nViol:
+        feats.backward(dzdy)
+    return loss, nViol
+
+
+def _sum_over_ranks(tested, losses, triplets, device):
+    """The per-query arrays summed over the ranks (each query filled by one rank)."""
+    t = torch.from_numpy(np.stack([tested.astype(np.float64), losses, triplets])).to(device)
+    t = distributed.all_reduce_sum(t, "batch losses").cpu().numpy()
+    return t[0] > 0, t[1], t[2]
+
+
+def _all_reduce_grads(net) -> None:
+    """Sum every trainable weight's ``.grad`` over the ranks in one all-reduce (a
+    weight no rank has a gradient for keeps none)."""
+    ws = [w for l in net.layers for w in l.weights if w.requires_grad]
+    if not ws:
+        return
+    flat = torch.cat([(w.grad if w.grad is not None else torch.zeros_like(w)).reshape(-1) for w in ws] +
+                     [torch.tensor([float(w.grad is not None) for w in ws], device=ws[0].device)])
+    distributed.all_reduce_sum(flat, "gradients")
+    off = 0
+    for w, has in zip(ws, flat[-len(ws):].tolist()):
+        g = flat[off:off + w.numel()].view_as(w)
+        off += w.numel()
+        w.grad = g.clone() if has > 0 else None
 
 
 # ----- the end-of-epoch save and tests
@@ -466,23 +599,29 @@ def _end_of_epoch(s: _Session, iEpoch: int) -> None:
     opts, obj, auxData = s.opts, s.obj, s.auxData
     ID = f"ep{iEpoch:06d}_latest"
     trainID, valID = f"{ID}_train", f"{ID}_val"
-    saveNet(s.net, obj, opts, auxData, ID, f"epoch-end {iEpoch}")
-    _remove_cache(opts, iEpoch)
+    _save(s, ID, f"epoch-end {iEpoch}")
+    distributed.on_rank0(lambda: _remove_cache(opts, iEpoch), "remove the mid-epoch cache")
     testNow = iEpoch == opts.nEpoch or iEpoch % opts.epochTestFrequency == 0
     if testNow:
         qv, dv = computeAllFeats(s.dbVal, s.net, opts, valID)
-        rec, rl = testNet(s.dbVal, opts, valID, qv, dv)
+        rec, rl = testNet(s.dbVal, opts, valID, qv, dv, s.log)
         obj["val"]["recall"] = _append_col(obj["val"]["recall"], rec)
         obj["val"]["rankloss"] = _append_col(obj["val"]["rankloss"], rl)
     q, d = computeAllFeats(s.dbTrain, s.net, opts, trainID)
     s.set_cache(q, d)
     if testNow:
-        rec, rl = testNet(s.dbTrain, opts, trainID, q, d)
+        rec, rl = testNet(s.dbTrain, opts, trainID, q, d, s.log)
         obj["train"]["recall"] = _append_col(obj["train"]["recall"], rec)
         obj["train"]["rankloss"] = _append_col(obj["train"]["rankloss"], rl)
-        saveNet(s.net, obj, opts, auxData, ID, f"epoch-end {iEpoch}")
+        _save(s, ID, f"epoch-end {iEpoch}")
         if opts.doDraw:
             _draw(obj, opts, auxData)
+
+
+def _save(s: _Session, ID: str, description: str) -> None:
+    """saveNet, by rank 0 only."""
+    fn = distributed.on_rank0(lambda: saveNet(s.net, s.obj, s.opts, s.auxData, ID, description), "saveNet")
+    s.log.write(f"saved {fn} ({description})")
 
 
 def _cache_fns(opts: TrainWeaklyOpts, iEpoch: int):
@@ -498,18 +637,23 @@ def _remove_cache(opts, iEpoch):
 
 
 def _save_mid(net, obj, opts, auxData, ID, iEpoch, iBatch, rng, qFeat, dbFeat):
-    """A mid-epoch save: the state before batch ``iBatch``, with the feature cache and
-    the random state so that startEpoch=iEpoch continues exactly from here."""
+    """A mid-epoch save (by rank 0): the state before batch ``iBatch``, with the feature
+    cache and the random state so that startEpoch=iEpoch continues exactly from here."""
     from converters.bin_features import write_bin
-    for fn, f in zip(_cache_fns(opts, iEpoch), (qFeat, dbFeat)):
-        tmp = unique_tmp(fn)
-        write_bin(tmp, f.cpu().numpy())
-        os.replace(tmp, fn)
     auxData["resumeBatch"] = iBatch - 1
     auxData["rngState"] = rng.bit_generator.state
-    saveNet(net, obj, opts, auxData, ID, f"epoch {iEpoch} batch {iBatch}")
+
+    def save():
+        for fn, f in zip(_cache_fns(opts, iEpoch), (qFeat, dbFeat)):
+            tmp = unique_tmp(fn)
+            write_bin(tmp, f.cpu().numpy())
+            os.replace(tmp, fn)
+        saveNet(net, obj, opts, auxData, ID, f"epoch {iEpoch} batch {iBatch}")
+    distributed.on_rank0(save, "mid-epoch save")
 
 
 def _draw(obj, opts, auxData):
+    """plotResults, by rank 0 only."""
     from ..plot_results import plotResults
-    plotResults(obj, opts, auxData, outFn=f"{opts.outPrefix}{opts.sessionID}_progress.png")
+    distributed.on_rank0(lambda: plotResults(obj, opts, auxData, outFn=f"{opts.outPrefix}{opts.sessionID}_progress.png")
+                         and None, "plotResults")

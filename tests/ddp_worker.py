@@ -1,0 +1,94 @@
+"""One rank of a multi-process test (started by torchrun or by tests/test_distributed.py).
+
+``python tests/ddp_worker.py CONFIG.json``: joins the process group torchrun's
+variables describe, then runs CONFIG's phases in order, all ranks alike:
+  {"kind": "train", "kw": {...}}                 trainWeakly(dbTrain, dbVal, **kw)
+  {"kind": "train", "kw": {...}, "stop_at": k}   ... raising _Stop at the k-th batch (every rank)
+  {"kind": "train", "kw": {...}, "die_at": k, "rank": r, "how": "exit"|"hang"}
+                                                 rank r exits (or hangs) at its k-th batch
+  {"kind": "extract", "which": "db"|"q", "out": fn, "batchSize": b}   serialAllFeats
+CONFIG also holds "data" (make_places root + pretrained tiny net) and "out" (outPrefix);
+``"rank_kw": {"1": {...}}`` adds options for one rank.  A phase's error ends the
+process with status 3 and ``WORKER-ERROR <type>: <message>`` on stderr.
+"""
+import json
+import os
+import sys
+import time
+import types
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+class _Stop(Exception):
+    pass
+
+
+def _simple_head(net, opts, dbTrain):
+    """A parameter-free head in place of addLayers (as tests/test_train_weakly.py)."""
+    from matnet.layers.heads import layerTotalMaxPool, layerWholeL2Normalize
+    from matnet.simplenn import SimpleNN
+    return SimpleNN(list(net.layers) + [layerTotalMaxPool("max:core"), layerWholeL2Normalize("postL2")], net.meta)
+
+
+def simple_head_module() -> types.ModuleType:
+    """A stand-in for the module matnet.add_layers (no clustering: fast, deterministic)."""
+    fake = types.ModuleType("matnet.add_layers")
+    fake.addLayers = _simple_head
+    fake.head_layer_names = lambda method: ["max:core", "postL2"]
+    return fake
+
+
+def main(cfg_fn):
+    cfg = json.loads(Path(cfg_fn).read_text())
+    data = Path(cfg["data"])
+    os.environ["MATNET_PRETRAINED_CNNS"] = str(data / "pre")
+    os.environ["MATNET_OUT_PREFIX"] = str(cfg["out"]) + "/"
+    sys.modules["matnet.add_layers"] = simple_head_module()
+
+    import torch.distributed as dist
+    from matnet import distributed
+    from matnet.synthetic import dbSynthetic
+    from matnet.train import train_weakly as tw
+    distributed.init_from_env()
+    r = distributed.rank()
+    dbT, dbV = dbSynthetic("train", data / "data"), dbSynthetic("val", data / "data")
+    real_batch = tw._train_batch
+    try:
+        for ph in cfg["phases"]:
+            if ph["kind"] == "train":
+                kw = {**cfg.get("opts", {}), **ph["kw"], **cfg.get("rank_kw", {}).get(str(r), {})}
+                calls = {"n": 0}
+
+                def batch(*a, ph=ph, calls=calls, **k):
+                    calls["n"] += 1
+                    if calls["n"] == ph.get("stop_at"):
+                        raise _Stop()
+                    if calls["n"] == ph.get("die_at") and r == ph["rank"]:
+                        if ph["how"] == "exit":
+                            os._exit(7)
+                        time.sleep(3600)
+                    return real_batch(*a, **k)
+                tw._train_batch = batch
+                try:
+                    tw.trainWeakly(dbT, dbV, **kw)
+                except _Stop:
+                    pass
+                tw._train_batch = real_batch
+            elif ph["kind"] == "extract":
+                from matnet.extract import serialAllFeats
+                from matnet.pretrained import loadNet
+                net = loadNet("tiny", "conv3")
+                path, fns = (dbT.dbPath, dbT.dbImageFns) if ph["which"] == "db" else (dbT.qPath, dbT.qImageFns)
+                serialAllFeats(net, path, fns, ph["out"], batchSize=ph["batchSize"], useGPU=False)
+    except Exception as e:
+        print(f"WORKER-ERROR {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        os._exit(3)  # no teardown: the other ranks may be gone
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
