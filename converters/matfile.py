@@ -21,11 +21,17 @@ mean image stays ``(1, 1, 3)``, a scalar stays ``(1, 1)``):
 ``saveobj`` result) and writes atomically: a temporary file in the same folder,
 renamed over ``path`` only once complete.
 
+Objects live in the file's MCOS ``FileWrapper__`` block (version 4 from MATLAB 2024,
+2 or 3 before; mat-io reads all three).  Where mat-io cannot decode it, it only warns
+and returns raw metadata; ``loadmat`` raises :class:`MatFileError` instead, with the
+block's version and mat-io's reason.
+
 The decoding of MATLAB's object subsystem is mat-io's (``import matio``); this module
 is the only place that knows about it.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import tempfile
 import time
@@ -37,14 +43,17 @@ from typing import Any
 import numpy as np
 from scipy.sparse import issparse
 
+import h5py
 import matio
+from matio.utils.matheaders import read_mat_header
 from matio.utils.matclass import (EmptyMatStruct, MatlabContainerMap, MatlabEnumerationArray,
                                   MatlabFunction, MatlabObject, MatlabOpaque, MatlabOpaqueArray,
                                   MatlabOpaqueProperty, MatWriteWarning)
 
-__all__ = ["MatObject", "MatFileError", "loadmat", "savemat", "whosmat"]
+__all__ = ["MatObject", "MatFileError", "loadmat", "savemat", "whosmat", "filewrapper_version"]
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_MATIO_VERSION = importlib.metadata.version("mat-io")
 
 
 class MatFileError(ValueError):
@@ -198,6 +207,66 @@ def _check_file(path: Path) -> str:
     raise MatFileError(f"{path}: unknown MAT-file version bytes {version!r}")
 
 
+# mat-io's warnings when it drops MATLAB objects (it then returns their raw metadata instead)
+_LOST_OBJECTS = ("Failed to parse subsystem data", "Failed to load object instance")
+
+
+def filewrapper_version(path) -> int | None:
+    """The version of the MCOS ``FileWrapper__`` block that holds a MAT file's classdef
+    objects (MATLAB 2024+ writes 4, older releases 2 or 3); None without objects or when
+    the block cannot be found."""
+    path = Path(path)
+    try:
+        kind = _check_file(path)
+        offset, _, order = read_mat_header(str(path))
+        if kind == "7.3":
+            with h5py.File(path, "r") as f:
+                cell = f.get("#subsystem#/MCOS")
+                head = None if cell is None else f[cell[()].reshape(-1)[0]][()]
+        else:
+            with open(path, "rb") as f:
+                head = _v5_filewrapper_metadata(f, offset, order)
+        if head is None:
+            return None
+        head = np.ascontiguousarray(head, dtype=np.uint8).reshape(-1)[:4].tobytes()
+        return int(np.frombuffer(head, dtype=order[0] + "i4")[0])
+    except Exception:  # damaged beyond locating the block: the caller reports mat-io's reason
+        return None
+
+
+def _v5_filewrapper_metadata(f, offset: int, order: str):
+    """The first cell of a MAT v5 file's FileWrapper__ (its metadata bytes), read with
+    mat-io's v5 reader the way its ``read_subsystem`` does; None without objects."""
+    from matio.utils.matheaders import check_mat_version
+    from matio.v5.matreader5 import MatFile5Reader, load_subsys_stream
+    if offset <= 0:
+        return None
+    stream = load_subsys_stream(f, offset, order)
+    stream.seek(0)
+    order, _ = check_mat_version(stream.read(4))
+    stream.read(4)  # padding
+    reader = MatFile5Reader(stream, byte_order=order)
+    reader.initialize_read()
+    hdr, _ = reader.read_var_header()
+    data = reader.read_var_array(hdr, False)
+    if "MCOS" not in (data.dtype.names or ()):
+        return None
+    return data[0, 0]["MCOS"][0, 0]
+
+
+def _raise_for_lost_objects(path: Path, caught) -> None:
+    """MatFileError when mat-io could not decode the file's MATLAB objects (it only warns
+    and returns their raw metadata, which would surface later as a confusing type error)."""
+    lost = [str(w.message) for w in caught if str(w.message).startswith(_LOST_OBJECTS)]
+    if not lost:
+        return
+    version = filewrapper_version(path)
+    which = f"version {version}" if version is not None else "version unknown"
+    raise MatFileError(f"{path}: the MATLAB object data (classdef objects, e.g. NetVLAD's layers) could not be "
+                       f"decoded: mat-io {_MATIO_VERSION} failed on the MCOS FileWrapper__ block ({which}; "
+                       f"MATLAB 2024+ writes version 4, older releases 2 or 3): {lost[0]}")
+
+
 def loadmat(path, variable_names=None) -> dict[str, Any]:
     """Read a MAT v5/v7 or v7.3 file: ``{variable name: plain value}`` (see module doc).
 
@@ -209,14 +278,15 @@ def loadmat(path, variable_names=None) -> dict[str, Any]:
     if isinstance(variable_names, str):
         variable_names = [variable_names]
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             raw = matio.load_from_mat(str(path), variable_names=variable_names)
     except MatFileError:
         raise
     except Exception as e:  # mat-io / h5py / zlib errors on corrupt or truncated files
         raise MatFileError(f"{path}: cannot decode MAT file (truncated or corrupt?): "
                            f"{type(e).__name__}: {e}") from e
+    _raise_for_lost_objects(path, caught)
     raw.pop("__globals__", None)
     raw = {k: v for k, v in raw.items() if not k.startswith("__")}
     if variable_names is not None:
