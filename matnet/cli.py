@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("matnet.commands.inspect", "print a network file's layer table (name, type/class, weights, output size)"),
     "reference": ("matnet.commands.reference", "run a released network on a real dataset and compare with the published recall"),
     "dataset": ("matnet.commands.dataset", "import a VPR-folder or MSLS dataset as dbStruct specs, or export a spec as a VPR folder"),
+    "export": ("matnet.commands.export", "write a network as ONNX, TorchScript, or the weight files of Patch-NetVLAD/pytorch-NetVlad and hloc"),
     "demo": ("matnet.commands.demo", "train and evaluate NetVLAD end to end on a synthetic dataset, offline (about a minute on 2 cores)"),
 }
 
@@ -35,6 +36,7 @@ examples:
   matnet demo --out /tmp/matnet-demo        # the whole pipeline on synthetic data, offline
   matnet inspect vd16_pitts30k_conv5_3_vlad_preL2_intra_white.mat
   matnet convert released.mat released.safetensors
+  matnet export released.mat --format onnx netvlad.onnx --dims 4096
   matnet <command> --help                   # the options of one command
 
 In Python: net = matnet.load_net(path) reads any of these network files."""

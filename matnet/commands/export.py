@@ -1,0 +1,43 @@
+"""``matnet export NET --format FORMAT OUT [--dims D]``: a network (any file load_net
+reads) for use outside matnet.
+
+  onnx          the whole network as an ONNX model: input 'images' N x 3 x H x W RGB
+                float32 in 0..255, output 'descriptors' N x D, L2-normalised, MATLAB
+                order; batch and image size dynamic (onnxruntime runs it)
+  torchscript   the same as a traced TorchScript module (torch.jit.load)
+  patchnetvlad  the checkpoint Patch-NetVLAD / pytorch-NetVlad load ({'state_dict': ...}
+                with torchvision VGG16 'encoder.*', 'pool.*', 'WPCA.0.*'; ImageNet input
+                normalisation folded into conv1_1); name it <resumePath><num_pcs>.pth.tar
+  hloc          the *_struct.mat hloc's NetVLAD extractor reads; place it as
+                <torch hub dir>/netvlad/VGG16-NetVLAD-Pitts30K.mat
+
+--dims D keeps the first D dimensions, L2-normalised again (testFromFn's cropToDim;
+after WPCA, the leading components).  The peers' formats need the released layout
+(VGG16 to conv5_3, NetVLAD head, optional WPCA); see matnet.export for what differs."""
+from __future__ import annotations
+
+import time
+
+from converters.network import load_net
+
+from ..export import FORMATS
+
+
+def add_arguments(p) -> None:
+    p.add_argument("network", help="network file (.mat, *_struct.mat, checkpoint or .safetensors)")
+    p.add_argument("--format", required=True, choices=sorted(FORMATS),
+                   help="what to write (see above)")
+    p.add_argument("output", help="output file (written to a temporary name, then renamed)")
+    p.add_argument("--dims", type=int, default=None, metavar="D",
+                   help="descriptor dimensions to keep (cropToDim; default all)")
+
+
+def run(args) -> int:
+    if args.dims is not None and args.dims < 1:
+        raise ValueError(f"--dims must be positive, got {args.dims}")
+    t0 = time.perf_counter()
+    net = load_net(args.network)
+    out = FORMATS[args.format](net, args.output, dims=args.dims)
+    print(f"{args.network} -> {out} ({args.format}{f', {args.dims} dims' if args.dims else ''}, "
+          f"{time.perf_counter() - t0:.1f} s)")
+    return 0

@@ -1,0 +1,117 @@
+"""matnet export --format onnx|torchscript: the whole network as a standalone graph,
+run by onnxruntime / torch.jit against matnet's own descriptors on two image sizes;
+and the traced (plain-op) forward of the custom-Function layers against the exact one."""
+import numpy as np
+import pytest
+import torch
+
+import matnet.layers.heads as heads
+import matnet.layers.vlad as vlad
+from converters.network import save_net
+from matnet import SimpleNN
+from matnet.cli import main
+from matnet.descriptor_net import DescriptorNet
+from matnet.layers.conv import Conv
+from matnet.layers.heads import layerWholeL2Normalize
+from matnet.nn import NetVLAD
+from matnet.synthetic import tiny_net_structs
+
+SIZES = [(1, 40, 56), (3, 33, 47)]
+
+
+def small_net(v2: bool, seed: int = 0) -> SimpleNN:
+    """matnet's tiny base net, a NetVLAD head (K=4, D=32) and a WPCA to 16 + L2."""
+    torch.manual_seed(seed)
+    head = NetVLAD(4, 32, vladv2=v2)
+    with torch.no_grad():
+        head.conv.weight.normal_(0, 5)
+        if v2:
+            head.conv.bias.normal_()
+        head.centroids.uniform_(0, 0.3)
+    rng = np.random.default_rng(seed)
+    wpca = Conv("WPCA", [rng.standard_normal((1, 1, 128, 16)).astype(np.float32), rng.standard_normal(16).astype(np.float32)])
+    net = SimpleNN.from_structs(tiny_net_structs(seed))
+    net = SimpleNN(list(net.layers) + head.to_layers() + [wpca, layerWholeL2Normalize("finalL2")],
+                   {"normalization": {"averageImage": np.tile(np.float32([[[120, 110, 100]]]), (48, 64, 1))}})
+    return net.eval()
+
+
+def batch(n, h, w, seed):
+    return torch.rand(n, 3, h, w, generator=torch.Generator().manual_seed(seed)) * 255
+
+
+def autograd_nodes(y) -> list[str]:
+    """Names of the autograd nodes along the first-input chain from ``y``."""
+    names, node = [], y.grad_fn
+    while node is not None:
+        names.append(type(node).__name__)
+        node = node.next_functions[0][0] if node.next_functions else None
+    return names
+
+
+def rel_err(a, b):
+    return float((np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)).max())
+
+
+@pytest.fixture(scope="module")
+def net_file(tmp_path_factory):
+    d = tmp_path_factory.mktemp("exportnets")
+    return {v2: save_net(small_net(v2), d / f"net_v{int(v2) + 1}.safetensors") for v2 in (False, True)}
+
+
+@pytest.mark.parametrize("v2", [False, True])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_traced_forward_is_the_exact_forward(v2, layout, monkeypatch):
+    model = DescriptorNet(small_net(v2)).eval()
+    x = batch(2, 40, 56, seed=1)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = model(x)
+    monkeypatch.setattr(vlad, "exporting", lambda: True)
+    monkeypatch.setattr(heads, "exporting", lambda: True)
+    y_plain = model(x)
+    assert torch.equal(y, y_plain)
+    fns, names = autograd_nodes(y), autograd_nodes(y_plain)
+    assert any("VLADFunction" in n for n in fns) and any("WholeL2" in n for n in fns)
+    assert not any("VLADFunction" in n or "WholeL2" in n for n in names)
+
+
+def test_onnx_parity_two_sizes(net_file, tmp_path, capsys):
+    import onnxruntime as ort  # the 'test' extra installs it
+    out = tmp_path / "net.onnx"
+    assert main(["export", str(net_file[False]), "--format", "onnx", str(out), "--dims", "12"]) == 0
+    assert "net.onnx" in capsys.readouterr().out
+    assert [p.name for p in tmp_path.iterdir()] == ["net.onnx"]  # no temporary left behind
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["images"] and [o.name for o in sess.get_outputs()] == ["descriptors"]
+    model = DescriptorNet(small_net(False), dims=12).eval()
+    for i, (n, h, w) in enumerate(SIZES):
+        x = batch(n, h, w, seed=10 + i)
+        got = sess.run(None, {"images": x.numpy()})[0]
+        with torch.no_grad():
+            want = model(x).numpy()
+        assert got.shape == (n, 12)
+        assert rel_err(got, want) <= 1e-5
+
+
+def test_torchscript_two_sizes_and_vladv2(net_file, tmp_path):
+    out = tmp_path / "net.pt"
+    assert main(["export", str(net_file[True]), "--format", "torchscript", str(out)]) == 0
+    loaded = torch.jit.load(str(out))
+    model = DescriptorNet(small_net(True)).eval()
+    for i, (n, h, w) in enumerate(SIZES):
+        x = batch(n, h, w, seed=20 + i)
+        with torch.no_grad():
+            got, want = loaded(x), model(x)
+        assert got.shape == (n, 16)
+        assert rel_err(got.numpy(), want.numpy()) <= 1e-6
+
+
+def test_export_errors(net_file, tmp_path, capsys):
+    assert main(["export", str(net_file[False]), "--format", "torchscript", str(tmp_path / "x.pt"), "--dims", "17"]) == 1
+    assert "between 1 and the network's output size 16" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "missing.mat"), "--format", "onnx", str(tmp_path / "x.onnx")]) == 1
+    assert "missing.mat" in capsys.readouterr().err
+    assert main(["export", str(net_file[False]), "--format", "hloc", str(tmp_path / "x.mat")]) == 1
+    assert "hloc: the network has 14 layers" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
