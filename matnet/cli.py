@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("matnet.commands.convert", "convert a network between .mat (v7.3, struct variant, v5) and native .safetensors"),
     "inspect": ("matnet.commands.inspect", "print a network file's layer table (name, type/class, weights, output size)"),
     "reference": ("matnet.commands.reference", "run a released network on a real dataset and compare with the published recall"),
+    "evaluate": ("matnet.commands.evaluate", "evaluate a network on a VPR-folder, MSLS or dbStruct dataset: recall@N table, JSON record, plot"),
     "dataset": ("matnet.commands.dataset", "import a VPR-folder or MSLS dataset as dbStruct specs, or export a spec as a VPR folder"),
     "export": ("matnet.commands.export", "write a network as ONNX, TorchScript, or the weight files of Patch-NetVLAD/pytorch-NetVlad and hloc"),
     "demo": ("matnet.commands.demo", "train and evaluate NetVLAD end to end on a synthetic dataset, offline (about a minute on 2 cores)"),

@@ -1,0 +1,108 @@
+"""`matnet evaluate` end to end on datasets written here: the recall in its JSON record
+equals a brute-force recall computed in the test from the same features, under both
+protocols (matlab: Tokyo 24/7's panorama NMS; vpr: plain kNN within 25 m)."""
+import json
+
+import numpy as np
+import pytest
+
+from converters.bin_features import read_bin
+from converters.dbstruct import dbstruct_fields, save_dbstruct
+from converters.network import save_net
+from dataset_makers import tiny_jpeg
+from matnet.cli import main as cli
+from matnet.commands.evaluate import parse_dataset
+from matnet.evaluate import RECALL_NS
+from test_reference_harness import OUT, released_format_net
+
+N_PANO, N_Q = 4, 7
+
+
+def tokyo_like(root, specs):
+    """tokyo247.mat with 4 panoramas x 12 cutouts 10 m apart and 7 queries (one 1 km away)."""
+    rng = np.random.default_rng(11)
+    db_fns, utm_db = [], []
+    for p in range(N_PANO):
+        for t in range(12):
+            fn = f"03814/p{p}/{'P' * 20}{p:02d}_012_{30 * t:03d}.jpg"
+            tiny_jpeg(root / "images" / fn, 100 * p + t, size=(16, 20))
+            db_fns.append(fn)
+            utm_db.append((381000 + 10.0 * p, 3946000.0))
+    q_fns = [f"{j:05d}.jpg" for j in range(N_Q)]
+    for j, fn in enumerate(q_fns):
+        tiny_jpeg(root / "query" / fn, 1000 + j, size=(16, 20))
+    utm_db = np.array(utm_db).T
+    utm_q = np.stack([381000 + rng.uniform(-5, 35, N_Q), np.full(N_Q, 3946000.0)])
+    utm_q[1, -1] += 1000
+    specs.mkdir()
+    save_dbstruct(specs / "tokyo247.mat", dbstruct_fields("test", db_fns, utm_db, q_fns, utm_q))
+    return utm_db, utm_q
+
+
+def brute_force_recall(dbF, qF, utm_db, utm_q, ns, panorama=None):
+    """Rank every database image by squared L2 (stable); with ``panorama``, keep only the
+    first image of each panorama; recall@N = a positive (<= 25 m) among the first N."""
+    hits = np.zeros(len(ns))
+    for j in range(len(qF)):
+        order = list(np.argsort(((dbF - qF[j]) ** 2).sum(1), kind="stable"))
+        if panorama is not None:
+            seen, kept = set(), []
+            for i in order:
+                if panorama[i] not in seen:
+                    seen.add(panorama[i])
+                    kept.append(i)
+            order = kept
+        pos = ((utm_db[:, order] - utm_q[:, [j]]) ** 2).sum(0) <= 625
+        first = np.flatnonzero(pos)
+        hits += [first.size > 0 and first[0] < n for n in ns]
+    return hits / len(qF)
+
+
+def test_evaluate_both_protocols_equal_brute_force(tmp_path, capsys):
+    root, specs, out = tmp_path / "Tokyo247", tmp_path / "specs", tmp_path / "out"
+    utm_db, utm_q = tokyo_like(root, specs)
+    net_file = save_net(released_format_net().eval(), tmp_path / "tiny.mat")
+    spec = f"spec:{specs / 'tokyo247.mat'}"
+    pano = np.arange(N_PANO * 12) // 12
+    seen = {}
+    for protocol in ("matlab", "vpr"):
+        assert cli(["evaluate", "--net", str(net_file), "--dataset", spec, "--root", str(root), "--out", str(out),
+                    "--protocol", protocol, "--dims", str(OUT), "--dims", "5", "--cpu", "--batch-size", "4"]) == 0
+        printed = capsys.readouterr().out
+        rec = json.loads((out / "tiny_tokyo247_recall.json").read_text())
+        assert rec["protocol"] == protocol and rec["recallNs"] == RECALL_NS and rec["num_queries"] == N_Q
+        assert (out / "tiny_tokyo247_recall.png").stat().st_size > 1000
+        dbF, qF = read_bin(out / "tiny_tokyo247_db.bin", D=OUT), read_bin(out / "tiny_tokyo247_q.bin", D=OUT)
+        for res, crop in zip(rec["results"], (0, 5)):
+            d, q = (dbF, qF) if not crop else (dbF[:, :5] / np.linalg.norm(dbF[:, :5], axis=1, keepdims=True),
+                                               qF[:, :5] / np.linalg.norm(qF[:, :5], axis=1, keepdims=True))
+            want = brute_force_recall(d, q, utm_db, utm_q, RECALL_NS, pano if protocol == "matlab" else None)
+            np.testing.assert_allclose(res["recall"], want, atol=1e-12)
+            assert res["cropToDim"] == crop
+            seen[protocol, crop] = want
+        assert "reused" in printed if protocol == "vpr" else "estimated extraction time" in printed
+        assert "   N  recall %  queries" in printed and "\n  20 " in printed
+    assert any(not np.array_equal(seen["matlab", c], seen["vpr", c]) for c in (0, 5))  # the NMS mattered
+    # the same set as a VPR folder, through the export: the vpr protocol gives the same numbers
+    assert cli(["dataset", "export", "--spec", str(specs / "tokyo247.mat"), "--root", str(root),
+                "--out", str(tmp_path / "vpr")]) == 0
+    assert cli(["evaluate", "--net", str(net_file), "--dataset", f"vpr:{tmp_path / 'vpr'}:test", "--out", str(out),
+                "--protocol", "vpr", "--dims", "5", "--cpu"]) == 0
+    rec = json.loads((out / "tiny_vpr_test_recall.json").read_text())
+    np.testing.assert_allclose(rec["results"][0]["recall"], seen["vpr", 5], atol=1e-12)
+
+
+def test_evaluate_bad_inputs(tmp_path, capsys):
+    with pytest.raises(ValueError, match="expected vpr:ROOT"):
+        parse_dataset("folder/without/kind")
+    with pytest.raises(ValueError, match="a spec needs --root"):
+        parse_dataset("spec:x.mat")
+    root, specs = tmp_path / "Tokyo247", tmp_path / "specs"
+    tokyo_like(root, specs)
+    (root / "query" / "00003.jpg").unlink()
+    net_file = save_net(released_format_net().eval(), tmp_path / "tiny.mat")
+    assert cli(["evaluate", "--net", str(net_file), "--dataset", f"spec:{specs / 'tokyo247.mat'}", "--root",
+                str(root), "--out", str(tmp_path / "o"), "--cpu"]) == 1
+    err = capsys.readouterr().err
+    assert "0 database and 1 query images of tokyo247 are missing" in err and "00003.jpg" in err
+    assert not (tmp_path / "o" / "tiny_tokyo247_db.bin").exists()
