@@ -52,15 +52,22 @@ def read_bin(path, D: int | None = None, n: int | None = None, check_finite: boo
     if nbytes % DTYPE.itemsize:
         raise BinFeatureError(f"{path}: size {nbytes} bytes is not a whole number of float32 values")
     nvals = nbytes // DTYPE.itemsize
+    if nvals == 0:
+        raise BinFeatureError(f"{path}: the feature file is empty (0 bytes)")
     if D is None:
         if n is None:
             raise BinFeatureError(f"{path}: give the dimensionality D or the number of images n")
         if n <= 0 or nvals % n:
-            raise BinFeatureError(f"{path}: {nvals} values cannot be split into {n} images")
+            raise BinFeatureError(f"{path}: {nvals} values cannot be {n} images of one dimensionality "
+                                  f"(truncated, or written for another image list?)")
         D = nvals // n
-    if D <= 0 or nvals % D:
+    if D <= 0:
+        raise BinFeatureError(f"{path}: dimensionality D={D} must be positive")
+    if n is not None and nvals == n * (nvals // n) and nvals // n != D:
+        raise BinFeatureError(f"{path}: holds {n} images of D={nvals // n}, expected D={D}")
+    if nvals % D:
         raise BinFeatureError(f"{path}: {nvals} values is not a multiple of D={D} "
-                              f"({nvals / D:.3f} images)")
+                              f"({nvals / D:.3f} images: truncated?)")
     if n is not None and nvals // D != n:
         raise BinFeatureError(f"{path}: holds {nvals // D} images of D={D}, expected {n}")
     feats = np.fromfile(path, dtype=DTYPE).reshape(-1, D)

@@ -5,7 +5,9 @@ str, UTM coordinates as float64 2 x N, time stamps as int64 1-D, counts and
 thresholds as Python numbers.  (The released files hold these as MATLAB doubles whose
 data are stored compactly as uint8/uint16/int32; readers that report the storage type,
 e.g. scipy without ``mat_dtype``, show integers.  Integer-class values are cast too, so
-no integer arithmetic saturates.)
+no integer arithmetic saturates.)  A file whose counts disagree with its lists, without
+database images, with NaN/Inf positions, or missing/non-numeric thresholds raises
+:class:`DbStructError` naming it.
 """
 from __future__ import annotations
 
@@ -39,7 +41,10 @@ def _strings(v, field, path) -> list[str]:
 
 
 def _utm(v, n, field, path) -> np.ndarray:
-    a = np.asarray(v, dtype=np.float64)
+    try:
+        a = np.asarray(v, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise DbStructError(f"{path}: dbStruct.{field} is not numeric ({e})") from e
     if a.size == 0 and n == 0:
         return np.zeros((2, 0))
     if a.ndim != 2 or a.shape[0] != 2 or a.shape[1] != n:
@@ -61,7 +66,7 @@ def load_dbstruct(path) -> dict:
         s = s[0]
     if not isinstance(s, dict):
         raise DbStructError(f"{path}: dbStruct is a {type(s).__name__}, not a struct")
-    for f in ("dbImageFns", "utmDb", "posDistThr"):
+    for f in ("dbImageFns", "utmDb", "posDistThr", "nonTrivPosDistSqThr"):
         if f not in s:
             raise DbStructError(f"{path}: dbStruct has no field '{f}'")
     out = dict(s)
@@ -73,14 +78,17 @@ def load_dbstruct(path) -> dict:
     out["utmQ"] = _utm(s.get("utmQ", np.zeros((2, 0))), len(out["qImageFns"]), "utmQ", path)
     for f, n in (("dbTimeStamp", len(out["dbImageFns"])), ("qTimeStamp", len(out["qImageFns"]))):
         if f in s:
-            t = np.asarray(s[f], dtype=np.int64).ravel()
+            try:
+                t = np.asarray(s[f], dtype=np.int64).ravel()
+            except (TypeError, ValueError) as e:
+                raise DbStructError(f"{path}: dbStruct.{f} is not numeric ({e})") from e
             if t.size != n:
                 raise DbStructError(f"{path}: dbStruct.{f} has {t.size} entries, expected {n}")
             out[f] = t
     for f in _NUMERIC:
         if f in s and np.size(s[f]):
-            x = float(np.asarray(s[f]).reshape(-1)[0])
-            out[f] = int(x) if x.is_integer() else x
+            out[f] = _number(s[f], f, path)
+    _check(out, path)
     return out
 
 
@@ -115,3 +123,37 @@ def save_dbstruct(path, dbStruct: dict, force: bool = False) -> Path:
     if path.exists() and not force:
         raise DbStructError(f"{path}: the spec file already exists (pass --force / force=True to replace it)")
     return savemat5(path, {"dbStruct": dbStruct})
+
+
+def _number(v, field, path):
+    try:
+        a = np.asarray(v, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        a = np.zeros(0)
+    if a.size != 1:
+        raise DbStructError(f"{path}: dbStruct.{field} is not a number ({v!r:.60})")
+    x = float(a[0])
+    return int(x) if x.is_integer() else x
+
+
+def _check(out: dict, path: Path) -> None:
+    """Counts agree with the lists, positions finite, thresholds usable (MATLAB's
+    dbBase recomputes the counts silently; a disagreement means a damaged or hand-edited
+    file)."""
+    if not out["dbImageFns"]:
+        raise DbStructError(f"{path}: dbStruct.dbImageFns is empty: no database images")
+    for count, lst, what in (("numImages", "dbImageFns", "database images"),
+                             ("numQueries", "qImageFns", "queries")):
+        if count in out and out[count] != len(out[lst]):
+            raise DbStructError(f"{path}: dbStruct.{count} is {out[count]} but dbStruct.{lst} lists "
+                                f"{len(out[lst])} {what}")
+    for f in ("utmDb", "utmQ"):
+        bad = ~np.isfinite(out[f]).all(axis=0)
+        if bad.any():
+            raise DbStructError(f"{path}: dbStruct.{f} has NaN/Inf positions ({int(bad.sum())} images, "
+                                f"first 0-based index {int(np.flatnonzero(bad)[0])})")
+    if not (np.isfinite(out["posDistThr"]) and out["posDistThr"] > 0):
+        raise DbStructError(f"{path}: dbStruct.posDistThr is {out['posDistThr']}, must be a positive distance")
+    if not (np.isfinite(out["nonTrivPosDistSqThr"]) and out["nonTrivPosDistSqThr"] >= 0):
+        raise DbStructError(f"{path}: dbStruct.nonTrivPosDistSqThr is {out['nonTrivPosDistSqThr']}, "
+                            f"must be a squared distance >= 0")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import warnings
 from collections.abc import Mapping
 
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from converters.bin_features import read_bin
+from converters.bin_features import BinFeatureError, read_bin
 
 RECALL_NS = [1, 2, 3, 4, 5] + list(range(10, 101, 5))
 _SEARCH_BLOCK = 1 << 26  # distance-matrix entries computed at once (256 MiB of float32)
@@ -232,6 +233,10 @@ def testFromFn(db, dbFeatFn, qFeatFn, opts=None, **overrides):
     print(f"testFromFn:\n{dbFeatFn}\n{qFeatFn}")
     qFeat = read_bin(qFeatFn, n=nQ)
     nDims = qFeat.shape[1]
+    nvals = os.path.getsize(dbFeatFn) // 4 if os.path.isfile(dbFeatFn) else 0
+    if nvals and nDb and nvals % nDb == 0 and nvals // nDb != nDims:
+        raise BinFeatureError(f"query features {qFeatFn} have D={nDims} ({nQ} queries), database features "
+                              f"{dbFeatFn} have D={nvals // nDb} ({nDb} images): not from the same network")
     dbFeat = read_bin(dbFeatFn, D=nDims, n=nDb)
     crop = int(opts.get("cropToDim") or 0)
     if crop > 0:

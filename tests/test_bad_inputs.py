@@ -1,6 +1,7 @@
 """Faults and bad inputs (issue 12, "Inputs"): each is read right or refused with an
 error naming the file, before any long compute; never a silently wrong result."""
 import os
+import re
 import struct
 import zlib
 
@@ -9,7 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from converters.bin_features import read_bin
+from converters.bin_features import BinFeatureError, read_bin, write_bin
+from converters.dbstruct import DbStructError
+from converters.matfile import savemat
+from matnet.datasets.db_base import dbBase
+from matnet.evaluate import testFromFn
 from matnet.extract import serialAllFeats
 from matnet.images import ImageReadError, imread_uint8
 from matnet.layers import Layer
@@ -213,3 +218,70 @@ def test_training_tuple_failures_name_the_images(tmp_path):
     x = torch.from_numpy(np.ascontiguousarray(ims)).permute(0, 3, 1, 2)
     with pytest.raises(RuntimeError, match=r"tiny\.png.*2 x 3 images.*layer 2 'pool1' \(pool\)"):
         tw._tuple_forward(small_net().train(), x, [str(tmp_path / "tiny.png")] * 2)
+
+
+# ---------------------------------------------------------------- dataset specs and .bin files
+
+class Spec(dbBase):
+    def __init__(self, name, specDir):
+        self.name = name
+        self.dbLoad(specDir)
+
+
+def write_spec(folder, name="toy", nDb=6, nQ=3, **changes):
+    s = {"whichSet": "test", "dbImageFns": [f"db/{i}.jpg" for i in range(nDb)],
+         "utmDb": np.vstack([np.arange(nDb) * 10.0, np.zeros(nDb)]),
+         "qImageFns": [f"q/{i}.jpg" for i in range(nQ)], "utmQ": np.vstack([np.arange(nQ) * 20.0, np.ones(nQ)]),
+         "numImages": np.uint16(nDb), "numQueries": np.uint16(nQ), "posDistThr": np.uint8(25),
+         "posDistSqThr": np.uint16(625), "nonTrivPosDistSqThr": np.uint8(100)}
+    for k, v in changes.items():
+        if v is None:
+            del s[k]
+        else:
+            s[k] = v
+    savemat(folder / f"{name}.mat", {"dbStruct": s}, format="5")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"numImages": np.uint16(7)}, r"numImages is 7 but dbStruct\.dbImageFns lists 6"),
+    ({"numQueries": np.uint8(2)}, r"numQueries is 2 but dbStruct\.qImageFns lists 3"),
+    ({"nonTrivPosDistSqThr": None}, r"no field 'nonTrivPosDistSqThr'"),
+    ({"posDistThr": "far"}, r"posDistThr is not a number"),
+    ({"posDistThr": -5.0}, r"posDistThr is -5"),
+    ({"utmDb": np.array([[0, 10, np.nan, 30, 40, 50], [0] * 6], float)}, r"utmDb has NaN/Inf.*index 2"),
+    ({"dbImageFns": np.zeros((0, 1), object), "utmDb": np.zeros((2, 0)), "numImages": 0.0}, r"no database images"),
+])
+def test_bad_spec_file_named(tmp_path, change, message):
+    write_spec(tmp_path, **change)
+    with pytest.raises(DbStructError, match=r"toy\.mat: .*" + message):
+        Spec("toy", tmp_path)
+
+
+def test_db_and_query_bin_of_different_D_say_both(tmp_path):
+    write_spec(tmp_path)
+    db = Spec("toy", tmp_path)
+    rng = np.random.default_rng(0)
+    write_bin(tmp_path / "q.bin", rng.standard_normal((3, 8)))
+    write_bin(tmp_path / "db.bin", rng.standard_normal((6, 16)))
+    with pytest.raises(BinFeatureError, match=r"q\.bin have D=8.*db\.bin have D=16"):
+        testFromFn(db, tmp_path / "db.bin", tmp_path / "q.bin")
+    # read_bin with both D and n given (trainWeakly's feature caches) says both too
+    with pytest.raises(BinFeatureError, match=r"db\.bin: holds 6 images of D=16, expected D=8"):
+        read_bin(tmp_path / "db.bin", D=8, n=6)
+
+
+def test_truncated_wrong_size_and_empty_bin(tmp_path):
+    write_spec(tmp_path)
+    db = Spec("toy", tmp_path)
+    rng = np.random.default_rng(1)
+    write_bin(tmp_path / "q.bin", rng.standard_normal((3, 8)))
+    write_bin(tmp_path / "db.bin", rng.standard_normal((6, 8)))
+    full = (tmp_path / "db.bin").read_bytes()
+    (tmp_path / "cut.bin").write_bytes(full[:-6])  # killed mid-value
+    (tmp_path / "short.bin").write_bytes(full[:-8 * 4 - 4])  # an image and a value short
+    (tmp_path / "empty.bin").write_bytes(b"")
+    write_bin(tmp_path / "other.bin", rng.standard_normal((5, 8)))  # another list's features
+    for fn, msg in (("cut.bin", "not a whole number of float32"), ("short.bin", r"4\.\d+ images: truncated"),
+                    ("empty.bin", "empty"), ("other.bin", "holds 5 images of D=8, expected 6")):
+        with pytest.raises(BinFeatureError, match=re.escape(fn) + ".*" + msg):
+            testFromFn(db, tmp_path / fn, tmp_path / "q.bin")
