@@ -24,6 +24,7 @@ from .datasets.close_position import sqdist
 from .evaluate import RECALL_NS, testFromFn
 from .extract import _fingerprint, computeRepresentation, serialAllFeats
 from .images import resolve_image_path, vl_imreadjpeg
+from .recall_plot import plot_recall_at_n
 
 PRINT_NS = (1, 5, 10, 20)
 PROTOCOLS = ("matlab", "vpr")
@@ -102,26 +103,6 @@ def recall_table(recallNs, recall, nQ, reference=None) -> str:
         pub_n = pc if pc is not None else int(round(pr / 100 * nQ))
         lines.append(f"{n:>4} {100 * rec[n]:8.3f} {ours_n:7d} {pr:12.3f} {pub_n:6d} {ours_n - pub_n:+15d}")
     return "\n".join(lines)
-
-
-def plot_recall(path: Path, curves: dict, title: str) -> None:
-    """recall@N curves (label -> (Ns, recall %)) as a PNG, written to a temporary name then renamed."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, (ns, rec) in curves.items():
-        ref = label.startswith("published")
-        ax.plot(ns, rec, marker="o" if ref else None, linestyle="--" if ref else "-", label=label)
-    ax.set_xlabel("N (number of top database candidates)")
-    ax.set_ylabel("recall@N (%)")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
 
 
 def write_json(path: Path, record: dict) -> None:
@@ -206,10 +187,10 @@ def evaluate_dataset(net, db, outDir, netName: str, dims=None, protocol: str = "
             res.update(published={str(n): r for n, (r, _) in ref.items()}, published_source=source)
             if ref:
                 ns = sorted(ref)
-                curves[f"published {d}-D"] = (ns, [ref[n][0] for n in ns])
+                curves[f"published {d}-D"] = (ns, [ref[n][0] / 100 for n in ns])
         record["results"].append(res)
-        curves[f"ours {d}-D"] = (RECALL_NS, 100 * recall)
+        curves[f"ours {d}-D"] = (RECALL_NS, recall)
     write_json(Path(f"{base}_recall.json"), record)
-    plot_recall(Path(f"{base}_recall.png"), curves, f"{tag} ({protocol} protocol)")
+    plot_recall_at_n(Path(f"{base}_recall.png"), curves, f"{tag} ({protocol} protocol)")
     log(f"\nwrote {base}_recall.json and {base}_recall.png")
     return record

@@ -7,6 +7,7 @@ import numpy as np
 
 from .datasets.local_paths import localPaths
 from .plot_results import plotResults
+from .recall_plot import plot_recall_at_n
 from .train.checkpoint import load_checkpoint
 
 
@@ -127,19 +128,13 @@ def _print_table(sessionID, bestEpoch, obj, opts):
 
 
 def _plots(sessionID, bestEpoch, obj, opts, auxData, outPrefix):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """The training curves (``<sessionID>_training.png``, the file trainWeakly's doDraw
+    updates) and the validation recall@N, off-the-shelf vs the best epoch
+    (``<sessionID>_recall.png``)."""
     plotResults(obj, opts, auxData, outFn=f"{outPrefix}{sessionID}_training.png")
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    curves = {}
     if "pretrain" in obj:
-        ax.plot(opts.recallNs, np.asarray(obj["pretrain"]["val"]["recall"]).reshape(-1), "bx-", label="off-the-shelf")
-    ax.plot(opts.recallNs, np.asarray(obj["val"]["recall"])[:, bestEpoch - 1], "ro-", label="our trained")
-    ax.set_xlabel("N")
-    ax.set_ylabel("Recall@N")
-    ax.set_xlim(0, 50)
-    ax.grid(True)
-    ax.set_title(f"{sessionID} {opts.netID} {opts.layerName} {opts.dbValName} {opts.method}")
-    ax.legend(loc="lower right")
-    fig.savefig(f"{outPrefix}{sessionID}_recall.png", dpi=80)
-    plt.close(fig)
+        curves["off-the-shelf"] = (opts.recallNs, np.asarray(obj["pretrain"]["val"]["recall"]).reshape(-1))
+    curves[f"trained (epoch {bestEpoch})"] = (opts.recallNs, np.asarray(obj["val"]["recall"])[:, bestEpoch - 1])
+    plot_recall_at_n(f"{outPrefix}{sessionID}_recall.png", curves,
+                     f"{sessionID}\nvalidation set {opts.dbValName}: {opts.netID} {opts.layerName} {opts.method}")

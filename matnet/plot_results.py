@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .recall_plot import set_recall_axis
+
 
 def _smooth(x: np.ndarray, w: int) -> np.ndarray:
     """MATLAB smooth(x, w): centred moving average (window shrunk at the ends)."""
@@ -69,6 +71,7 @@ def plotResults(obj: dict, opts, auxData: dict | None = None, outFn=None, w: int
                 ax.plot(epochs, 100 * tRec[i], col + "o--", label=f"t.{n}")
                 ax.plot(epochs, 100 * vRec[i], col + "x-", label=f"v.{n}")
         ax.grid(True)
+        set_recall_axis(ax)
         ax.set_title("recall")
         ax.set_xlabel("epoch")
         ax.legend(loc="lower right", fontsize="small")

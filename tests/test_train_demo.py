@@ -2,6 +2,7 @@
 import argparse
 
 from matnet.commands import demo
+from matnet.recall_plot import plot_recall_at_n
 
 
 def test_demo_chain_runs(tmp_path, capsys, monkeypatch):
@@ -13,9 +14,28 @@ def test_demo_chain_runs(tmp_path, capsys, monkeypatch):
     args = p.parse_args(["--out", str(tmp_path / "d"), "--epochs", "1", "--images", "40", "--queries", "16",
                          "--pca-dim", "16"])
     monkeypatch.setattr(demo, "_DEMO_OPTS", {**demo._DEMO_OPTS, "nTestRankSample": 16, "nNegChoice": 20})
+    plotted = {}
+
+    def keep(path, curves, title):
+        plotted.update(curves=curves, title=title)
+        return plot_recall_at_n(path, curves, title)
+
+    monkeypatch.setattr(demo, "plot_recall_at_n", keep)
     assert demo.run(args) == 0
     out = capsys.readouterr().out
-    assert "off-the-shelf" in out and "trained (epoch 1)" in out and "trained + WPCA 16" in out
+    assert f"writing everything under {tmp_path / 'd'}" in out.splitlines()[0]
+    rows = {}
+    for line in out.splitlines():
+        for name in ("off-the-shelf", "trained (epoch 1)", "trained + WPCA 16"):
+            if line.startswith(name + " "):
+                rows[name] = [float(x) for x in line[len(name):].split()]
+    assert list(rows) == ["off-the-shelf", "trained (epoch 1)", "trained + WPCA 16"]
+    # the recall plot is of the test street, whose numbers are printed: same curves, same values
+    assert "test street" in plotted["title"] and list(plotted["curves"]) == list(rows)
+    for name, printed in rows.items():
+        ns, recall = plotted["curves"][name]
+        assert printed == [round(float(recall[list(ns).index(n)]), 3) for n in (1, 5, 10)]
+    # one file per plot: the training curves and the test recall, nothing else
     pngs = sorted(p.name for p in (tmp_path / "d" / "output").glob("*.png"))
-    assert any(n.endswith("_training.png") for n in pngs) and any(n.endswith("_recall.png") for n in pngs)
+    assert len(pngs) == 2 and pngs[0].endswith("_test_recall.png") and pngs[1].endswith("_training.png")
     assert (tmp_path / "d" / "data" / "datasets" / "synth_test.mat").is_file()

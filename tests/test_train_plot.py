@@ -31,3 +31,20 @@ def test_plot_results_png(tmp_path):
     plotResults(obj, opts, {"numTrain": 40}, outFn=tmp_path / "b.png")
     assert (tmp_path / "b.png").stat().st_size > (tmp_path / "a.png").stat().st_size
     assert not list(tmp_path.glob("*.tmp.png"))
+
+
+def test_one_recall_scale_across_plots(tmp_path):
+    """plotResults' recall panel and every recall@N plot share 0-100 %, whatever the values."""
+    from matnet.recall_plot import plot_recall_at_n
+    opts = TrainWeaklyOpts(recallNs=[1, 5, 10], batchSize=4)
+    low = np.array([[0.01, 0.02], [0.02, 0.03], [0.03, 0.04]])
+    obj = {"train": {"loss": np.ones((1, 20)), "recall": low, "rankloss": np.array([[0.3, 0.2]])},
+           "val": {"recall": low, "rankloss": np.array([[0.3, 0.2]])}}
+    fig = plotResults(obj, opts, {"numTrain": 40})
+    panel = next(ax for ax in fig.axes if ax.get_title() == "recall")
+    fig2 = plot_recall_at_n(tmp_path / "r.png", {"a": ([1, 5, 10], [0.5, 0.6, 0.7])}, "t")
+    ax2 = fig2.axes[0]
+    assert panel.get_ylim() == ax2.get_ylim() == (0.0, 100.0)
+    assert panel.get_ylabel() == ax2.get_ylabel() == "recall@N (%)"
+    np.testing.assert_allclose(ax2.lines[0].get_ydata(), [50, 60, 70])  # fractions drawn as percent
+    assert Image.open(tmp_path / "r.png").size[0] > 100 and not list(tmp_path.glob("*.tmp.png"))

@@ -3,7 +3,8 @@
 Generates three synthetic streets (train/val/test, :mod:`matnet.synthetic`) and a
 small base network, then runs the MATLAB demo's chain: loadNet -> addLayers
 (clusters) -> trainWeakly -> pickBestNet -> addPCA -> serialAllFeats -> testFromFn,
-and prints recall@1/5/10 on the test street, off-the-shelf vs trained.
+and prints recall@1/5/10 on the test street, off-the-shelf vs trained (plotted at
+N = 1..25 in <out>/output/<session>_test_recall.png).  Everything goes under --out.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from ..images import imread_uint8
 from ..pca import addPCA
 from ..pick_best import pickBestNet
 from ..pretrained import loadNet
+from ..recall_plot import plot_recall_at_n
 from ..synthetic import dbSynthetic, make_places, save_tiny_net
 from ..train.opts import TrainWeaklyOpts
 from ..train.train_weakly import trainWeakly
@@ -56,11 +58,17 @@ def _mean_colour(db) -> np.ndarray:
     return np.mean([imread_uint8(db.dbPath + fn).reshape(-1, 3).mean(0) for fn in db.dbImageFns], axis=0)
 
 
+# recall@N computed on the test street: printed at 1, 5, 10 and plotted at all of them
+RECALL_NS = [1, 2, 3, 4, 5, 10, 15, 20, 25]
+PRINTED_NS = [1, 5, 10]
+
+
 def _test(net, db, tag: str, out: str, threads: int) -> np.ndarray:
+    """recall@RECALL_NS of ``net`` on ``db`` (serialAllFeats + testFromFn)."""
     dbFn, qFn = f"{out}demo_{tag}_{db.name}_db.bin", f"{out}demo_{tag}_{db.name}_q.bin"
     serialAllFeats(net, db.dbPath, db.dbImageFns, dbFn, useGPU=False, numThreads=threads)
     serialAllFeats(net, db.qPath, db.qImageFns, qFn, useGPU=False, numThreads=threads)
-    recall, _, _, opts = testFromFn(db, dbFn, qFn, recallNs=[1, 5, 10])
+    recall, _, _, opts = testFromFn(db, dbFn, qFn, recallNs=RECALL_NS)
     return np.asarray(recall)
 
 
@@ -79,7 +87,7 @@ def run(args) -> int:
                               "numThreads": args.threads})
     sessionID = trainWeakly(dbTrain, dbVal, opts)
     out = str(root / "output") + "/"
-    bestEpoch, bestNet = pickBestNet(sessionID, 5, verbose=2, outPrefix=out)
+    bestEpoch, bestNet = pickBestNet(sessionID, 5, verbose=1, outPrefix=out)  # validation table
     finalNet = addPCA(bestNet, dbTrain, pcaDim=args.pca_dim, doWhite=True, useGPU=False, numThreads=args.threads,
                       outPrefix=out)
     offNet = addLayers(loadNet("tiny", "conv3"), opts, dbTrain)  # the same clusters (cached in initData)
@@ -87,13 +95,19 @@ def run(args) -> int:
             (f"trained (epoch {bestEpoch})", _test(bestNet, dbTest, f"{sessionID}_best", out, args.threads)),
             (f"trained + WPCA {args.pca_dim}", _test(finalNet, dbTest, f"{sessionID}_wpca", out, args.threads))]
     print(f"\n[demo] test street '{dbTest.name}': {dbTest.numImages} database images, {dbTest.numQueries} queries")
-    print(f"{'':28s}  R@1    R@5    R@10")
+    cols = [RECALL_NS.index(n) for n in PRINTED_NS]
+    print(f"{'':28s} " + "  ".join(f"R@{n:<4d}" for n in PRINTED_NS))
     for name, r in rows:
-        print(f"{name:28s} {r[0]:.3f}  {r[1]:.3f}  {r[2]:.3f}")
+        print(f"{name:28s} " + "  ".join(f"{r[i]:.3f} " for i in cols))
     gain = rows[1][1] - rows[0][1]
-    print(f"[demo] trained - off-the-shelf recall@1/5/10: {gain[0]:+.3f} {gain[1]:+.3f} {gain[2]:+.3f}")
+    print(f"[demo] trained - off-the-shelf recall@{'/'.join(map(str, PRINTED_NS))}: "
+          + " ".join(f"{gain[i]:+.3f}" for i in cols))
+    recallPlot = f"{out}{sessionID}_test_recall.png"
+    plot_recall_at_n(recallPlot, {name: (RECALL_NS, r) for name, r in rows},
+                     f"test street '{dbTest.name}' ({dbTest.numImages} database images, {dbTest.numQueries} queries)")
     print("[demo] (the PCA is estimated on the training street's few hundred images, so whitening may not "
           "transfer to the test street at this scale)")
-    print(f"[demo] plots: {out}{sessionID}_training.png, {out}{sessionID}_recall.png, {out}{sessionID}_progress.png")
+    print(f"[demo] plots: {out}{sessionID}_training.png (training curves, validation recall), {recallPlot} "
+          f"(the test recall above)")
     print(f"[demo] done in {time.time() - t0:.0f} s")
     return 0

@@ -655,5 +655,5 @@ def _save_mid(net, obj, opts, auxData, ID, iEpoch, iBatch, rng, qFeat, dbFeat):
 def _draw(obj, opts, auxData):
     """plotResults, by rank 0 only."""
     from ..plot_results import plotResults
-    distributed.on_rank0(lambda: plotResults(obj, opts, auxData, outFn=f"{opts.outPrefix}{opts.sessionID}_progress.png")
+    distributed.on_rank0(lambda: plotResults(obj, opts, auxData, outFn=f"{opts.outPrefix}{opts.sessionID}_training.png")
                          and None, "plotResults")
