@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("matnet.commands.evaluate", "evaluate a network on a VPR-folder, MSLS or dbStruct dataset: recall@N table, JSON record, plot"),
     "dataset": ("matnet.commands.dataset", "import a VPR-folder or MSLS dataset as dbStruct specs, or export a spec as a VPR folder"),
     "export": ("matnet.commands.export", "write a network as ONNX, TorchScript, or the weight files of Patch-NetVLAD/pytorch-NetVlad and hloc"),
+    "train": ("matnet.commands.train", "trainWeakly with every option under its MATLAB name (also under torchrun)"),
+    "features": ("matnet.commands.features", "serialAllFeats: a dataset's or a list's image representations to a .bin (also under torchrun)"),
     "demo": ("matnet.commands.demo", "train and evaluate NetVLAD end to end on a synthetic dataset, offline (about a minute on 2 cores)"),
 }
 

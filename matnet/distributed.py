@@ -82,6 +82,18 @@ def init_from_env(useGPU: bool = False) -> bool:
     return is_distributed()
 
 
+@contextmanager
+def process_group(useGPU: bool = False):
+    """For a command: join torchrun's job (:func:`init_from_env`) for the block and
+    leave it afterwards (a process that exits inside a live group aborts)."""
+    joined = not (dist.is_available() and dist.is_initialized()) and init_from_env(useGPU)
+    try:
+        yield
+    finally:
+        if joined and dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def shard(n: int, unit: int = 1, rank_: int | None = None, world: int | None = None) -> range:
     """This rank's contiguous slice of ``range(n)``: the ceil(n/unit) blocks of ``unit``
     items are split as evenly as possible, the first ranks taking one more block; a

@@ -6,7 +6,7 @@ variables describe, then runs CONFIG's phases in order, all ranks alike:
   {"kind": "train", "kw": {...}, "stop_at": k}   ... raising _Stop at the k-th batch (every rank)
   {"kind": "train", "kw": {...}, "die_at": k, "rank": r, "how": "exit"|"hang"}
                                                  rank r exits (or hangs) at its k-th batch
-  {"kind": "extract", "which": "db"|"q", "out": fn, "batchSize": b}   serialAllFeats
+  {"kind": "extract", "which": "db"|"q", "out": fn, "batchSize": b}   matnet features
 CONFIG also holds "data" (make_places root + pretrained tiny net) and "out" (outPrefix);
 ``"rank_kw": {"1": {...}}`` adds options for one rank.  A phase's error ends the
 process with status 3 and ``WORKER-ERROR <type>: <message>`` on stderr.
@@ -76,12 +76,14 @@ def main(cfg_fn):
                 except _Stop:
                     pass
                 tw._train_batch = real_batch
-            elif ph["kind"] == "extract":
-                from matnet.extract import serialAllFeats
-                from matnet.pretrained import loadNet
-                net = loadNet("tiny", "conv3")
-                path, fns = (dbT.dbPath, dbT.dbImageFns) if ph["which"] == "db" else (dbT.qPath, dbT.qImageFns)
-                serialAllFeats(net, path, fns, ph["out"], batchSize=ph["batchSize"], useGPU=False)
+            elif ph["kind"] == "extract":  # through the command, in this process group
+                from matnet.cli import main as matnet_main
+                rc = matnet_main(["features", "--net", str(data / "pre" / "matnet-tiny.mat"), "--spec",
+                                  str(data / "data" / "datasets" / "synth_train.mat"), "--dbRoot",
+                                  str(data / "data" / "images"), "--which", ph["which"], "--out", ph["out"],
+                                  "--batchSize", str(ph["batchSize"]), "--useGPU", "false"])
+                if rc:
+                    raise RuntimeError(f"matnet features: exit status {rc}")
     except Exception as e:
         print(f"WORKER-ERROR {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         os._exit(3)  # no teardown: the other ranks may be gone

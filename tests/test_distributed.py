@@ -97,7 +97,7 @@ def runs(data, tmp_path_factory):
     """One process in this one; then two processes under torchrun: a full run, a run
     stopped mid-epoch 2 and resumed, epoch 2 of a one-process run, extraction."""
     from matnet.extract import serialAllFeats
-    from matnet.pretrained import loadNet
+    from converters.network import load_net
     from matnet.train import train_weakly as tw
     out = tmp_path_factory.mktemp("ddp_out")
     dbT, dbV = dbSynthetic("train", data / "data"), dbSynthetic("val", data / "data")
@@ -107,7 +107,7 @@ def runs(data, tmp_path_factory):
         mp.setitem(sys.modules, "matnet.add_layers", simple_head_module())
         tw.trainWeakly(dbT, dbV, sessionID="one", nEpoch=2, **OPTS)
         tw.trainWeakly(dbT, dbV, sessionID="split", nEpoch=1, **OPTS)
-        net = loadNet("tiny", "conv3")
+        net = load_net(data / "pre" / "matnet-tiny.mat")  # the file `matnet features` reads
         serialAllFeats(net, dbT.dbPath, dbT.dbImageFns, out / "one_db.bin", batchSize=1, useGPU=False)
         serialAllFeats(net, dbT.qPath, dbT.qImageFns, out / "one_q.bin", batchSize=3, useGPU=False)
     cfg = {"data": str(data), "out": str(out), "opts": OPTS, "phases": [
@@ -115,7 +115,7 @@ def runs(data, tmp_path_factory):
         {"kind": "train", "kw": {"sessionID": "kill", "nEpoch": 2}, "stop_at": 3 + 3},  # epoch 2, batch 3
         {"kind": "train", "kw": {"sessionID": "kill", "nEpoch": 2, "startEpoch": 2}},
         {"kind": "train", "kw": {"sessionID": "split", "nEpoch": 2, "startEpoch": 2}},
-        # 24 images in chunks of 8: shards 16 + 8; 12 queries in chunks of 24: 12 + nothing
+        # matnet features: 24 images in chunks of 8: shards 16 + 8; 12 queries in chunks of 24: 12 + nothing
         {"kind": "extract", "which": "db", "out": str(out / "two_db.bin"), "batchSize": 1},
         {"kind": "extract", "which": "q", "out": str(out / "two_q.bin"), "batchSize": 3},
     ]}
