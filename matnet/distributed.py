@@ -15,6 +15,7 @@ import datetime
 import hashlib
 import json
 import os
+import time
 from contextlib import contextmanager
 
 import numpy as np
@@ -110,9 +111,20 @@ def shard(n: int, unit: int = 1, rank_: int | None = None, world: int | None = N
     return range(min(n, start * unit), min(n, stop * unit))
 
 
+_COMM = {"seconds": 0.0, "calls": 0}
+
+
+def comm_stats() -> dict:
+    """Seconds spent in collectives by this process so far (communication plus waiting
+    for slower ranks) and their number."""
+    return dict(_COMM)
+
+
 @contextmanager
 def _collective(what: str):
-    """Turn a failed or timed-out collective into a :class:`DistributedError` naming the step."""
+    """Turn a failed or timed-out collective into a :class:`DistributedError` naming the
+    step; count its time in :func:`comm_stats`."""
+    t = time.perf_counter()
     try:
         yield
     except DistributedError:
@@ -122,6 +134,9 @@ def _collective(what: str):
             f"rank {rank()} of {world_size()}: '{what}' failed: another rank died, stopped answering "
             f"within {timeout_s():g} s ({TIMEOUT_ENV}), or runs a different job ({type(e).__name__}: "
             f"{str(e).strip().splitlines()[0] if str(e).strip() else e!r})") from e
+    finally:
+        _COMM["seconds"] += time.perf_counter() - t
+        _COMM["calls"] += 1
 
 
 def _comm_device() -> torch.device:

@@ -15,7 +15,6 @@ import json
 import os
 import sys
 import time
-import types
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -32,12 +31,15 @@ def _simple_head(net, opts, dbTrain):
     return SimpleNN(list(net.layers) + [layerTotalMaxPool("max:core"), layerWholeL2Normalize("postL2")], net.meta)
 
 
-def simple_head_module() -> types.ModuleType:
-    """A stand-in for the module matnet.add_layers (no clustering: fast, deterministic)."""
-    fake = types.ModuleType("matnet.add_layers")
-    fake.addLayers = _simple_head
-    fake.head_layer_names = lambda method: ["max:core", "postL2"]
-    return fake
+def _head_names(method):
+    return ["max:core", "postL2"]  # the layers _simple_head adds
+
+
+def use_simple_head(setattr_=setattr) -> None:
+    """Make trainWeakly's addLayers the parameter-free head (no clustering: fast, deterministic)."""
+    import matnet.add_layers as al
+    setattr_(al, "addLayers", _simple_head)
+    setattr_(al, "head_layer_names", _head_names)
 
 
 def main(cfg_fn):
@@ -45,7 +47,7 @@ def main(cfg_fn):
     data = Path(cfg["data"])
     os.environ["MATNET_PRETRAINED_CNNS"] = str(data / "pre")
     os.environ["MATNET_OUT_PREFIX"] = str(cfg["out"]) + "/"
-    sys.modules["matnet.add_layers"] = simple_head_module()
+    use_simple_head()
 
     import torch.distributed as dist
     from matnet import distributed

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from ddp_worker import simple_head_module
+from ddp_worker import use_simple_head
 from matnet import distributed
 from matnet.datasets.local_paths import env_name
 from matnet.synthetic import dbSynthetic, make_places, save_tiny_net
@@ -104,7 +104,7 @@ def runs(data, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(env_name("pretrainedCNNs"), str(data / "pre"))
         mp.setenv(env_name("outPrefix"), str(out) + "/")
-        mp.setitem(sys.modules, "matnet.add_layers", simple_head_module())
+        use_simple_head(mp.setattr)
         tw.trainWeakly(dbT, dbV, sessionID="one", nEpoch=2, **OPTS)
         tw.trainWeakly(dbT, dbV, sessionID="split", nEpoch=1, **OPTS)
         net = load_net(data / "pre" / "matnet-tiny.mat")  # the file `matnet features` reads
