@@ -1,5 +1,6 @@
 """Time the NetVLAD layer (layerVLAD, K=64) on one training tuple against per-cluster
-loops, in the same run.
+loops, and the full head (preL2 -> layerVLAD -> intra-normalisation -> postL2) against
+the layer alone, in the same run.
 
 Baselines, all a Python loop over the K clusters forming each cluster's N x D x H x W
 residual in the forward pass:
@@ -7,6 +8,10 @@ residual in the forward pass:
   the assignment map, the hand-written backward with its cluster and sample loops);
 - "broadcast": the same with broadcasting instead of repmat;
 - "autograd": the loop forward as a PyTorch user writes it, backward by autograd.
+The full head runs on the unnormalised features; its ratio to layerVLAD alone is the
+cost of the normalisations (targets: forward <= 1.3x, forward+backward <= 1.5x).  Its
+baseline "autograd formula" head writes the normalisations as a PyTorch user does
+(x * (1e-12 + sum x^2)^-0.5 and x / (||x|| + 1e-12), backward by autograd).
 The "matmul floor" is the six matrix products any exact implementation must do for
 forward+backward (two forward: assignment logits and aggregation; four backward), each
 timed alone at its shape: loop time / floor bounds the ratio any implementation can
@@ -38,6 +43,13 @@ def make_inputs(a):
     assign = 10.0 * c / c.norm(dim=0, keepdim=True)
     dzdy = torch.randn(a.n, a.d, 1, a.k, generator=g)
     return x, assign, -c, dzdy
+
+
+def make_head_inputs(a):
+    """Unnormalised conv5-like features (ReLU output) and dz/dy of the head's output."""
+    g = torch.Generator().manual_seed(2)
+    return (torch.randn(a.n, a.d, a.h, a.w, generator=g).relu_(),
+            torch.randn(a.n, a.d * a.k, 1, 1, generator=g))
 
 
 # ------------------------------------------------------------------ baseline: the original loops
@@ -118,11 +130,43 @@ def fast_forward(layer, x):
 
 
 def fast_forward_backward(layer, x, dzdy):
+    """Forward and backward of a layer or head; returns y, dz/dx and the weights' gradients."""
     layer.zero_grad(set_to_none=True)
     x = x.detach().requires_grad_(True)
     y = layer(x)
     y.backward(dzdy)
-    return y, x.grad, layer.weights[0].grad, layer.weights[1].grad
+    return (y, x.grad) + tuple(p.grad for p in layer.parameters())
+
+
+def fast_head(layer):
+    """addLayers' 'vlad_preL2_intra' head around ``layer``, as the SimpleNN that
+    trainWeakly and serialAllFeats run."""
+    from matnet.layers.heads import layerWholeL2Normalize
+    from matnet.layers.normalize import Normalize
+    from matnet.simplenn import SimpleNN
+    norm = [2 * layer.D, 1e-12, 1, 0.5]
+    return SimpleNN([Normalize("preL2", norm), layer, Normalize("vlad:intranorm", norm),
+                     layerWholeL2Normalize("postL2")])
+
+
+class FormulaL2(torch.nn.Module):
+    """The all-channel normalize as a formula, x (1e-12 + sum_c x_c^2)^-0.5 (autograd backward)."""
+
+    def forward(self, x):
+        return x * (1e-12 + (x * x).sum(1, keepdim=True)).pow(-0.5)
+
+
+class FormulaWholeL2(torch.nn.Module):
+    """layerWholeL2Normalize as a formula, x / (||x|| + 1e-12) (autograd backward)."""
+
+    def forward(self, x):
+        from matnet.layers.heads import matlab_flatten
+        f = matlab_flatten(x)
+        return (f / (f.norm(dim=1, keepdim=True) + 1e-12)).reshape(x.shape[0], -1, 1, 1)
+
+
+def formula_head(layer):
+    return torch.nn.Sequential(FormulaL2(), layer, FormulaL2(), FormulaWholeL2())
 
 
 def variants(a):
@@ -130,6 +174,9 @@ def variants(a):
     x, assign, neg_c, dzdy = make_inputs(a)
     layer = fast_layer(assign, neg_c)
     x_cl = x.contiguous(memory_format=torch.channels_last)  # what trainWeakly feeds the head
+    raw, dzdv = make_head_inputs(a)
+    raw_cl = raw.contiguous(memory_format=torch.channels_last)
+    head, plain = fast_head(layer), formula_head(layer)
     return {"repmat_fwd": lambda: loop_forward(x, assign, neg_c, repmat=True),
             "loop_fwd": lambda: loop_forward(x, assign, neg_c),
             "fast_fwd": lambda: fast_forward(layer, x),
@@ -138,7 +185,13 @@ def variants(a):
             "loop_fwdbwd": lambda: loop_forward_backward(x, assign, neg_c, dzdy),
             "autograd_fwdbwd": lambda: loop_autograd(x, assign, neg_c, dzdy),
             "fast_fwdbwd": lambda: fast_forward_backward(layer, x, dzdy),
-            "fastcl_fwdbwd": lambda: fast_forward_backward(layer, x_cl, dzdy)}
+            "fastcl_fwdbwd": lambda: fast_forward_backward(layer, x_cl, dzdy),
+            "head_fwd": lambda: fast_forward(head, raw),
+            "headcl_fwd": lambda: fast_forward(head, raw_cl),
+            "formulacl_fwd": lambda: fast_forward(plain, raw_cl),
+            "head_fwdbwd": lambda: fast_forward_backward(head, raw, dzdv),
+            "headcl_fwdbwd": lambda: fast_forward_backward(head, raw_cl, dzdv),
+            "formulacl_fwdbwd": lambda: fast_forward_backward(plain, raw_cl, dzdv)}
 
 
 def best_times(fns, repeats):
@@ -186,6 +239,14 @@ def check_equal(a):
             err = (r - g.reshape(r.shape)).abs().max().item() / max(r.abs().max().item(), 1e-30)
             if err > 1e-9:
                 raise SystemExit(f"mismatch in {name}: relative error {err:.2e}")
+    raw, dzdv = (t.double() for t in make_head_inputs(a))
+    ref = fast_forward_backward(formula_head(layer), raw, dzdv)
+    for x_in in (raw, raw.contiguous(memory_format=torch.channels_last)):
+        got = fast_forward_backward(fast_head(layer), x_in, dzdv)
+        for name, r, g in zip(["head y", "head dzdx", "head dassign", "head dcentres"], ref, got):
+            err = (r - g.reshape(r.shape)).abs().max().item() / max(r.abs().max().item(), 1e-30)
+            if err > 1e-9:
+                raise SystemExit(f"mismatch in {name}: relative error {err:.2e}")
 
 
 def main():
@@ -194,6 +255,8 @@ def main():
     p.add_argument("--repeats", type=int, default=5)
     for dim, v in (("n", 12), ("d", 512), ("h", 30), ("w", 40), ("k", 64)):
         p.add_argument(f"--{dim}", type=int, default=v)
+    p.add_argument("--head-only", action="store_true",
+                   help="time only matnet's layer and heads (not the loops nor the matmul floor)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
@@ -203,12 +266,12 @@ def main():
     input_mb = a.n * a.d * a.h * a.w * 4 / 2 ** 20
     print(f"VLAD head, input {a.n}x{a.d}x{a.h}x{a.w} float32 ({input_mb:.1f} MB), K={a.k}, "
           f"{a.threads} threads, best of {a.repeats}")
-    floor = matmul_floor(a, a.repeats)  # (MKL sum, 6 x fastest)
+    floor = None if a.head_only else matmul_floor(a, a.repeats)  # (MKL sum, 6 x fastest)
     # each variant in its own process: the loops' gigabytes of freed temporaries would
     # otherwise change the page faults, and so the times, of whatever runs after them
     runs = {v: json.loads(subprocess.run([sys.executable, __file__, "--child", v] + sys.argv[1:],
                                          check=True, capture_output=True, text=True).stdout)
-            for v in variants(a)}
+            for v in variants(a) if not (a.head_only and v.split("_")[0] in ("repmat", "loop", "autograd"))}
     sec = {v: r["sec"] for v, r in runs.items()}
     mem = {v: r["peak_mb"] for v, r in runs.items()}
     loops = (("repmat", "loop, MATLAB repmat"), ("loop", "loop, broadcast"), ("autograd", "loop, autograd"))
@@ -223,6 +286,19 @@ def main():
                 f"{sec[f'{lv}_{what}'] / t:.1f}x" for lv, _ in loops if f"{lv}_{what}" in sec)
             print(f"  {label:22s} {t * 1e3:8.1f} ms  peak extra {m:6.1f} MB "
                   f"({m / input_mb:4.1f}x input)  {ratio}")
+    if floor is not None:
+        print_floor(a, sec, floor, loops)
+    print("full head preL2 -> layerVLAD -> intra -> postL2, on unnormalised features "
+          "(targets: forward <= 1.3x, forward+backward <= 1.5x layerVLAD alone)")
+    for what in ("fwd", "fwdbwd"):
+        for v, core, label in (("head", "fast", "matnet, NCHW"), ("headcl", "fastcl", "matnet, channels_last"),
+                               ("formulacl", "fastcl", "autograd formula, channels_last")):
+            t, m = sec[f"{v}_{what}"], mem[f"{v}_{what}"]
+            print(f"  {'forward' if what == 'fwd' else 'fwd+bwd':8s} {label:32s} {t * 1e3:7.1f} ms  "
+                  f"peak extra {m:6.1f} MB  = {t / sec[f'{core}_{what}']:.2f}x layerVLAD alone")
+
+
+def print_floor(a, sec, floor, loops):
     gflop = 6 * 2 * a.n * a.d * a.h * a.w * a.k / 1e9
     mkl, floor = floor
     fast = min(sec["fast_fwdbwd"], sec["fastcl_fwdbwd"])
@@ -233,6 +309,7 @@ def main():
           f"matnet's faster layout takes {fast / floor:.2f}x that")
     print("  ratio bound for any exact implementation here (loop / fastest floor): " + ", ".join(
         f"{label} {sec[f'{v}_fwdbwd'] / floor:.1f}x" for v, label in loops))
+
 
 if __name__ == "__main__":
     main()

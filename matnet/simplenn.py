@@ -6,7 +6,8 @@ import copy
 import torch
 from torch import nn
 
-from .layers import Layer, layer_from_struct
+from .layers import Layer, layer_from_struct, layerVLAD, layerVLADv2
+from .layers.normalize import Normalize
 
 
 class SimpleNN(nn.Module):
@@ -38,12 +39,20 @@ class SimpleNN(nn.Module):
         return cls(layers, meta)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for i, layer in enumerate(self.layers):
+        """All layers in order; an all-channel normalize (preL2) followed by a VLAD layer
+        runs as one fused step (the same function without the normalised features in
+        memory; :func:`vl_simplenn` runs them one by one)."""
+        layers, i = self.layers, 0
+        while i < len(layers):
+            nxt = layers[i + 1] if i + 1 < len(layers) else None
+            fuse = (isinstance(nxt, (layerVLAD, layerVLADv2)) and isinstance(layers[i], Normalize)
+                    and layers[i].sums_all_channels(x.shape[1]))
             try:
-                x = layer(x)
+                x = nxt(x, prenorm=layers[i]) if fuse else layers[i](x)
             except Exception as e:
-                _note_layer(e, i, layer)
+                _note_layer(e, i + fuse, nxt if fuse else layers[i])
                 raise
+            i += 1 + fuse
         return x
 
     def __len__(self) -> int:

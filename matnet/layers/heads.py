@@ -19,8 +19,9 @@ def _norm(x: torch.Tensor) -> torch.Tensor:
 
 
 class _WholeL2(torch.autograd.Function):
-    """y = x / (||x|| + 1e-12) per column, with layerWholeL2Normalize.backward_'s gradient:
-    dz/dx = dzdy / n - x (x^T dzdy) / n^3, n = ||x|| + 1e-12."""
+    """y = x / n per row, n = ||x|| + 1e-12, with layerWholeL2Normalize.backward_'s
+    gradient dz/dx = dzdy / n - x (x^T dzdy) / n^3.  Saves x and the N norms; the
+    backward's only x-sized tensor is its result."""
 
     @staticmethod
     def forward(ctx, x):
@@ -31,7 +32,8 @@ class _WholeL2(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         x, n = ctx.saved_tensors
-        return g / n - x * ((x * g).sum(1, keepdim=True) / n ** 3)
+        coef = (x * g).sum(1, keepdim=True).div_(n.pow(3))
+        return torch.div(g, n).addcmul_(x, coef, value=-1)
 
 
 class _Parameterless(Layer):

@@ -4,7 +4,62 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import Layer, register_type
+from .base import Layer, exporting, register_type
+
+
+CHUNK = 1 << 20  # elements per piece of the CPU loops below: their temporaries stay in cache
+
+
+def sample_chunks(x: torch.Tensor) -> int:
+    """How many samples of ``x`` to process at a time: all on a GPU, pieces of about
+    ``CHUNK`` elements on the CPU, where an x-sized temporary costs its page faults."""
+    if x.device.type != "cpu":
+        return max(1, x.shape[0])
+    return max(1, CHUNK // max(1, x[0].numel()))
+
+
+def channel_sumsq(x: torch.Tensor) -> torch.Tensor:
+    """sum_c x_c^2 over dim 1 (N x 1 x H x W) without an x-sized temporary: the norm over
+    the contiguous channels of a channels_last tensor, squared; for NCHW, where torch's
+    strided norm is slow, the squares of a few samples at a time in one reused buffer."""
+    if x.is_contiguous(memory_format=torch.channels_last) or x.dim() != 4:
+        return torch.linalg.vector_norm(x, dim=1, keepdim=True).square_()
+    b = sample_chunks(x)
+    out = x.new_empty((x.shape[0], 1) + tuple(x.shape[2:]))
+    buf = torch.empty_like(x[:b])
+    for i in range(0, x.shape[0], b):
+        xs = x[i:i + b]
+        torch.sum(torch.mul(xs, xs, out=buf[:len(xs)]), 1, keepdim=True, out=out[i:i + b])
+    return out
+
+
+class _ChannelNorm(torch.autograd.Function):
+    """vl_nnnormalize when every window holds all C channels (N >= 2C - 1):
+    y = x q^-beta, q = kappa + alpha sum_c x_c^2 (kappa inside the power, as MatConvNet).
+    Backward: dz/dx = r g - 2 alpha beta (r / q) <g, x>_c x with r = q^-beta.
+    Saves x (which autograd holds for the layer below anyway) and two N x 1 x H x W
+    maps, not the squares and powers an autograd graph of the formula keeps; the
+    backward's only x-sized tensor is its result."""
+
+    @staticmethod
+    def forward(ctx, x, kappa, alpha, beta):
+        q = channel_sumsq(x).mul_(alpha).add_(kappa)
+        r = q.pow(-beta)
+        ctx.save_for_backward(x, r, q)
+        ctx.scale = -2.0 * alpha * beta
+        return x * r
+
+    @staticmethod
+    def backward(ctx, g):
+        x, r, q = ctx.saved_tensors
+        dx = torch.empty_like(x)  # in the layout of x (preserve_format)
+        b = sample_chunks(x)
+        buf = torch.empty_like(x[:b])
+        for xs, gs, rs, qs, dxs in zip(x.split(b), g.split(b), r.split(b), q.split(b), dx.split(b)):
+            coef = torch.mul(gs, xs, out=buf[:len(xs)]).sum(1, keepdim=True)
+            coef.mul_(rs).div_(qs).mul_(ctx.scale)
+            torch.mul(gs, rs, out=dxs).addcmul_(xs, coef)
+        return dx, None, None, None
 
 
 @register_type("normalize", "lrn")
@@ -13,9 +68,10 @@ class Normalize(Layer):
     Q(t) = [t - floor((N-1)/2), t + ceil((N-1)/2)] clipped to the channels.
 
     N >= 2D sums over all channels: NetVLAD's preL2 and intra-normalisation use
-    [2D, 1e-12, 1, 0.5], i.e. x / sqrt(1e-12 + ||x||^2).  MatConvNet's CPU build
-    evaluates the power with a polynomial approximation (``fast_pow``, about 1e-4
-    relative error); we compute it exactly, as its GPU build does.
+    [2D, 1e-12, 1, 0.5], i.e. x / sqrt(1e-12 + ||x||^2); that case runs as one fused
+    function with its own backward.  MatConvNet's CPU build evaluates the power with a
+    polynomial approximation (``fast_pow``, about 1e-4 relative error); we compute it
+    exactly, as its GPU build does.
     """
 
     type = "normalize"
@@ -36,17 +92,23 @@ class Normalize(Layer):
     def struct_fields(self):
         return {"param": np.asarray([self.depth, self.kappa, self.alpha, self.beta]).reshape(1, 4)}
 
+    def sums_all_channels(self, c: int) -> bool:
+        """Whether every window of this layer holds all ``c`` channels (N >= 2C - 1)."""
+        m1 = (self.depth - 1) // 2
+        return m1 >= c - 1 and self.depth - m1 - 1 >= c - 1
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]
         m1 = (self.depth - 1) // 2
         m2 = self.depth - m1 - 1
-        sq = x * x
-        if m1 >= c - 1 and m2 >= c - 1:  # every window holds all channels
-            s = sq.sum(1, keepdim=True)
-        else:  # window sums from a float64 running sum: no cancellation trouble
-            cs = torch.nn.functional.pad(sq.double().cumsum(1), (0, 0, 0, 0, 1, 0))
-            t = torch.arange(c, device=x.device)
-            hi = (t + m2).clamp(max=c - 1) + 1
-            lo = (t - m1).clamp(min=0)
-            s = (cs.index_select(1, hi) - cs.index_select(1, lo)).to(x.dtype)
+        if self.sums_all_channels(c):
+            if exporting():  # the same forward, as plain ops a tracer can record
+                return x * (self.kappa + self.alpha * (x * x).sum(1, keepdim=True)).pow(-self.beta)
+            return _ChannelNorm.apply(x, self.kappa, self.alpha, self.beta)
+        # window sums from a float64 running sum: no cancellation trouble
+        cs = torch.nn.functional.pad((x * x).double().cumsum(1), (0, 0, 0, 0, 1, 0))
+        t = torch.arange(c, device=x.device)
+        hi = (t + m2).clamp(max=c - 1) + 1
+        lo = (t - m1).clamp(min=0)
+        s = (cs.index_select(1, hi) - cs.index_select(1, lo)).to(x.dtype)
         return x * (self.kappa + self.alpha * s).pow(-self.beta)

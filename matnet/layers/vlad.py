@@ -15,6 +15,7 @@ import torch
 
 from ..layout import matlab_shape
 from .base import Layer, LayerError, _as_list, exporting, register_class
+from .normalize import Normalize, channel_sumsq
 
 # The MATLAB classdef properties, in declaration order (relja_saveobj writes them all).
 VLAD_PROPERTIES = ("type", "name", "K", "D", "vladDim", "weights", "momentum",
@@ -26,20 +27,37 @@ def _empty() -> np.ndarray:
 
 
 def vlad_aggregate(x: torch.Tensor, assign_w: torch.Tensor, assign_b: torch.Tensor | None,
-                   neg_centres: torch.Tensor) -> torch.Tensor:
+                   neg_centres: torch.Tensor, prenorm: tuple[float, float, float] | None = None
+                   ) -> torch.Tensor:
     """The NetVLAD function on x (N x D x H x W); assign_w and neg_centres are D x K,
     assign_b is K or None.  Returns N x D x 1 x K (MATLAB's 1 x K x D x N).
 
     Vectorised: V = A X^T + (sum_i A) (-c)^T with one batched matmul, A the K x HW soft
     assignment of each image; no per-cluster loop and no N x K x D x HW residual tensor.
     The gradient is layerVLAD.backward_'s (v1.03), batched.
+
+    ``prenorm`` = (kappa, alpha, beta) applies the all-channel normalize before it (the
+    preL2 layer, y = x s with s = (kappa + alpha sum_c x_c^2)^-beta per pixel) without
+    forming y: the per-pixel scale s goes into the assignment logits and the aggregation
+    weights, and the backward returns dz/dx through the normalisation.
     """
     if assign_b is None:
         assign_b = assign_w.new_zeros(0)
     if exporting():  # the same forward, as plain ops a tracer can record
-        vlad_t, _ = (_forward_rows if _is_channels_last(x) else _forward_cols)(x, assign_w, assign_b, neg_centres)
+        rows = _is_channels_last(x)
+        scale = None if prenorm is None else _prenorm_maps(x, prenorm, rows, plain=True)[0]
+        vlad_t, _, _ = (_forward_rows if rows else _forward_cols)(x, assign_w, assign_b, neg_centres, scale)
         return vlad_t.reshape(x.shape[0], x.shape[1], 1, -1)
-    return _VLADFunction.apply(x, assign_w, assign_b, neg_centres)
+    return _VLADFunction.apply(x, assign_w, assign_b, neg_centres, prenorm)
+
+
+def _prenorm_maps(x, prenorm, rows: bool, plain: bool = False):
+    """The prenorm's per-pixel scale s = q^-beta and q = kappa + alpha sum_c x_c^2, as
+    N x HW x 1 (rows) or N x 1 x HW maps; ``plain``: with ops any tracer records."""
+    kappa, alpha, beta = prenorm
+    sumsq = (x * x).sum(1) if plain else channel_sumsq(x)
+    q = sumsq.reshape(x.shape[0], -1).unsqueeze(2 if rows else 1) * alpha + kappa
+    return q.pow(-beta), q
 
 
 def _is_channels_last(x: torch.Tensor) -> bool:
@@ -52,27 +70,38 @@ class _VLADFunction(torch.autograd.Function):
     copied: N x D x HW matrices for NCHW input, N x HW x D rows (where the assignment
     conv and its gradients run as oneDNN/cuDNN 1x1 convolutions) for channels_last, the
     layout trainWeakly and serialAllFeats feed.  Saves only x and the assignment; the
-    backward's extra memory is about the size of dz/dx."""
+    backward's extra memory is about the size of dz/dx.
+
+    With a prenorm the per-pixel scale s multiplies the K x HW logits and assignments
+    (never the D x HW features); the normalisation's backward, s g - 2 alpha beta (s/q)
+    <g, x> x with g the gradient at y, needs <g, x> = sum_k dz/dlogit_k (w_k^T x) +
+    a_k (dV_k^T x), again K x HW products, and one pass over dz/dx."""
 
     @staticmethod
-    def forward(ctx, x, assign_w, assign_b, neg_c):
+    def forward(ctx, x, assign_w, assign_b, neg_c, prenorm):
         ctx.has_bias = bool(assign_b.numel())
         ctx.rows = _is_channels_last(x)
-        vlad_t, assign = (_forward_rows if ctx.rows else _forward_cols)(x, assign_w, assign_b, neg_c)
-        ctx.save_for_backward(x, assign_w, neg_c, assign)
+        scale = q = None
+        if prenorm is not None:
+            scale, q = _prenorm_maps(x, prenorm, ctx.rows)
+            ctx.prenorm_scale = -2.0 * prenorm[1] * prenorm[2]
+        vlad_t, assign, raw_logits = (_forward_rows if ctx.rows else _forward_cols)(
+            x, assign_w, assign_b, neg_c, scale)
+        ctx.save_for_backward(x, assign_w, neg_c, assign, raw_logits, scale, q)
         return vlad_t.reshape(x.shape[0], x.shape[1], 1, -1)
 
     @staticmethod
     def backward(ctx, dzdy):
-        x, assign_w, neg_c, assign = ctx.saved_tensors
+        x, assign_w, neg_c, assign, raw_logits, scale, q = ctx.saved_tensors
         need = ctx.needs_input_grad
         dv_t = dzdy.reshape(x.shape[0], x.shape[1], -1)                  # N x D x K = dV^T
         dx, dw, dzdp = (_backward_rows if ctx.rows else _backward_cols)(
-            x, assign_w, neg_c, assign, dv_t, need[0], need[1])
+            x, assign_w, neg_c, assign, dv_t, need[0], need[1], raw_logits, scale, q,
+            ctx.prenorm_scale if scale is not None else 0.0)
         hw_dim = 1 if ctx.rows else 2                                     # of dzdp and assign
         db = dzdp.sum((0, hw_dim)) if need[2] and ctx.has_bias else None
         dc = (dv_t * assign.sum(hw_dim).unsqueeze(1)).sum(0) if need[3] else None
-        return dx, dw, db, dc
+        return dx, dw, db, dc, None
 
 
 def _softmax_grad_(g: torch.Tensor, assign: torch.Tensor, dim: int) -> torch.Tensor:
@@ -81,36 +110,59 @@ def _softmax_grad_(g: torch.Tensor, assign: torch.Tensor, dim: int) -> torch.Ten
     return g.addcmul_(assign, g.sum(dim, keepdim=True), value=-1)
 
 
-def _forward_cols(x, assign_w, assign_b, neg_c):
-    """NCHW: features as N x D x HW columns; returns V^T (N x D x K) and A (N x K x HW)."""
+def _scaled(t: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+    return t if scale is None else t * scale
+
+
+def _prenorm_coef(dzdp, raw_logits, assign, m, scale, q, factor, dim):
+    """The per-pixel factor of x in the prenorm backward, factor (s/q) <g, x> with
+    <g, x> = sum_k dz/dlogit_k (w_k^T x) + a_k (dV_k^T x)."""
+    dot = (dzdp * raw_logits).sum(dim, keepdim=True)
+    dot += (assign * m).sum(dim, keepdim=True)
+    return dot.mul_(scale).div_(q).mul_(factor)
+
+
+def _forward_cols(x, assign_w, assign_b, neg_c, scale):
+    """NCHW: features as N x D x HW columns; returns V^T (N x D x K), A (N x K x HW) and,
+    with a prenorm scale (N x 1 x HW), the unscaled logits W^T x (else None)."""
     n, d = x.shape[:2]
     feats = x.reshape(n, d, -1)
     w_t = assign_w.t().unsqueeze(0).expand(n, -1, -1)                     # N x K x D
-    if assign_b.numel():
+    raw = None
+    if scale is not None:
+        raw = torch.bmm(w_t, feats)
+        logits = raw * scale
+        if assign_b.numel():
+            logits += assign_b.reshape(1, -1, 1)
+    elif assign_b.numel():
         logits = torch.baddbmm(assign_b.reshape(1, -1, 1), w_t, feats)
     else:
         logits = torch.bmm(w_t, feats)                                    # N x K x HW
     assign = torch.softmax(logits, dim=1)
     del logits
-    vlad_t = torch.bmm(feats, assign.transpose(1, 2))                     # V^T = X A^T
+    vlad_t = torch.bmm(feats, _scaled(assign, scale).transpose(1, 2))     # V^T = X A^T
     vlad_t += neg_c.unsqueeze(0) * assign.sum(2).unsqueeze(1)
-    return vlad_t, assign
+    return vlad_t, assign, raw
 
 
-def _backward_cols(x, assign_w, neg_c, assign, dv_t, need_x, need_w):
+def _backward_cols(x, assign_w, neg_c, assign, dv_t, need_x, need_w, raw_logits, scale, q, factor):
     n, d = x.shape[:2]
     feats = x.reshape(n, d, -1)
     # dz/da(k, i) = sum_d dV(k, d) (x_i(d) - c_k(d)), then through the softmax
-    dzdp = torch.bmm(dv_t.transpose(1, 2), feats)                         # N x K x HW
+    m = torch.bmm(dv_t.transpose(1, 2), feats)                            # N x K x HW
+    dzdp = _scaled(m, scale)
     dzdp += (dv_t * neg_c.unsqueeze(0)).sum(1).unsqueeze(2)
     _softmax_grad_(dzdp, assign, 1)
+    dzdp_s = _scaled(dzdp, scale)
     dx = dw = None
     if need_x:  # via the assignment conv, then via the aggregation
-        dx = torch.bmm(assign_w.unsqueeze(0).expand(n, -1, -1), dzdp)
-        dx.baddbmm_(dv_t, assign)
+        dx = torch.bmm(assign_w.unsqueeze(0).expand(n, -1, -1), dzdp_s)
+        dx.baddbmm_(dv_t, _scaled(assign, scale))
+        if scale is not None:
+            dx.addcmul_(feats, _prenorm_coef(dzdp, raw_logits, assign, m, scale, q, factor, 1))
         dx = dx.reshape(x.shape)
     if need_w:
-        dw = torch.bmm(feats, dzdp.transpose(1, 2)).sum(0)
+        dw = torch.bmm(feats, dzdp_s.transpose(1, 2)).sum(0)
     return dx, dw, dzdp
 
 
@@ -125,32 +177,44 @@ def _assign_filters(assign_w: torch.Tensor) -> torch.Tensor:
     return assign_w.t().reshape(assign_w.shape[1], assign_w.shape[0], 1, 1)
 
 
-def _forward_rows(x, assign_w, assign_b, neg_c):
+def _forward_rows(x, assign_w, assign_b, neg_c, scale):
     """channels_last: features as N x HW x D rows; returns V^T (N x D x K, a transposed
-    view) and A (N x HW x K)."""
-    logits = torch.nn.functional.conv2d(x, _assign_filters(assign_w),
-                                        assign_b if assign_b.numel() else None)
-    assign = torch.softmax(_rows(logits), dim=2)
+    view), A (N x HW x K) and, with a prenorm scale (N x HW x 1), the unscaled logits."""
+    bias = assign_b if assign_b.numel() else None
+    raw = None
+    if scale is not None:
+        raw = _rows(torch.nn.functional.conv2d(x, _assign_filters(assign_w)))
+        logits = raw * scale
+        if bias is not None:
+            logits += bias
+    else:
+        logits = _rows(torch.nn.functional.conv2d(x, _assign_filters(assign_w), bias))
+    assign = torch.softmax(logits, dim=2)
     del logits
-    vlad = torch.bmm(assign.transpose(1, 2), _rows(x))                   # V = A X^T, N x K x D
+    vlad = torch.bmm(_scaled(assign, scale).transpose(1, 2), _rows(x))    # V = A X^T, N x K x D
     vlad += assign.sum(1).unsqueeze(2) * neg_c.t().unsqueeze(0)
-    return vlad.transpose(1, 2), assign
+    return vlad.transpose(1, 2), assign, raw
 
 
-def _backward_rows(x, assign_w, neg_c, assign, dv_t, need_x, need_w):
+def _backward_rows(x, assign_w, neg_c, assign, dv_t, need_x, need_w, raw_logits, scale, q, factor):
     n, d, h, w = x.shape
-    dzdp = torch.bmm(_rows(x), dv_t)                                      # N x HW x K
+    m = torch.bmm(_rows(x), dv_t)                                         # N x HW x K
+    dzdp = _scaled(m, scale)
     dzdp += (dv_t * neg_c.unsqueeze(0)).sum(1).unsqueeze(1)
     _softmax_grad_(dzdp, assign, 2)
+    dzdp_s = _scaled(dzdp, scale)
     dx = dw = None
     if need_x or need_w:  # the assignment conv's backward (vl_nnconv's), then the aggregation
-        dzdp_map = dzdp.reshape(n, h, w, -1).permute(0, 3, 1, 2)          # channels_last
+        dzdp_map = dzdp_s.reshape(n, h, w, -1).permute(0, 3, 1, 2)        # channels_last
         dx, dw4, _ = torch.ops.aten.convolution_backward(
             dzdp_map, x, _assign_filters(assign_w), None, [1, 1], [0, 0], [1, 1], False,
             [0, 0], 1, [need_x, need_w, False])
         if need_x:
             dx = dx.contiguous(memory_format=torch.channels_last)  # so that _rows is a view
-            _rows(dx).baddbmm_(assign, dv_t.transpose(1, 2))
+            dx_rows = _rows(dx)
+            dx_rows.baddbmm_(_scaled(assign, scale), dv_t.transpose(1, 2))
+            if scale is not None:
+                dx_rows.addcmul_(_rows(x), _prenorm_coef(dzdp, raw_logits, assign, m, scale, q, factor, 2))
         if need_w:
             dw = dw4.reshape(assign_w.shape[1], d).t()
     return dx, dw, dzdp
@@ -257,6 +321,16 @@ class _VLADBase(Layer):
             raise self.fail(f"input has {x.shape[1] if x.dim() == 4 else tuple(x.shape)} channels "
                             f"(N x D x H x W expected), the layer has D={self.D}")
 
+    def prenorm_args(self, prenorm: Normalize | None) -> tuple[float, float, float] | None:
+        """(kappa, alpha, beta) of a normalize layer over all D channels (preL2) that
+        runs fused with this layer, or None; any other layer cannot be fused."""
+        if prenorm is None:
+            return None
+        if not (isinstance(prenorm, Normalize) and prenorm.sums_all_channels(self.D)):
+            raise self.fail(f"cannot fuse layer '{getattr(prenorm, 'name', prenorm)}': only a "
+                            f"normalize over all {self.D} channels runs inside the VLAD layer")
+        return prenorm.kappa, prenorm.alpha, prenorm.beta
+
     def extra_repr(self) -> str:
         return f"name={self.name!r}, K={self.K}, D={self.D}"
 
@@ -281,10 +355,12 @@ class layerVLAD(_VLADBase):
         self._set_weights([a.reshape(1, 1, d, k), (-c).reshape(1, 1, d, k)])
         return self
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, prenorm: Normalize | None = None) -> torch.Tensor:
+        """This layer on x, or with ``prenorm`` (see :meth:`_VLADBase.prenorm_args`) on prenorm(x)."""
         self._check_input(x)
         w0, w1 = self.weights[0], self.weights[1]
-        return vlad_aggregate(x, w0.reshape(self.D, self.K), None, w1.reshape(self.D, self.K))
+        return vlad_aggregate(x, w0.reshape(self.D, self.K), None, w1.reshape(self.D, self.K),
+                              self.prenorm_args(prenorm))
 
 
 @register_class("layerVLADv2")
@@ -325,7 +401,9 @@ class layerVLADv2(_VLADBase):
         self._set_weights([a.reshape(1, 1, d, k), b.reshape(1, k), c.reshape(1, 1, d, k)])
         return self
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, prenorm: Normalize | None = None) -> torch.Tensor:
+        """This layer on x, or with ``prenorm`` (see :meth:`_VLADBase.prenorm_args`) on prenorm(x)."""
         self._check_input(x)
         w0, b, w2 = self.weights
-        return vlad_aggregate(x, w0.reshape(self.D, self.K), b.reshape(-1), w2.reshape(self.D, self.K))
+        return vlad_aggregate(x, w0.reshape(self.D, self.K), b.reshape(-1), w2.reshape(self.D, self.K),
+                              self.prenorm_args(prenorm))
