@@ -90,6 +90,12 @@ def test_evaluate_both_protocols_equal_brute_force(tmp_path, capsys):
                 "--protocol", "vpr", "--dims", "5", "--cpu"]) == 0
     rec = json.loads((out / "tiny_vpr_test_recall.json").read_text())
     np.testing.assert_allclose(rec["results"][0]["recall"], seen["vpr", 5], atol=1e-12)
+    # ... and with the panorama ids of its names, the matlab protocol gives Tokyo 24/7's numbers
+    assert cli(["evaluate", "--net", str(net_file), "--dataset", f"vpr:{tmp_path / 'vpr'}:test", "--out", str(out),
+                "--panorama-nms", "--dims", "5", "--cpu"]) == 0
+    rec = json.loads((out / "tiny_vpr_test_recall.json").read_text())
+    assert rec["protocol"] == "matlab" and rec["search_postprocess"] == "dbVPR"
+    np.testing.assert_allclose(rec["results"][0]["recall"], seen["matlab", 5], atol=1e-12)
 
 
 def test_evaluate_bad_inputs(tmp_path, capsys):
@@ -97,6 +103,8 @@ def test_evaluate_bad_inputs(tmp_path, capsys):
         parse_dataset("folder/without/kind")
     with pytest.raises(ValueError, match="a spec needs --root"):
         parse_dataset("spec:x.mat")
+    with pytest.raises(ValueError, match="apply to vpr: datasets only"):
+        parse_dataset("msls:/nowhere", panoramaNMS=True)
     root, specs = tmp_path / "Tokyo247", tmp_path / "specs"
     tokyo_like(root, specs)
     (root / "query" / "00003.jpg").unlink()

@@ -38,6 +38,10 @@ def test_dbmsls_official_rules(tmp_path):
     np.testing.assert_array_equal(db.utmDb[:, 5], grid[:, 0] + [1e7, 0])  # sf shifted by 1e7 m
     assert db.qCity == ["cph", "cph", "sf"] and db.qNight.tolist() == [True, False, True]
     # positives stay within the city: sf query 0 sits on the grid point of cph's db0
+    assert not db.dbPano.any()
+    with pytest.warns(UserWarning):
+        with_panos = dbMSLS(tmp_path, "val", excludePanos=False)
+    assert with_panos.numImages == 12 and with_panos.dbPano.tolist() == [False, False, True, False, False, False] * 2
     assert db.posDb(0).tolist() == [0, 1]  # 20 m apart; not sf_db0 (id 5) at the same numbers
     np.testing.assert_array_equal(db.isPosQ(2, np.arange(10)), [0] * 5 + [1, 1] + [0] * 3)  # 3 and 17 m
 

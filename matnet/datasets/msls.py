@@ -59,13 +59,15 @@ def is_true(v) -> bool:
     return str(v).strip().lower() in _TRUE
 
 
-def read_part(folder_: Path) -> dict:
-    """One city's database or query folder: keys, UTM, metadata (pano and subtask rows dropped)."""
+def read_part(folder_: Path, excludePanos: bool = True) -> dict:
+    """One city's database or query folder: keys, UTM, metadata (subtask rows and, with
+    ``excludePanos``, panorama rows dropped)."""
     post = read_csv(folder_ / "postprocessed.csv", ("key", "easting", "northing"))
     raw = read_csv(folder_ / "raw.csv", ("key", "pano"))
     if len(raw) != len(post) or any(a["key"] != b["key"] for a, b in zip(raw, post)):
         raise MSLSError(f"{folder_ / 'raw.csv'} and postprocessed.csv do not list the same keys in the same order")
-    keep = np.array([not is_true(r["pano"]) for r in raw], bool)
+    pano = np.array([is_true(r["pano"]) for r in raw], bool)
+    keep = ~pano if excludePanos else np.ones(len(raw), bool)
     sub = folder_ / "subtask_index.csv"
     if sub.is_file():
         rows = read_csv(sub, ("all",))
@@ -84,7 +86,7 @@ def read_part(folder_: Path) -> dict:
         raise MSLSError(f"{folder_ / 'postprocessed.csv'}: easting/northing not a number ({e})") from None
     idx = np.flatnonzero(keep)
     return {"keys": [keys[i] for i in idx], "utm": utm[:, idx],
-            "night": np.array([is_true(post[i].get("night", "")) for i in idx], bool),
+            "night": np.array([is_true(post[i].get("night", "")) for i in idx], bool), "pano": pano[idx],
             "view_direction": [post[i].get("view_direction", "") for i in idx],
             "captured_at": [raw[i].get("captured_at", "") for i in idx]}
 
@@ -109,11 +111,15 @@ class dbMSLS(dbBase):
     """``dbMSLS(root, whichSet="val", cities=None, posDistThr=25)`` (see the module
     docstring).  ``dbPath`` = ``qPath`` = ``<root>/``, names
     ``train_val/<city>/{database,query}/images/<key>.jpg``.  Extra per-image properties
-    ``dbCity``/``qCity``, ``dbNight``/``qNight`` (bool), ``dbViewDirection``/
-    ``qViewDirection``, ``dbCapturedAt``/``qCapturedAt`` (as in the CSVs) and
-    ``cities``.  ``nonTrivPosDistSqThr`` 100 as the NetVLAD specs."""
+    ``dbCity``/``qCity``, ``dbNight``/``qNight``, ``dbPano``/``qPano`` (bool),
+    ``dbViewDirection``/``qViewDirection``, ``dbCapturedAt``/``qCapturedAt`` (as in
+    the CSVs) and ``cities``.  ``excludePanos=False`` keeps the panorama images (the
+    official evaluation leaves them out).  ``nonTrivPosDistSqThr`` 100 as the NetVLAD
+    specs: trainWeakly's positives within 10 m and negatives beyond 25 m are also
+    mapillary_sls's training thresholds (posDistThr 10, negDistThr 25)."""
 
-    def __init__(self, root, whichSet: str = "val", cities=None, posDistThr=25, nonTrivPosDistSqThr=100):
+    def __init__(self, root, whichSet: str = "val", cities=None, posDistThr=25, nonTrivPosDistSqThr=100,
+                 excludePanos: bool = True):
         if whichSet not in ("train", "val"):
             raise MSLSError(f"dbMSLS: whichSet must be train or val (MSLS test has no positions), got {whichSet!r}")
         root = Path(root).expanduser()
@@ -128,7 +134,7 @@ class dbMSLS(dbBase):
                 raise MSLSError(f"{cdir}: city folder not found (pass cities= to use the cities you have)")
             parts = {}
             for part in ("database", "query"):
-                parts[part] = read_part(cdir / part)
+                parts[part] = read_part(cdir / part, excludePanos)
                 parts[part]["utm"] = parts[part]["utm"] + np.array([[k * CITY_OFFSET], [0.0]])
                 parts[part]["fns"] = [f"train_val/{city}/{part}/images/{key}.jpg" for key in parts[part]["keys"]]
                 parts[part]["city"] = [city] * len(parts[part]["keys"])
@@ -149,6 +155,7 @@ class dbMSLS(dbBase):
         self.utmDb, self.utmQ = cat(db, "utm").reshape(2, -1), cat(q, "utm").reshape(2, -1)
         self.dbCity, self.qCity = cat(db, "city"), cat(q, "city")
         self.dbNight, self.qNight = cat(db, "night"), cat(q, "night")
+        self.dbPano, self.qPano = cat(db, "pano"), cat(q, "pano")
         self.dbViewDirection, self.qViewDirection = cat(db, "view_direction"), cat(q, "view_direction")
         self.dbCapturedAt, self.qCapturedAt = cat(db, "captured_at"), cat(q, "captured_at")
         self.numImages, self.numQueries = len(self.dbImageFns), len(self.qImageFns)
