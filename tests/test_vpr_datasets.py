@@ -289,3 +289,26 @@ def test_bad_vpr_inputs(tmp_path):
     with pytest.raises(DbStructError, match=r"bad_test.mat: the spec file already exists \(pass --force"):
         import_specs("vpr", root, "bad", tmp_path / "specs")
     import_specs("vpr", root, "bad", tmp_path / "specs", force=True, log=lambda *a: None)
+
+
+def test_export_labels_on_the_released_names(shared_dir):
+    """The export's naming rules hold for every image name of the released specs: Tokyo
+    24/7's pano ids group exactly dbTokyo247's blocks of 12 cutouts, Pitts and TokyoTM
+    names all parse, and no two exported names collide."""
+    from matnet.datasets.tokyo247 import panorama_of
+    from matnet.datasets.vpr_export import labels
+    s = load_dbstruct(shared_dir / "datasets" / "tokyo247.mat")
+    panos = [labels("tokyo247", fn)["pano_id"] for fn in s["dbImageFns"]]
+    _, group = np.unique(panos, return_inverse=True)
+    ids = np.arange(len(panos))
+    # same partition: the first id of each group maps to a distinct block, and back
+    assert len(set(zip(group.tolist(), panorama_of(ids).tolist()))) == len(set(group.tolist())) == s["numImages"] // 12
+    assert [labels("tokyo247", fn)["tile"] for fn in s["dbImageFns"][:13]] == [f"{t:02d}" for t in range(12)] + ["00"]
+    for name, kind in (("pitts30k_test", "pitts"), ("tokyoTM_val", "tokyoTM")):
+        s = load_dbstruct(shared_dir / "datasets" / f"{name}.mat")
+        for part, ts in (("dbImageFns", s.get("dbTimeStamp")), ("qImageFns", s.get("qTimeStamp"))):
+            lab = [labels(kind, fn, None if ts is None else ts[i]) for i, fn in enumerate(s[part])]
+            assert all(f.get("pano_id") for f in lab), (name, part)  # every name matched its rule
+            keys = {(round(s["utmDb" if part == "dbImageFns" else "utmQ"][0, i], 2), f["pano_id"], f.get("tile"),
+                     f.get("note"), f.get("timestamp")) for i, f in enumerate(lab)}
+            assert len(keys) == len(lab), (name, part)
