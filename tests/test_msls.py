@@ -107,5 +107,8 @@ def test_import_msls_and_bad_inputs(tmp_path):
     make_msls_part(tmp_path / "train_val" / "sf" / "query", ["k", "k"], np.zeros((2, 2)), subtask_all=[True, True], images=False)
     with pytest.raises(MSLSError, match=r"sf/query/postprocessed.csv: duplicate image key k"):
         dbMSLS(tmp_path, "val")
+    with pytest.warns(UserWarning, match=r"cph: no database or no query images left for subtask 's2w'"), \
+            pytest.raises(MSLSError, match=r"no database and query images in cities cph for subtask 's2w'"):
+        dbMSLS(tmp_path, "val", cities=["cph"], subtask="s2w")
     with pytest.raises(MSLSError, match="whichSet must be train or val"):
         dbMSLS(tmp_path, "test")

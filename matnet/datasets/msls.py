@@ -4,9 +4,10 @@ Official layout ``<root>/train_val/<city>/{database,query}/`` with ``images/<key
 ``raw.csv`` (key, lon, lat, ca, captured_at, pano) and ``postprocessed.csv`` (key,
 easting, northing, night, view_direction, ...), optional ``subtask_index.csv``; the
 first CSV column is the row index.  As mapillary_sls's ``MSLS(mode='val',
-task='im2im', subtask='all')`` with ``evaluate.py``'s 25 m: rows with ``pano`` True are
-left out, and rows whose ``all`` column of subtask_index.csv is False (when the file
-exists); positives are database images of the same city within posDistThr (inclusive);
+task='im2im', subtask)`` with ``evaluate.py``'s 25 m: rows with ``pano`` True are
+left out, and rows whose ``subtask`` column (default ``all``; s2w, w2s, o2n, n2o, d2n,
+n2d) of subtask_index.csv is False (when the file exists; a city left with no database
+or no query image is skipped with a warning, as the official code skips it); positives are database images of the same city within posDistThr (inclusive);
 queries with no positive are left out of the test, as the official evaluation does
 (reported in a warning).  Cities are read in the order given (default: the official
 split, val = cph, sf).
@@ -59,7 +60,7 @@ def is_true(v) -> bool:
     return str(v).strip().lower() in _TRUE
 
 
-def read_part(folder_: Path, excludePanos: bool = True) -> dict:
+def read_part(folder_: Path, excludePanos: bool = True, subtask: str = "all") -> dict:
     """One city's database or query folder: keys, UTM, metadata (subtask rows and, with
     ``excludePanos``, panorama rows dropped)."""
     post = read_csv(folder_ / "postprocessed.csv", ("key", "easting", "northing"))
@@ -70,10 +71,10 @@ def read_part(folder_: Path, excludePanos: bool = True) -> dict:
     keep = ~pano if excludePanos else np.ones(len(raw), bool)
     sub = folder_ / "subtask_index.csv"
     if sub.is_file():
-        rows = read_csv(sub, ("all",))
+        rows = read_csv(sub, (subtask,))
         if len(rows) != len(post):
             raise MSLSError(f"{sub}: {len(rows)} rows, postprocessed.csv has {len(post)}")
-        keep &= np.array([is_true(r["all"]) for r in rows], bool)
+        keep &= np.array([is_true(r[subtask]) for r in rows], bool)
     keys = [r["key"] for r in post]
     seen = set()
     for k in keys:
@@ -108,8 +109,8 @@ def present_splits(root, cities=None) -> dict[str, list[str]]:
 
 
 class dbMSLS(dbBase):
-    """``dbMSLS(root, whichSet="val", cities=None, posDistThr=25)`` (see the module
-    docstring).  ``dbPath`` = ``qPath`` = ``<root>/``, names
+    """``dbMSLS(root, whichSet="val", cities=None, posDistThr=25, subtask="all")`` (see
+    the module docstring).  ``dbPath`` = ``qPath`` = ``<root>/``, names
     ``train_val/<city>/{database,query}/images/<key>.jpg``.  Extra per-image properties
     ``dbCity``/``qCity``, ``dbNight``/``qNight``, ``dbPano``/``qPano`` (bool),
     ``dbViewDirection``/``qViewDirection``, ``dbCapturedAt``/``qCapturedAt`` (as in
@@ -119,7 +120,7 @@ class dbMSLS(dbBase):
     mapillary_sls's training thresholds (posDistThr 10, negDistThr 25)."""
 
     def __init__(self, root, whichSet: str = "val", cities=None, posDistThr=25, nonTrivPosDistSqThr=100,
-                 excludePanos: bool = True):
+                 excludePanos: bool = True, subtask: str = "all"):
         if whichSet not in ("train", "val"):
             raise MSLSError(f"dbMSLS: whichSet must be train or val (MSLS test has no positions), got {whichSet!r}")
         root = Path(root).expanduser()
@@ -134,12 +135,14 @@ class dbMSLS(dbBase):
                 raise MSLSError(f"{cdir}: city folder not found (pass cities= to use the cities you have)")
             parts = {}
             for part in ("database", "query"):
-                parts[part] = read_part(cdir / part, excludePanos)
+                parts[part] = read_part(cdir / part, excludePanos, subtask)
                 parts[part]["utm"] = parts[part]["utm"] + np.array([[k * CITY_OFFSET], [0.0]])
                 parts[part]["fns"] = [f"train_val/{city}/{part}/images/{key}.jpg" for key in parts[part]["keys"]]
                 parts[part]["city"] = [city] * len(parts[part]["keys"])
             if not parts["database"]["keys"] or not parts["query"]["keys"]:
-                raise MSLSError(f"{cdir}: no database or no query images left (after leaving out panoramas)")
+                warnings.warn(f"{cdir}: no database or no query images left for subtask '{subtask}' "
+                              f"(panoramas left out): city skipped", stacklevel=2)
+                continue
             cp = closePosition(parts["database"]["utm"], posDistThr)
             has = np.array([p.size > 0 for p in cp.getPosIDs(parts["query"]["utm"])[0]], bool)
             if not has.all():
@@ -150,6 +153,9 @@ class dbMSLS(dbBase):
             for out, part in ((db, parts["database"]), (q, parts["query"])):
                 for f, v in part.items():
                     out.setdefault(f, []).append(v)
+        if not db:
+            raise MSLSError(f"{root / 'train_val'}: no database and query images in cities {', '.join(cities)} "
+                            f"for subtask '{subtask}'")
         cat = lambda d, f: (np.concatenate(d[f], axis=-1) if isinstance(d[f][0], np.ndarray) else sum(d[f], []))
         self.dbImageFns, self.qImageFns = cat(db, "fns"), cat(q, "fns")
         self.utmDb, self.utmQ = cat(db, "utm").reshape(2, -1), cat(q, "utm").reshape(2, -1)
