@@ -220,7 +220,7 @@ def test_concurrent_checkpoint0_writers_do_not_corrupt(env):
     nets = [_simple_head(loadNet("tiny", "conv3"), None, dbT) for _ in range(2)]
     o = TrainWeaklyOpts(**OPTS)
     fn = out / "shared_q.bin"
-    ts = [threading.Thread(target=tw._serial_feats, args=(n, dbT.qPath, dbT.qImageFns, str(fn), o)) for n in nets]
+    ts = [threading.Thread(target=tw._checkpoint0_feats, args=(n, dbT.qPath, dbT.qImageFns, str(fn), o)) for n in nets]
     [t.start() for t in ts]
     [t.join() for t in ts]
     f = read_bin(fn, n=dbT.numQueries)

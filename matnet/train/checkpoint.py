@@ -66,7 +66,7 @@ def _aux_from_mat(m: dict) -> dict:
     out["epochStartTime"] = [t] if isinstance(t, str) else [str(x) for x in np.asarray(t, object).reshape(-1)]
     if isinstance(m.get("rngState"), str):
         out["rngState"] = json.loads(m["rngState"])
-    for k in ("numTrain", "resumeBatch", "resumeEpoch"):
+    for k in ("numTrain", "resumeBatch", "resumeEpoch", "epochTestsPending"):
         if k in m:
             out[k] = int(np.asarray(m[k]).reshape(-1)[0])
     return out
@@ -81,10 +81,8 @@ def saveNet(net, obj: dict, opts: TrainWeaklyOpts, auxData: dict, ID: str, descr
         print(f"saving net {opts.sessionID} {ID} : {description}")
     fn = checkpointFn(opts, ID)
     latest = checkpointFn(opts, "latest")
-    tmp = unique_tmp(fn)
-    savemat(tmp, {"net": net_to_struct(net), "obj": _obj_to_mat(obj), "opts": opts.to_struct(),
-                  "auxData": _aux_to_mat(auxData)})
-    os.replace(tmp, fn)
+    savemat(fn, {"net": net_to_struct(net), "obj": _obj_to_mat(obj), "opts": opts.to_struct(),
+                 "auxData": _aux_to_mat(auxData)})  # atomic (a temporary file renamed)
     tmp = unique_tmp(latest)
     shutil.copyfile(fn, tmp)
     os.replace(tmp, latest)

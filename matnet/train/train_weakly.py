@@ -1,7 +1,9 @@
 """trainWeakly: NetVLAD's weakly supervised triplet training (trainWeakly.m).
 
 Resuming (``startEpoch`` > 1) takes the saved options, except startEpoch, test0,
-useGPU, numThreads (as MATLAB) and nEpoch (so a finished run can be extended).
+useGPU, numThreads (as MATLAB) and nEpoch (so a finished run can be extended); other
+options given at resume that differ from the saved ones are listed in one warning
+(MATLAB ignores them silently, although its README_more says they are used).
 
 Differences from MATLAB, all deliberate: random numbers come from numpy
 (``default_rng(43 - 1 + epoch)`` per epoch, used for the query order, the sampled
@@ -9,18 +11,27 @@ negatives and jittering) instead of MATLAB's stream; a resumed run keeps the sav
 momentum (MATLAB's netPrepareForTrain zeroes it); ``startEpoch = e`` also resumes in
 the middle of epoch e when ``<sessionID>_ep<e>_latest.mat`` is a mid-epoch save
 (its random state, batch position and feature cache are stored with it), so a run
-killed at any point loses only the work since its last save.  Checkpoint0 and
-feature files are written under unique temporary names and renamed, so concurrent
-runs sharing them never read a partial file.
+killed at any point loses only the work since its last save; a run stopped after an
+epoch's save but before that epoch's tests finished runs the missing tests first when
+resumed with ``startEpoch = e + 1`` (MATLAB resumes without them, so its recall
+history lacks epoch e and pickBestNet picks a wrong epoch); a resumed run writes its
+checkpoints where it found them (the ``outPrefix`` given now), not to the saved
+``outPrefix`` (MATLAB's choice, which re-creates a moved folder or overwrites the
+original of a copy).  Checkpoint0 files are computed under a lock (concurrent runs
+sharing them compute each once) and a run killed while computing one resumes it
+where it stopped; feature files appear only when complete; a finished run leaves no
+temporary file of its session behind.
 """
 from __future__ import annotations
 
 import math
 import os
+import re
 import secrets
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +42,8 @@ from tqdm import tqdm
 
 from .. import distributed
 from ..nettools import netOutputDim, netPrepareForTrain, whichLayer, layerNames
-from .checkpoint import (checkpointFn, load_checkpoint, momentum_of, restore_momentum, saveNet,
-                         unique_tmp)
+from .checkpoint import checkpointFn, load_checkpoint, momentum_of, restore_momentum, saveNet
+from .file_lock import file_lock
 from .loss import triplet_loss
 from .mining import mine_query
 from .opts import TrainWeaklyOpts
@@ -52,20 +63,24 @@ def _bin_path(fn) -> None:
 
 
 def _serial_feats(net, imPath, imageFns, outFn, opts: TrainWeaklyOpts) -> None:
-    """serialAllFeats into ``outFn`` through a unique temporary name (concurrent runs
-    sharing a checkpoint0 file never see a partial one).  Under torch.distributed the
-    ranks extract their shards and rank 0 writes the file."""
+    """serialAllFeats into ``outFn``, which appears only when complete (a run killed
+    midway leaves ``<outFn>.partial`` or shards, which the next call with the same
+    network resumes).  Under torch.distributed the ranks extract their shards and rank
+    0 writes the file."""
     from ..extract import serialAllFeats
     _bin_path(outFn)
-    tmp = distributed.broadcast_json(unique_tmp(outFn), "feature file name")
-    try:
-        serialAllFeats(net, imPath, imageFns, tmp, batchSize=opts.computeBatchSize, useGPU=opts.useGPU,
-                       numThreads=opts.numThreads)
-        distributed.on_rank0(lambda: os.replace(tmp, outFn), f"write {outFn}")
-    finally:
-        if distributed.is_rank0() and os.path.exists(tmp):
-            os.remove(tmp)
+    serialAllFeats(net, imPath, imageFns, outFn, batchSize=opts.computeBatchSize, useGPU=opts.useGPU,
+                   numThreads=opts.numThreads)
     net.train()
+
+
+def _checkpoint0_feats(net, imPath, imageFns, outFn, opts: TrainWeaklyOpts) -> None:
+    """A checkpoint0 file, computed unless it exists, under the lock ``<outFn>.lock``
+    (held by rank 0): runs sharing it compute it once, the others wait, then read it."""
+    _bin_path(outFn)
+    with file_lock(f"{outFn}.lock") if distributed.is_rank0() else nullcontext():
+        if not _exists(outFn):
+            _serial_feats(net, imPath, imageFns, outFn, opts)
 
 
 def _remove_when_read(fn) -> None:
@@ -231,6 +246,7 @@ class _Session:
     qFeat: torch.Tensor | None = None  # the feature cache the negatives are mined on
     dbFeat: torch.Tensor | None = None
     log: ProgressLog | None = None
+    testsPending: bool = False  # the checkpoint resumed from lacks its epoch's tests
 
     def set_cache(self, qFeat: np.ndarray, dbFeat: np.ndarray) -> None:
         self.qFeat = torch.from_numpy(qFeat).to(self.device)
@@ -244,8 +260,11 @@ def trainWeakly(dbTrain, dbVal, opts: TrainWeaklyOpts | None = None, **kw) -> st
     ``<outPrefix><sessionID>_ep%06d_latest.mat`` and ``<sessionID>_latest.mat``.
     Returns the sessionID."""
     s = _setup(dbTrain, dbVal, (opts or TrainWeaklyOpts()).replace(**kw))
+    if (s.opts.startEpoch > 1 or s.resumeBatch) and distributed.is_rank0():
+        warn_ignored_options(_given_options(opts, kw), s.opts)
     try:
         _initial_features(s)
+        _finish_epoch_tests(s)
         schedule = lr_schedule(s.opts)
         for iEpoch in tqdm(range(1, s.opts.nEpoch + 1), desc="epoch", disable=None if distributed.is_rank0() else True):
             lr, batchCompFeatsFrequency = schedule[iEpoch - 1]
@@ -257,6 +276,7 @@ def trainWeakly(dbTrain, dbVal, opts: TrainWeaklyOpts | None = None, **kw) -> st
             s.log.write(f"epoch {iEpoch}: learning rate {lr:g}")
             _train_epoch(s, iEpoch, lr, batchCompFeatsFrequency)
             _end_of_epoch(s, iEpoch)
+        distributed.on_rank0(lambda: remove_session_temporaries(s.opts), "remove temporary files")
         s.log.write("done")
     except BaseException as e:
         s.log.write(f"stopped: {type(e).__name__}: {e}")
@@ -309,6 +329,7 @@ def _setup(dbTrain, dbVal, opts: TrainWeaklyOpts) -> _Session:
         restore_momentum(net, savedMomentum)
     set_backprop_depth(net, opts.backPropToLayer)
     s = _Session(dbTrain, dbVal, opts, net, obj, auxData, device, nBatches, resumeBatch)
+    s.testsPending = opts.startEpoch > 1 and not resumeBatch and _tests_pending(opts, obj, auxData)
     s.loader = _ImageLoader(net.meta["normalization"]["averageImage"], opts.numThreads)
     first = s.loader([dbTrain.dbPath + dbTrain.dbImageFns[0]])[0]
     s.origImS, s.firstImShape = min(first.shape[:2]), first.shape
@@ -381,6 +402,7 @@ def _continue_session(dbTrain, new: TrainWeaklyOpts, ck, resumeBatch: int):
     if ck is None:
         ck = load_checkpoint(checkpointFn(new, f"ep{new.startEpoch - 1:06d}_latest"))
     net, obj, opts, auxData = ck["net"], ck["obj"], ck["opts"], ck["auxData"]
+    opts.outPrefix = new.outPrefix  # where the checkpoint was found (MATLAB: the saved one)
     opts.startEpoch, opts.test0 = new.startEpoch, False
     opts.useGPU, opts.numThreads, opts.nEpoch = new.useGPU, new.numThreads, new.nEpoch
     if not resumeBatch:  # the cache comes from the previous epoch's net
@@ -406,10 +428,8 @@ def _initial_features(s: _Session) -> None:
         qFeat = _read_feats(cq, dbTrain.numQueries)
         dbFeat = _read_feats(cdb, dbTrain.numImages, qFeat.shape[1])
     else:
-        if not _exists(opts.qCheckpoint0):
-            _serial_feats(s.net, dbTrain.qPath, dbTrain.qImageFns, opts.qCheckpoint0, opts)
-        if not _exists(opts.dbCheckpoint0):
-            _serial_feats(s.net, dbTrain.dbPath, dbTrain.dbImageFns, opts.dbCheckpoint0, opts)
+        _checkpoint0_feats(s.net, dbTrain.qPath, dbTrain.qImageFns, opts.qCheckpoint0, opts)
+        _checkpoint0_feats(s.net, dbTrain.dbPath, dbTrain.dbImageFns, opts.dbCheckpoint0, opts)
         if opts.test0:
             _test0(s)
         qFeat = _read_feats(opts.qCheckpoint0, dbTrain.numQueries)
@@ -425,10 +445,8 @@ def _test0(s: _Session) -> None:
     """obj.pretrain.{val,train}: testFromFn on the initial network's features."""
     from ..evaluate import testFromFn
     opts, dbVal = s.opts, s.dbVal
-    if not _exists(opts.qCheckpoint0val):
-        _serial_feats(s.net, dbVal.qPath, dbVal.qImageFns, opts.qCheckpoint0val, opts)
-    if not _exists(opts.dbCheckpoint0val):
-        _serial_feats(s.net, dbVal.dbPath, dbVal.dbImageFns, opts.dbCheckpoint0val, opts)
+    _checkpoint0_feats(s.net, dbVal.qPath, dbVal.qImageFns, opts.qCheckpoint0val, opts)
+    _checkpoint0_feats(s.net, dbVal.dbPath, dbVal.dbImageFns, opts.dbCheckpoint0val, opts)
 
     def test():
         out = {}
@@ -595,27 +613,65 @@ def _all_reduce_grads(net) -> None:
 def _end_of_epoch(s: _Session, iEpoch: int) -> None:
     """saveNet; on test epochs (every epochTestFrequency, and the last) the recalls on
     dbVal; the cache recomputed on dbTrain (and its recalls on test epochs), saved
-    again with the results."""
-    opts, obj, auxData = s.opts, s.obj, s.auxData
+    again with the results.  The first save of a test epoch is marked
+    ``auxData.epochTestsPending`` (cleared by the second), so that a run stopped in
+    between runs the missing tests when resumed (:func:`_finish_epoch_tests`)."""
+    opts = s.opts
     ID = f"ep{iEpoch:06d}_latest"
-    trainID, valID = f"{ID}_train", f"{ID}_val"
-    _save(s, ID, f"epoch-end {iEpoch}")
-    distributed.on_rank0(lambda: _remove_cache(opts, iEpoch), "remove the mid-epoch cache")
     testNow = iEpoch == opts.nEpoch or iEpoch % opts.epochTestFrequency == 0
     if testNow:
-        qv, dv = computeAllFeats(s.dbVal, s.net, opts, valID)
-        rec, rl = testNet(s.dbVal, opts, valID, qv, dv, s.log)
-        obj["val"]["recall"] = _append_col(obj["val"]["recall"], rec)
-        obj["val"]["rankloss"] = _append_col(obj["val"]["rankloss"], rl)
-    q, d = computeAllFeats(s.dbTrain, s.net, opts, trainID)
+        s.auxData["epochTestsPending"] = 1
+    _save(s, ID, f"epoch-end {iEpoch}")
+    distributed.on_rank0(lambda: _remove_cache(opts, iEpoch), "remove the mid-epoch cache")
+    if testNow:
+        _val_test(s, iEpoch)
+    q, d = computeAllFeats(s.dbTrain, s.net, opts, f"{ID}_train")
     s.set_cache(q, d)
     if testNow:
-        rec, rl = testNet(s.dbTrain, opts, trainID, q, d, s.log)
-        obj["train"]["recall"] = _append_col(obj["train"]["recall"], rec)
-        obj["train"]["rankloss"] = _append_col(obj["train"]["rankloss"], rl)
-        _save(s, ID, f"epoch-end {iEpoch}")
-        if opts.doDraw:
-            _draw(obj, opts, auxData)
+        _train_test_and_save(s, iEpoch, q, d)
+
+
+def _val_test(s: _Session, iEpoch: int) -> None:
+    valID = f"ep{iEpoch:06d}_latest_val"
+    qv, dv = computeAllFeats(s.dbVal, s.net, s.opts, valID)
+    rec, rl = testNet(s.dbVal, s.opts, valID, qv, dv, s.log)
+    s.obj["val"]["recall"] = _append_col(s.obj["val"]["recall"], rec)
+    s.obj["val"]["rankloss"] = _append_col(s.obj["val"]["rankloss"], rl)
+
+
+def _train_test_and_save(s: _Session, iEpoch: int, q: np.ndarray, d: np.ndarray) -> None:
+    ID = f"ep{iEpoch:06d}_latest"
+    rec, rl = testNet(s.dbTrain, s.opts, f"{ID}_train", q, d, s.log)
+    s.obj["train"]["recall"] = _append_col(s.obj["train"]["recall"], rec)
+    s.obj["train"]["rankloss"] = _append_col(s.obj["train"]["rankloss"], rl)
+    s.auxData.pop("epochTestsPending", None)
+    _save(s, ID, f"epoch-end {iEpoch}")
+    if s.opts.doDraw:
+        _draw(s.obj, s.opts, s.auxData)
+
+
+def _tests_pending(opts: TrainWeaklyOpts, obj: dict, auxData: dict) -> bool:
+    """Whether the end-of-epoch checkpoint of epoch startEpoch-1 was saved before that
+    epoch's tests ran: its mark, or (checkpoints of MATLAB or older matnet, tested
+    every epoch) a recall history one column short."""
+    if "epochTestsPending" in auxData:
+        return bool(auxData["epochTestsPending"])
+    nCols = np.asarray(obj["val"]["recall"]).size // len(opts.recallNs)
+    return opts.epochTestFrequency == 1 and nCols == opts.startEpoch - 2
+
+
+def _finish_epoch_tests(s: _Session) -> None:
+    """The tests of epoch startEpoch-1 that its run did not finish, on the resumed
+    network: as an uninterrupted run, with the cache (the previous epoch's features of
+    dbTrain, just computed) as the train features, then its second save."""
+    if not s.testsPending:
+        return
+    e = s.opts.startEpoch - 1
+    _say(f"trainWeakly: epoch {e} was saved but not tested: running its tests first")
+    s.log.write(f"epoch {e}: saved but not tested, testing it first")
+    _val_test(s, e)
+    _train_test_and_save(s, e, s.qFeat.cpu().numpy(), s.dbFeat.cpu().numpy())
+    s.testsPending = False
 
 
 def _save(s: _Session, ID: str, description: str) -> None:
@@ -645,9 +701,7 @@ def _save_mid(net, obj, opts, auxData, ID, iEpoch, iBatch, rng, qFeat, dbFeat):
 
     def save():
         for fn, f in zip(_cache_fns(opts, iEpoch), (qFeat, dbFeat)):
-            tmp = unique_tmp(fn)
-            write_bin(tmp, f.cpu().numpy())
-            os.replace(tmp, fn)
+            write_bin(fn, f.cpu().numpy())  # atomic (a temporary file renamed)
         saveNet(net, obj, opts, auxData, ID, f"epoch {iEpoch} batch {iBatch}")
     distributed.on_rank0(save, "mid-epoch save")
 
@@ -657,3 +711,50 @@ def _draw(obj, opts, auxData):
     from ..plot_results import plotResults
     distributed.on_rank0(lambda: plotResults(obj, opts, auxData, outFn=f"{opts.outPrefix}{opts.sessionID}_training.png")
                          and None, "plotResults")
+
+
+# ----- options given at resume, temporaries
+
+def _given_options(opts: TrainWeaklyOpts | None, kw: dict) -> dict:
+    """The options the caller set (checked values): the keywords, and the fields of
+    ``opts`` that differ from the defaults."""
+    default, given = TrainWeaklyOpts(), (opts or TrainWeaklyOpts()).replace(**kw)
+    return {n: getattr(given, n) for n in given.names()
+            if n in kw or opts is not None and getattr(opts, n) != getattr(default, n)}
+
+
+def warn_ignored_options(given: dict, used: TrainWeaklyOpts) -> None:
+    """One warning listing each option given at resume that the run does not use
+    (the checkpoint's value wins, as in MATLAB), with both values."""
+    ignored = []
+    for n, v in given.items():
+        u = getattr(used, n)
+        if n == "backPropToLayer" and isinstance(v, str):
+            u = used.backPropToLayerName
+        if n == "checkpoint0suffix" and v and not v.endswith("_"):
+            v += "_"  # trainWeakly appends '_' to a suffix it is given
+        if v != u:
+            ignored.append(f"{n} (saved {u!r}, given {v!r})")
+    if ignored:
+        warnings.warn(f"trainWeakly: resuming session {used.sessionID} with its saved options, as MATLAB "
+                      f"does; ignored: {', '.join(ignored)}", stacklevel=3)
+
+
+_FEATS = r"ep\d{6}_latest_(train|val)_(q|db)\.bin"  # computeAllFeats' files
+
+
+def remove_session_temporaries(opts: TrainWeaklyOpts) -> None:
+    """Delete what a killed run of this session may have left in its folder: temporary,
+    partial and shard files of its checkpoints, mid-epoch caches and feature files, and
+    complete feature files of computeAllFeats (deleted after reading)."""
+    folder = os.path.dirname(opts.outPrefix) or "."
+    base = re.escape(os.path.basename(opts.outPrefix) + opts.sessionID)
+    ours = rf"\.?{base}_(latest\.mat|ep\d{{6}}_latest\.mat|ep\d{{6}}_cache_(q|db)\.bin|{_FEATS})"
+    temporary = re.compile(rf"{ours}(\.[^/]*)?\.(tmp|partial|partial\.json|shard\d+of\d+(\.json)?)")
+    features = re.compile(rf"{base}_{_FEATS}")
+    for name in os.listdir(folder):
+        if temporary.fullmatch(name) or features.fullmatch(name):
+            try:
+                os.remove(os.path.join(folder, name))
+            except FileNotFoundError:
+                pass
