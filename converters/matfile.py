@@ -60,6 +60,13 @@ class MatFileError(ValueError):
     """A MAT file that cannot be read or written; the message names the file and the problem."""
 
 
+def layers_error(where, failures: list[tuple[str, str]], n: int) -> MatFileError:
+    """One error for every layer of a network file that cannot be built: ``failures``
+    holds (which layer, why) pairs, all listed, the first on the first line."""
+    lines = [f"{which}: {why}" for which, why in failures]
+    return MatFileError(f"{where}: {len(failures)} of {n} layers cannot be built: " + "\n  ".join(lines))
+
+
 @dataclass(eq=False)
 class MatObject:
     """A MATLAB classdef object: ``class_name`` and its properties (``props``, a dict).

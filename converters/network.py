@@ -36,7 +36,7 @@ import numpy as np
 from matnet.layers import LayerError, layer_from_struct  # registers every layer type and class
 from matnet.simplenn import SimpleNN
 
-from .matfile import MatFileError, MatObject, loadmat, savemat, whosmat
+from .matfile import MatFileError, MatObject, layers_error, loadmat, savemat, whosmat
 from .native import load_native, save_native
 
 __all__ = ["load_net", "save_net", "network_file_kind", "net_from_vars", "net_to_struct", "SAVEOBJ_CLASSES"]
@@ -117,12 +117,14 @@ def net_from_vars(variables: dict, where: str = "<memory>") -> SimpleNN:
         layers = list(layers.reshape(-1, order="F"))
     elif not isinstance(layers, list):
         raise MatFileError(f"{where}: net.layers is a {type(layers).__name__}, not a cell of layers")
-    built = []
-    for i, item in enumerate(layers):
+    built, failures = [], []
+    for i, item in enumerate(layers):  # every layer is tried: all failures are reported at once
         try:
             built.append(_layer(item, i, where))
-        except LayerError as e:
-            raise MatFileError(f"{where}: net.layers{{{i + 1}}}: {e}") from e
+        except (LayerError, MatFileError) as e:
+            failures.append((f"net.layers{{{i + 1}}}", str(e).removeprefix(f"{where}: ")))
+    if failures:
+        raise layers_error(where, failures, len(layers))
     return SimpleNN(built, _tidy_meta(top))
 
 

@@ -30,9 +30,10 @@ class ImageReadError(OSError):
     """An image file that cannot be read as vl_imreadjpeg would; the message names it."""
 
 
-class ImageNetworkError(RuntimeError):
-    """The network fails on an image (e.g. one smaller than its receptive field); the
-    message names the image file(s) and the layer."""
+class ImageNetworkError(ValueError, RuntimeError):
+    """The network fails on an image (e.g. one smaller than its receptive field): a bad
+    input (ValueError) met at run time (RuntimeError); the message names the image
+    file(s) and the layer."""
 
 
 def resolve_image_path(path) -> Path:

@@ -1,5 +1,6 @@
 """Faults and bad inputs (issue 12, "Inputs"): each is read right or refused with an
 error naming the file, before any long compute; never a silently wrong result."""
+import json
 import os
 import re
 import struct
@@ -12,7 +13,9 @@ from PIL import Image
 
 from converters.bin_features import BinFeatureError, read_bin, write_bin
 from converters.dbstruct import DbStructError
-from converters.matfile import savemat
+from converters.matfile import MatFileError, savemat
+from converters.native import load_native, save_native
+from matnet.cli import main as cli_main
 from matnet.datasets.db_base import dbBase
 from matnet.evaluate import testFromFn
 from matnet.extract import serialAllFeats
@@ -285,3 +288,95 @@ def test_truncated_wrong_size_and_empty_bin(tmp_path):
                     ("empty.bin", "empty"), ("other.bin", "holds 5 images of D=8, expected 6")):
         with pytest.raises(BinFeatureError, match=re.escape(fn) + ".*" + msg):
             testFromFn(db, tmp_path / fn, tmp_path / "q.bin")
+
+
+# ---------------------------------------------------------------- native network files
+
+def _native_parts(tmp_path):
+    good = save_native(small_net(), tmp_path / "good.safetensors").read_bytes()
+    n = struct.unpack("<Q", good[:8])[0]
+    return json.loads(good[8:8 + n]), good[8 + n:]
+
+
+def _write_native(path, header, data, raw_header=None):
+    hb = raw_header if raw_header is not None else json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(hb)) + hb + data)
+    return path
+
+
+W0, W1 = "0/conv1/weights/0", "0/conv1/weights/1"
+
+
+def _doc_change(f):
+    def change(h):
+        doc = json.loads(h["__metadata__"]["matnet"])
+        f(doc)
+        h["__metadata__"]["matnet"] = json.dumps(doc)
+    return change
+
+
+NATIVE_FAULTS = {
+    "shape product overflows int64": (lambda h: h[W0].update(shape=[2 ** 32, 2 ** 32, 1, 1], data_offsets=[0, 0]),
+                                      r"needs \d+ bytes"),
+    "negative offset": (lambda h: h[W0].update(data_offsets=[-4, 428]), r"data_offsets \[-4, 428\]"),
+    "overlapping offsets": (lambda h: h[W1].update(data_offsets=[0, 16]), "overlapping"),
+    "offset past the data": (lambda h: h[W0].update(data_offsets=[10 ** 6, 10 ** 6 + 432]), "ends at byte 1000432"),
+    "float in shape": (lambda h: h[W0].update(shape=[3.0, 3, 3, 4]), r"shape \[3\.0, 3, 3, 4\] is not a list of integers"),
+    "bool offset": (lambda h: h[W0].update(data_offsets=[False, 432]), "data_offsets"),
+    "entry not an object": (lambda h: h.update({W0: 5}), "not an object"),
+    "missing dtype": (lambda h: h[W0].pop("dtype"), "no 'dtype'"),
+    "unknown dtype": (lambda h: h[W0].update(dtype="F128"), "dtype 'F128'"),
+    "metadata not an object": (lambda h: h.update({"__metadata__": [1]}), "__metadata__"),
+    "weight shape not matching its layer": (lambda h: h[W0].update(shape=[3, 3, 4, 3]), r"layer 0: .*4 biases for 3 filters"),
+    "description refers to a missing tensor": (_doc_change(lambda d: d["layers"][0]["struct"]["__struct__"][2].__setitem__(1, [{"__tensor__": "nope"}])),
+                                               "tensor 'nope'"),
+    "description layers not a list": (_doc_change(lambda d: d.update(layers=5)), "'layers' is not a list"),
+    "description struct malformed": (_doc_change(lambda d: d["layers"][0].update(struct={"__struct__": [1, 2]})), "struct node"),
+}
+
+
+@pytest.mark.parametrize("fault", NATIVE_FAULTS)
+def test_native_header_faults_name_the_file(tmp_path, fault):
+    header, data = _native_parts(tmp_path)
+    change, message = NATIVE_FAULTS[fault]
+    change(header)
+    p = _write_native(tmp_path / "bad.safetensors", header, data)
+    with pytest.raises(MatFileError, match=r"bad\.safetensors: .*" + message):
+        load_native(p)
+
+
+def test_native_file_level_faults_name_the_file(tmp_path):
+    header, data = _native_parts(tmp_path)
+    cases = {"list.safetensors": (b"[1, 2, 3]", data, "not an object"),
+             "deep.safetensors": (b"[" * 100000 + b"]" * 100000, data, "nested too deeply"),
+             "dup.safetensors": (json.dumps(header)[:-1].encode() + b', "' + W0.encode() + b'": '
+                                 + json.dumps(header[W0]).encode() + b"}", data, "duplicate key"),
+             "short.safetensors": (None, data[:-10], "truncated"),
+             "long.safetensors": (None, data + bytes(8), "trailing bytes")}
+    for name, (raw, d, message) in cases.items():
+        p = _write_native(tmp_path / name, header, d, raw_header=raw)
+        with pytest.raises(MatFileError, match=re.escape(name) + ".*" + message):
+            load_native(p)
+    deep = dict(header, __metadata__={"matnet": "[" * 50000 + "]" * 50000})
+    with pytest.raises(MatFileError, match=r"deepdoc\.safetensors.*nested too deeply"):
+        load_native(_write_native(tmp_path / "deepdoc.safetensors", deep, data))
+
+
+def test_inspect_lists_every_layer_that_fails_to_build(tmp_path, capsys):
+    header, data = _native_parts(tmp_path)
+    doc = json.loads(header["__metadata__"]["matnet"])
+    doc["layers"][0]["class_name"] = "layerMystery"
+    doc["layers"][2]["struct"]["__struct__"][1][1] = "bogus"  # pool1's type
+    header["__metadata__"]["matnet"] = json.dumps(doc)
+    p = _write_native(tmp_path / "two.safetensors", header, data)
+    assert cli_main(["inspect", str(p)]) == 1
+    out, err = capsys.readouterr()
+    assert "two.safetensors: 2 of 3 layers cannot be built" in err
+    assert re.search(r"layer 0: .*unknown layer class 'layerMystery'", err)
+    assert re.search(r"layer 2: .*unsupported layer type 'bogus'", err)
+    assert "layerMystery" not in out
+    # a network that builds but cannot run at the asked size: the table says where and why
+    good = save_native(small_net(), tmp_path / "good.safetensors")
+    assert cli_main(["inspect", str(good), "--size", "2", "2"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"conv1 .* 2x2x4 \[16\]", out) and re.search(r"pool1 .* fails: ", out)

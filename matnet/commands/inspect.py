@@ -1,6 +1,8 @@
 """``matnet inspect FILE``: the layer table of a network (.mat or .safetensors): index
 (0-based), name, type or class, weight shapes (MatConvNet H x W x Cin x Cout), and the
-MATLAB size H x W x C of each layer's output for one image."""
+MATLAB size H x W x C of each layer's output for one image (a layer that cannot run at
+that size shows why, the layers after it '?').  A file whose layers cannot be built
+is an error listing every failing layer (stderr, exit status 1)."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +10,6 @@ import torch
 
 from converters.network import load_net
 
-from ..simplenn import vl_simplenn
 
 
 def add_arguments(p) -> None:
@@ -23,12 +24,16 @@ def layer_table(net, size=(224, 224)) -> list[tuple[int, str, str, str, str]]:
     avg = net.meta.get("normalization", {}).get("averageImage") if isinstance(net.meta, dict) else None
     if isinstance(avg, np.ndarray) and avg.ndim == 3:
         c = avg.shape[2]
-    try:
-        with torch.no_grad():
-            res = vl_simplenn(net.eval(), torch.zeros(1, c, *size))[1:]
-        outs = [f"{r.shape[2]}x{r.shape[3]}x{r.shape[1]} [{r[0].numel()}]" for r in res]
-    except Exception as e:  # a layer that cannot run at this size: say so, keep the table
-        outs = [f"? ({type(e).__name__})"] * len(net.layers)
+    outs, x = [], torch.zeros(1, c, *size)
+    with torch.no_grad():
+        for layer in net.eval().layers:
+            try:
+                x = layer(x)
+            except Exception as e:  # noqa: BLE001  (cannot run at this size: say why, keep the table)
+                outs.append(f"fails: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+                break
+            outs.append(f"{x.shape[2]}x{x.shape[3]}x{x.shape[1]} [{x[0].numel()}]")
+    outs += ["?"] * (len(net.layers) - len(outs))
     return [(i, l.name, l.class_name or l.type,
              ", ".join("x".join(map(str, w.shape)) for w in l.weights) or "-", outs[i])
             for i, l in enumerate(net.layers)]
