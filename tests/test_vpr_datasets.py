@@ -1,6 +1,7 @@
 """The VPR folder format both ways: dbVPR, `matnet dataset import vpr` (dbStruct written as
 MATLAB writes the released specs), `matnet dataset export` and the round trip, bad inputs."""
 import os
+import re
 import struct
 import warnings
 import zlib
@@ -148,6 +149,8 @@ def test_export_import_round_trip_pitts(tmp_path):
     assert os.path.islink(out / "images" / "test" / "database" / first)  # symlinks by default
     f = parse_name(first)
     assert (f["zone"], f["letter"], f["pano_id"], f["tile"], f["note"]) == ("17", "T", "000800", "00", "pitch1_yaw1")
+    # lat/lon from UTM 17T, as the downloader formats them (Pittsburgh: 40.4 N, 80.0 W)
+    assert re.fullmatch(r"040\.4\d{4}", f["lat"]) and re.fullmatch(r"-079\.9\d{4}|-080\.0\d{4}", f["lon"]), f
     new = tmp_path / "new"
     assert cli(["dataset", "import", "vpr", str(out), "--name", "pitts30k", "--spec-dir", str(new)]) == 0
     a, b = load_dbstruct(specs / "pitts30k_test.mat"), load_dbstruct(new / "pitts30k_test.mat")
@@ -312,3 +315,14 @@ def test_export_labels_on_the_released_names(shared_dir):
             keys = {(round(s["utmDb" if part == "dbImageFns" else "utmQ"][0, i], 2), f["pano_id"], f.get("tile"),
                      f.get("note"), f.get("timestamp")) for i, f in enumerate(lab)}
             assert len(keys) == len(lab), (name, part)
+
+
+def test_utm_inverse_against_the_tokyo_tm_names(shared_dir):
+    """TokyoTM's names hold the lat/lon its spec's UTM (zone 54) was computed from."""
+    from matnet.datasets.utm_inverse import utm_to_latlon
+    s = load_dbstruct(shared_dir / "datasets" / "tokyoTM_val.mat")
+    ll = np.array([re.search(r"__\d{6}_(-?[\d.]+)_(-?[\d.]+)_", fn).groups() for fn in s["qImageFns"]], float)
+    lat, lon = utm_to_latlon(s["utmQ"][0], s["utmQ"][1], 54)
+    assert np.abs(lat - ll[:, 0]).max() < 1e-7 and np.abs(lon - ll[:, 1]).max() < 1e-7  # 6 decimals in the names
+    lat, lon = utm_to_latlon([500000.0], [0.0], 31)  # the equator on a central meridian
+    np.testing.assert_allclose([lat[0], lon[0]], [0.0, 3.0], atol=1e-12)

@@ -6,7 +6,8 @@ spec's order, so dbVPR, VPR-methods-evaluation and a re-import keep MATLAB's ima
 Files are the originals, unchanged: Tokyo 24/7 keeps its PNG database and its
 native-size queries (the downloader's ``format_tokyo247.py`` re-encodes the database
 and resizes queries to 480 px).  Labels filled per dataset (what the spec and its
-names hold; latitude/longitude are left empty unless the name holds them):
+names hold; latitude/longitude from the UTM position in the dataset's zone, 5 decimals as
+the downloader writes them, see :mod:`matnet.datasets.utm_inverse`):
 
 * Pitts30k/250k: UTM zone 17T, pano_id = the panorama number, tile =
   (pitch-1)*24 + (yaw-1), note = ``pitchP_yawY`` (as the downloader);
@@ -30,6 +31,7 @@ from converters.dbstruct import DbStructError
 
 from ..images import resolve_image_path
 from .spec import db_from_spec
+from .utm_inverse import utm_to_latlon
 from .vpr_format import make_name
 
 _PITTS_NAME = re.compile(r"^(\d+)_pitch(\d+)_yaw(\d+)$")
@@ -71,6 +73,8 @@ def export_vpr(specFn, root, outDir, copy: bool = False, force: bool = False, lo
     for part, path, fns, utm, ts in (("database", db.dbPath, db.dbImageFns, db.utmDb, getattr(db, "dbTimeStamp", None)),
                                      ("queries", db.qPath, db.qImageFns, db.utmQ, getattr(db, "qTimeStamp", None))):
         missing, rows = [], []
+        zone = {"pitts": 17, "tokyo247": 54, "tokyoTM": 54}.get(kind)
+        lat, lon = utm_to_latlon(utm[0], utm[1], zone) if zone else (None, None)
         for i, fn in enumerate(fns):
             try:
                 src = resolve_image_path(Path(path) / fn)
@@ -78,6 +82,8 @@ def export_vpr(specFn, root, outDir, copy: bool = False, force: bool = False, lo
                 missing.append(str(Path(path) / fn))
                 continue
             f = labels(kind, fn, None if ts is None else int(ts[i]))
+            if zone and "lat" not in f:
+                f.update(lat=f"{lat[i]:0=9.5f}", lon=f"{lon[i]:0=10.5f}")
             rows.append((src, make_name(utm[0, i], utm[1, i], src.suffix, **f)))
         if missing:
             raise DbStructError(f"{specFn}: {len(missing)} of {len(fns)} {part} images are missing under {path}, "
