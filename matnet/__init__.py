@@ -44,7 +44,7 @@ __all__ = list(_EXPORTS)
 
 
 # subpackages/modules reachable as attributes (``matnet.nn.NetVLAD`` after ``import matnet``)
-_SUBMODULES = ("nn",)
+_SUBMODULES = ("nn", "export")
 
 
 def __getattr__(name: str):

@@ -1,6 +1,8 @@
 """matnet export --format onnx|torchscript: the whole network as a standalone graph,
 run by onnxruntime / torch.jit against matnet's own descriptors on two image sizes;
 and the traced (plain-op) forward of the custom-Function layers against the exact one."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -97,6 +99,9 @@ def test_onnx_parity_two_sizes(net_file, tmp_path, capsys):
 def test_torchscript_two_sizes_and_vladv2(net_file, tmp_path):
     out = tmp_path / "net.pt"
     assert main(["export", str(net_file[True]), "--format", "torchscript", str(out)]) == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # not a private temporary file's 0600
     loaded = torch.jit.load(str(out))
     model = DescriptorNet(small_net(True)).eval()
     for i, (n, h, w) in enumerate(SIZES):

@@ -11,7 +11,6 @@ custom autograd Function run the same forward as plain torch ops
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -39,8 +38,7 @@ def _atomic(out, write) -> Path:
     """Call ``write(tmp_path)`` then rename the temporary file to ``out``."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
-    os.close(fd)
+    tmp = str(out.with_name(f".{out.name}.{os.getpid()}.tmp"))  # created by write(): umask permissions
     try:
         write(tmp)
         os.replace(tmp, out)

@@ -26,10 +26,10 @@ VGG16_WIDTHS = (64, 128, 256, 512, 512)   # output channels per block
 
 
 def vgg16_netvlad(widths=VGG16_WIDTHS, num_clusters: int = 64, pca_dim: int | None = 4096,
-                  vladv2: bool = False, average_colour=(122.74, 116.78, 103.94),
+                  vladv2: bool = False, average_colour=(123.68, 116.779, 103.939),
                   image_size=(224, 224), seed: int = 0) -> SimpleNN:
     """The network; ``meta.normalization.averageImage`` is ``image_size`` x 3 filled with
-    ``average_colour`` (as in the released files), ``netID`` 'vd16'."""
+    ``average_colour`` (default MatConvNet's VGG16 mean), ``netID`` 'vd16'."""
     rng = np.random.default_rng(seed)
     layers, cin = [], 3
     for b, (n, width) in enumerate(zip(VGG16_BLOCKS, widths), start=1):
