@@ -73,8 +73,12 @@ def test_dims_is_cropToDim(net, files):
         torch.hub.load(REPO, "netvlad", weights=str(files["mat"]), dims=13, source="local")
 
 
+def preprocess(images):
+    """hubconf's preprocess entry point, through torch.hub (hubconf.py is not on sys.path)."""
+    return torch.hub.load(REPO, "preprocess", images, source="local")
+
+
 def test_preprocess_pil_and_arrays():
-    from hubconf import preprocess
     rgb = images(5, n=1, h=3, w=4)[0]
     gray = rgb[:, :, 0]
     rgba = np.concatenate([rgb, np.full((3, 4, 1), 7, np.uint8)], axis=2)
