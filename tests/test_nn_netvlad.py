@@ -1,5 +1,6 @@
 """matnet.nn.NetVLAD against a plain numpy statement of NetVLAD, its MATLAB
 initialisation by hand, and lossless conversion to and from layerVLAD/layerVLADv2."""
+import io
 import math
 
 import numpy as np
@@ -163,3 +164,17 @@ def test_input_errors():
         NetVLAD(2, 8, order="C")
     with pytest.raises(TypeError, match="layerVLAD"):
         NetVLAD.from_layer(torch.nn.Linear(2, 2))
+
+
+def test_traces_for_export_on_any_size():
+    """torch.jit.trace records the kernel's forward as plain ops (layers.base.exporting):
+    the traced module equals the eager one on other batch and image sizes."""
+    m = random_module(3, 6, True, 4).eval()
+    with torch.no_grad():
+        buf = io.BytesIO()
+        torch.jit.save(torch.jit.trace(m, torch.randn(2, 6, 4, 5)), buf)  # fails on a Python Function
+        buf.seek(0)
+        traced = torch.jit.load(buf)
+        for shape in [(1, 6, 7, 3), (3, 6, 2, 9)]:
+            x = torch.randn(shape)
+            torch.testing.assert_close(traced(x), m(x), rtol=0, atol=0)
