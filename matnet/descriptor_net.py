@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .images import _to_rgb_uint8
+from .images import _to_rgb_uint8, mean_colour
 from .layers.heads import layerWholeL2Normalize
 from .nettools import netOutputDim
 from .simplenn import SimpleNN
@@ -22,11 +22,8 @@ EPS = 1e-12  # relja_l2normalize_col
 def average_colour(net: SimpleNN) -> np.ndarray:
     """``averageImage(1,1,1:3)`` of ``net.meta.normalization`` (the per-channel mean
     serialAllFeats subtracts), float32."""
-    try:
-        avg = np.asarray(net.meta["normalization"]["averageImage"], dtype=np.float32)
-    except (KeyError, TypeError) as e:
-        raise ValueError("net.meta['normalization']['averageImage'] is missing") from e
-    return avg.reshape(avg.shape + (1,) * (3 - avg.ndim))[0, 0, :3].copy()
+    norm = net.meta.get("normalization") if isinstance(net.meta, dict) else None
+    return mean_colour(norm.get("averageImage") if isinstance(norm, dict) else None)
 
 
 def preprocess(images) -> torch.Tensor:

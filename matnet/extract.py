@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed
-from .images import ImageNetworkError, imread_uint8, resolve_image_path
+from .images import ImageNetworkError, imread_uint8, mean_colour, resolve_image_path
 from .nettools import netPrepareForTest
 from .simplenn import SimpleNN, failure_text
 
@@ -37,11 +37,8 @@ def _device(useGPU) -> torch.device:
 
 
 def _mean(net: SimpleNN) -> np.ndarray:
-    try:
-        avg = np.asarray(net.meta["normalization"]["averageImage"], dtype=np.float32)
-    except (KeyError, TypeError) as e:
-        raise ValueError("net.meta['normalization']['averageImage'] is missing") from e
-    return avg.reshape(avg.shape + (1,) * (3 - avg.ndim))[0, 0, :3].copy()
+    norm = net.meta.get("normalization") if isinstance(net.meta, dict) else None
+    return mean_colour(norm.get("averageImage") if isinstance(norm, dict) else None)
 
 
 @contextmanager

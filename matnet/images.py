@@ -103,9 +103,24 @@ def vl_imreadjpeg(path) -> np.ndarray:
     return imread_uint8(path).astype(np.float32)
 
 
+def mean_colour(averageImage) -> np.ndarray:
+    """``averageImage(1,1,1:3)`` as 3 float32 values: the per-channel mean that
+    serialAllFeats, computeRepresentation and trainWeakly subtract.  A 1x1x3 or HxWx3
+    (or more channels) array; also a plain 3-vector (3, 1x3, 3x1), which MATLAB's
+    ``averageImage(1,1,c)`` would refuse.  Anything else raises ValueError with its
+    shape (a 1-value mean would otherwise be broadcast over the channels)."""
+    if averageImage is None:
+        raise ValueError("net.meta['normalization']['averageImage'] is missing")
+    avg = np.asarray(averageImage, dtype=np.float32)
+    if avg.size == 3 and avg.ndim <= 2:
+        return avg.reshape(3).copy()
+    if avg.ndim > 3 or avg.ndim < 3 and avg.size != 3 or avg.ndim == 3 and (avg.shape[2] < 3 or avg.size == 0):
+        raise ValueError(f"net.meta['normalization']['averageImage'] has shape {avg.shape}: expected "
+                         f"1x1x3 or HxWx3 (the mean of each of the 3 colour channels)")
+    return avg[0, 0, :3].copy()
+
+
 def subtract_average(im: np.ndarray, averageImage) -> np.ndarray:
     """``im(:,:,c) - averageImage(1,1,c)`` for c = 1..3 (only the first pixel of the
     average image is used, as serialAllFeats/computeRepresentation do)."""
-    avg = np.asarray(averageImage, dtype=np.float32)
-    avg = avg.reshape(avg.shape + (1,) * (3 - avg.ndim))[0, 0, :3]
-    return im.astype(np.float32, copy=False) - avg
+    return im.astype(np.float32, copy=False) - mean_colour(averageImage)

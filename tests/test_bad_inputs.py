@@ -380,3 +380,17 @@ def test_inspect_lists_every_layer_that_fails_to_build(tmp_path, capsys):
     assert cli_main(["inspect", str(good), "--size", "2", "2"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"conv1 .* 2x2x4 \[16\]", out) and re.search(r"pool1 .* fails: ", out)
+
+
+def test_average_image_of_the_wrong_shape_refused(tmp_path):
+    fns = write_images(tmp_path, 2)
+    for avg in (np.full((1, 1, 1), 100.0), np.zeros((4, 4)), np.zeros((1, 1, 2)), np.zeros(0)):
+        with pytest.raises(ValueError, match=r"averageImage'\] has shape"):
+            serialAllFeats(small_net(mean=avg), str(tmp_path) + "/", fns, tmp_path / "o.bin", useGPU=False)
+        with pytest.raises(ValueError, match=r"averageImage'\] has shape"):
+            tw._ImageLoader(avg, 1)  # today: a 1-value mean broadcast over the 3 channels
+    # a plain 3-vector is the per-channel mean, as 1x1x3
+    serialAllFeats(small_net(mean=MEAN.reshape(3)), str(tmp_path) + "/", fns, tmp_path / "v.bin", useGPU=False)
+    serialAllFeats(small_net(), str(tmp_path) + "/", fns, tmp_path / "m.bin", useGPU=False)
+    np.testing.assert_array_equal(read_bin(tmp_path / "v.bin", n=2), read_bin(tmp_path / "m.bin", n=2))
+    np.testing.assert_array_equal(tw._ImageLoader(MEAN.reshape(1, 3), 1).avg, MEAN.reshape(3))

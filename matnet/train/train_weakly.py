@@ -41,7 +41,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from .. import distributed
+from ..images import ImageNetworkError, imread_uint8, mean_colour  # the reader serialAllFeats uses
 from ..nettools import netOutputDim, netPrepareForTrain, whichLayer, layerNames
+from ..simplenn import failure_text
 from .checkpoint import checkpointFn, load_checkpoint, momentum_of, restore_momentum, saveNet
 from .file_lock import file_lock
 from .loss import triplet_loss
@@ -157,12 +159,10 @@ class _ImageLoader:
     (jitterScale), average colour subtracted, read by ``numThreads`` threads."""
 
     def __init__(self, averageImage, numThreads: int):
-        avg = np.asarray(averageImage, np.float32)
-        self.avg = avg.reshape(avg.shape + (1,) * (3 - avg.ndim))[0, 0, :3]
+        self.avg = mean_colour(averageImage)
         self.pool = ThreadPoolExecutor(max(1, numThreads))
 
     def _one(self, fn, shorter):
-        from ..images import imread_uint8  # the reader serialAllFeats uses
         a = imread_uint8(fn)
         if shorter is not None:
             im = Image.fromarray(a)
@@ -187,8 +187,6 @@ def _tuple_forward(net, x, fns):
     except torch.cuda.OutOfMemoryError:
         raise
     except (RuntimeError, ValueError) as e:
-        from ..images import ImageNetworkError
-        from ..simplenn import failure_text
         raise ImageNetworkError(f"{', '.join(fns)}: the network fails on these {x.shape[2]} x {x.shape[3]} "
                                 f"images (smaller than its receptive field?): {failure_text(e)}") from e
 
