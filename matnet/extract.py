@@ -306,6 +306,12 @@ def _serial_all_feats_sharded(net, imPath, imageFns, outFn, useGPU, numThreads, 
         tmp.write_text(json.dumps({"fingerprint": fp, "images": [mine.start, mine.stop]}))
         os.replace(tmp, done)
     sizes = distributed.all_gather_json(part.stat().st_size, "serialAllFeats: shards done")
+    shards = [distributed.shard(len(imageFns), max(1, int(batchSize)) * _CHUNK_BATCHES, rr, W) for rr in range(W)]
+    dims = {sz // (4 * len(sh)) for sz, sh in zip(sizes, shards) if len(sh)}
+    if len(dims) > 1:  # images of other sizes in another shard, no fixed-size head: one process raises too
+        raise ValueError(f"{outFn}: the shards hold representations of different lengths "
+                         f"({', '.join(str(d) for d in sorted(dims))} values): a .bin holds one D for all "
+                         f"images (use a network ending in a fixed-size head or images of one size)")
 
     def merge():
         tmp = Path(f"{outFn}.{os.getpid()}.merge.tmp")

@@ -394,3 +394,20 @@ def test_average_image_of_the_wrong_shape_refused(tmp_path):
     serialAllFeats(small_net(), str(tmp_path) + "/", fns, tmp_path / "m.bin", useGPU=False)
     np.testing.assert_array_equal(read_bin(tmp_path / "v.bin", n=2), read_bin(tmp_path / "m.bin", n=2))
     np.testing.assert_array_equal(tw._ImageLoader(MEAN.reshape(1, 3), 1).avg, MEAN.reshape(3))
+
+
+def test_shards_of_different_D_refused_not_merged(tmp_path, monkeypatch):
+    """Under torchrun each rank extracts its shard; if another rank's images give another
+    D (no fixed-size head), rank 0 refuses to merge (one process raises as well).  Rank
+    1 is simulated: its shard of 8 images reports 8 x 120 values, ours holds 80 each."""
+    from matnet import distributed
+    fns = write_images(tmp_path, 16)
+    monkeypatch.setattr(distributed, "is_distributed", lambda: True)
+    monkeypatch.setattr(distributed, "rank", lambda: 0)
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    monkeypatch.setattr(distributed, "check_same", lambda *a: None)
+    monkeypatch.setattr(distributed, "all_gather_json", lambda mine, what: [mine, 8 * 120 * 4])
+    monkeypatch.setattr(distributed, "on_rank0", lambda fn, what: fn())
+    with pytest.raises(ValueError, match=r"o\.bin: the shards hold representations of different lengths \(80, 120"):
+        serialAllFeats(small_net(), str(tmp_path) + "/", fns, tmp_path / "o.bin", useGPU=False, batchSize=1)
+    assert not (tmp_path / "o.bin").exists()
