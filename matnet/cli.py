@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("matnet.commands.export", "write a network as ONNX, TorchScript, or the weight files of Patch-NetVLAD/pytorch-NetVlad and hloc"),
     "train": ("matnet.commands.train", "trainWeakly with every option under its MATLAB name (also under torchrun)"),
     "features": ("matnet.commands.features", "serialAllFeats: a dataset's or a list's image representations to a .bin (also under torchrun)"),
-    "demo": ("matnet.commands.demo", "train and evaluate NetVLAD end to end on a synthetic dataset, offline (about a minute on 2 cores)"),
+    "demo": ("matnet.commands.demo", "train and evaluate NetVLAD end to end on a synthetic dataset, offline, on the CPU"),
 }
 
 DESCRIPTION = """\
