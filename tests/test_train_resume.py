@@ -91,11 +91,15 @@ def _leftovers(out):
 def test_killed_in_a_mid_epoch_save_then_in_the_epoch_tests(env, ref):
     data, out = env, env / "kill"
     dbT, dbV = _dbs(data)
-    # 1. killed while writing the first mid-epoch save's feature cache (epoch 1, batch 2)
-    _killed_run(data, out, ["kill_ep000001_cache_q.bin", 1], sessionID="kill", nEpoch=2)
-    assert any(".tmp" in p.name for p in out.iterdir())  # the cache's temporary file was left
-    # 2. restarted, killed after epoch 1's end-of-epoch save, while computing its validation features
-    _killed_run(data, out, ["kill_ep000001_latest_val_q.bin.partial", 1], sessionID="kill", nEpoch=2)
+    # 1. mid-epoch saves before batches 2, 4, 6 (saveFrequency 4, batchSize 2), the cache refreshed
+    # before batch 3: killed while writing the second save's cache (fsyncs: b2 q, b2 db, b4 q, b4 db),
+    # so the last checkpoint is batch 2's while batch 4's query cache was already written
+    _killed_run(data, out, ["kill_ep000001_cache", 4], sessionID="kill", nEpoch=2)
+    assert load_checkpoint(out / "kill_latest.mat", what=("auxData",))["auxData"]["resumeBatch"] == 1
+    # 2. resumed from batch 2 on batch 2's cache, killed after epoch 1's end-of-epoch save, while
+    # computing its validation features
+    _killed_run(data, out, ["kill_ep000001_latest_val_q.bin.partial", 1], sessionID="kill", nEpoch=2,
+                startEpoch=1)
     saved = load_checkpoint(out / "kill_latest.mat")
     assert saved["auxData"]["epochTestsPending"] == 1 and saved["obj"]["val"]["recall"].shape == (4, 0)
     # 3. resumed at the next epoch (as a MATLAB user would): epoch 1's tests are run first

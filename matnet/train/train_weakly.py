@@ -422,7 +422,7 @@ def _initial_features(s: _Session) -> None:
     initial network on dbVal and dbTrain (obj.pretrain)."""
     opts, dbTrain = s.opts, s.dbTrain
     if s.resumeBatch:
-        cq, cdb = _cache_fns(opts, opts.startEpoch)
+        cq, cdb = _cache_fns(opts, opts.startEpoch, s.resumeBatch + 1)
         qFeat = _read_feats(cq, dbTrain.numQueries)
         dbFeat = _read_feats(cdb, dbTrain.numImages, qFeat.shape[1])
     else:
@@ -678,16 +678,22 @@ def _save(s: _Session, ID: str, description: str) -> None:
     s.log.write(f"saved {fn} ({description})")
 
 
-def _cache_fns(opts: TrainWeaklyOpts, iEpoch: int):
-    """Feature cache saved with a mid-epoch checkpoint (query, database)."""
-    p = f"{opts.outPrefix}{opts.sessionID}_ep{iEpoch:06d}_cache"
+def _cache_fns(opts: TrainWeaklyOpts, iEpoch: int, iBatch: int):
+    """Feature cache saved with the mid-epoch checkpoint before batch ``iBatch``
+    (query, database).  Named by batch, so a run killed between writing a new cache and
+    its checkpoint resumes the older checkpoint with its own cache."""
+    p = f"{opts.outPrefix}{opts.sessionID}_ep{iEpoch:06d}_cache_b{iBatch:06d}"
     return f"{p}_q.bin", f"{p}_db.bin"
 
 
-def _remove_cache(opts, iEpoch):
-    for fn in _cache_fns(opts, iEpoch):
-        if os.path.exists(fn):
-            os.remove(fn)
+def _remove_cache(opts, iEpoch, keep=()):
+    """Delete the mid-epoch caches of epoch ``iEpoch`` (except the files in ``keep``)."""
+    folder = os.path.dirname(opts.outPrefix) or "."
+    head = f"{os.path.basename(opts.outPrefix)}{opts.sessionID}_ep{iEpoch:06d}_cache_b"
+    keep = {os.path.basename(fn) for fn in keep}
+    for name in os.listdir(folder):
+        if re.fullmatch(rf"{re.escape(head)}\d{{6}}_(q|db)\.bin", name) and name not in keep:
+            os.remove(os.path.join(folder, name))
 
 
 def _save_mid(net, obj, opts, auxData, ID, iEpoch, iBatch, rng, qFeat, dbFeat):
@@ -698,9 +704,11 @@ def _save_mid(net, obj, opts, auxData, ID, iEpoch, iBatch, rng, qFeat, dbFeat):
     auxData["rngState"] = rng.bit_generator.state
 
     def save():
-        for fn, f in zip(_cache_fns(opts, iEpoch), (qFeat, dbFeat)):
+        fns = _cache_fns(opts, iEpoch, iBatch)
+        for fn, f in zip(fns, (qFeat, dbFeat)):
             write_bin(fn, f.cpu().numpy())  # atomic (a temporary file renamed)
         saveNet(net, obj, opts, auxData, ID, f"epoch {iEpoch} batch {iBatch}")
+        _remove_cache(opts, iEpoch, keep=fns)  # the previous save's, now superseded
     distributed.on_rank0(save, "mid-epoch save")
 
 
@@ -747,7 +755,7 @@ def remove_session_temporaries(opts: TrainWeaklyOpts) -> None:
     complete feature files of computeAllFeats (deleted after reading)."""
     folder = os.path.dirname(opts.outPrefix) or "."
     base = re.escape(os.path.basename(opts.outPrefix) + opts.sessionID)
-    ours = rf"\.?{base}_(latest\.mat|ep\d{{6}}_latest\.mat|ep\d{{6}}_cache_(q|db)\.bin|{_FEATS})"
+    ours = rf"\.?{base}_(latest\.mat|ep\d{{6}}_latest\.mat|ep\d{{6}}_cache_b\d{{6}}_(q|db)\.bin|{_FEATS})"
     temporary = re.compile(rf"{ours}(\.[^/]*)?\.(tmp|partial|partial\.json|shard\d+of\d+(\.json)?)")
     features = re.compile(rf"{base}_{_FEATS}")
     for name in os.listdir(folder):
