@@ -42,8 +42,10 @@ def worker(cfg_fn: str) -> None:
     from matnet.synthetic import dbSynthetic
     from matnet.train.train_weakly import trainWeakly
     distributed.init_from_env(cfg["gpu"])
+    if cfg.get("threads"):  # a one-process baseline restricted to fewer cores
+        distributed.cpu_share = lambda: cfg["threads"]
     dbT, dbV = dbSynthetic("train", root / "data"), dbSynthetic("val", root / "data")
-    tag = f"n{distributed.world_size()}"
+    tag = f"n{distributed.world_size()}t{distributed.cpu_share()}"
     distributed.barrier("start")
     c0, t0 = distributed.comm_stats()["seconds"], time.perf_counter()
     trainWeakly(dbT, dbV, sessionID=tag, checkpoint0suffix=tag, nEpoch=cfg["epochs"], useGPU=cfg["gpu"],
@@ -65,9 +67,9 @@ def worker(cfg_fn: str) -> None:
         dist.destroy_process_group()
 
 
-def _launch(n: int, cfg: dict, tmp: Path) -> list:
-    cfg = {**cfg, "result": str(tmp / f"result{n}.json")}
-    fn = tmp / f"cfg{n}.json"
+def _launch(n: int, cfg: dict, tmp: Path, threads=None) -> list:
+    cfg = {**cfg, "result": str(tmp / f"result{n}_{threads}.json"), "threads": threads}
+    fn = tmp / f"cfg{n}_{threads}.json"
     fn.write_text(json.dumps(cfg))
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     if n == 1:
@@ -106,17 +108,27 @@ def main() -> None:
         save_tiny_net(root / "pretrained", mean, imSize=(64, 80))
         addLayers(loadNet("tiny", "conv3"), TrainWeaklyOpts(**OPTS), dbT)  # clusters computed once, for both runs
         cfg = {"root": str(root), "epochs": a.epochs, "gpu": a.gpu}
+        cores = os.cpu_count() or 1
         one = _launch(1, cfg, root)[0]
+        one_share = _launch(1, cfg, root, threads=max(1, cores // a.nproc))[0] if not a.gpu else None
         many = _launch(a.nproc, cfg, root)
     n = a.nproc
     print(f"synthetic: {a.images} db images + {a.queries} queries per street, {a.epochs} epoch(s), "
-          f"{os.cpu_count()} CPU cores, {'GPU' if a.gpu else 'CPU'}")
+          f"{cores} CPU cores, {'GPU' if a.gpu else 'CPU'}")
     for job in ("train", "extract"):
         w1 = one[job][0]
         wn = max(r[job][0] for r in many)
-        share = max(r[job][1] / max(r[job][0], 1e-9) for r in many)
-        print(f"{job:8s} 1 process {w1:7.2f} s | {n} processes {wn:7.2f} s  (ratio {wn / w1:.2f}, "
-              f"speed-up {w1 / wn:.2f}); in collectives: {100 * share:.1f}% of the {n}-process wall time")
+        shares = "/".join(f"{100 * r[job][1] / max(r[job][0], 1e-9):.0f}%" for r in many)
+        line = f"{job:8s} 1 process ({cores} threads) {w1:7.2f} s"
+        if one_share:
+            ws = one_share[job][0]
+            line += f" | 1 process ({max(1, cores // n)} threads) {ws:7.2f} s"
+        line += f" | {n} processes {wn:7.2f} s: {n}/1 = {wn / w1:.2f}"
+        if one_share:
+            line += f", {n}/1 at equal threads per process = {wn / ws:.2f}"
+        print(f"{line}; time in collectives per rank {shares}")
+    print("(rank 0's share is the communication; the other ranks' also hold their wait while rank 0 alone "
+          "saves checkpoints and computes the recalls)")
 
 
 if __name__ == "__main__":
