@@ -7,6 +7,7 @@ variables describe, then runs CONFIG's phases in order, all ranks alike:
   {"kind": "train", "kw": {...}, "die_at": k, "rank": r, "how": "exit"|"hang"}
                                                  rank r exits (or hangs) at its k-th batch
   {"kind": "extract", "which": "db"|"q", "out": fn, "batchSize": b}   matnet features
+  {"kind": "extract", ..., "rank": r, "die_after": k}  rank r exits after k chunks of its shard
 CONFIG also holds "data" (make_places root + pretrained tiny net) and "out" (outPrefix);
 ``"rank_kw": {"1": {...}}`` adds options for one rank.  A phase's error ends the
 process with status 3 and ``WORKER-ERROR <type>: <message>`` on stderr.
@@ -79,7 +80,17 @@ def main(cfg_fn):
                     pass
                 tw._train_batch = real_batch
             elif ph["kind"] == "extract":  # through the command, in this process group
+                from matnet import extract
                 from matnet.cli import main as matnet_main
+                if ph.get("rank") == r:  # this rank dies after writing die_after chunks of its shard
+                    real_append, chunks = extract._Checkpoint.append, {"n": 0}
+
+                    def append(self, feats, chunks=chunks, real_append=real_append, ph=ph):
+                        real_append(self, feats)
+                        chunks["n"] += 1
+                        if chunks["n"] == ph["die_after"]:
+                            os._exit(7)
+                    extract._Checkpoint.append = append
                 rc = matnet_main(["features", "--net", str(data / "pre" / "matnet-tiny.mat"), "--spec",
                                   str(data / "data" / "datasets" / "synth_train.mat"), "--dbRoot",
                                   str(data / "data" / "images"), "--which", ph["which"], "--out", ph["out"],

@@ -21,7 +21,7 @@ from matnet.train.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = str(Path(__file__).with_name("ddp_worker.py"))
-OPTS = dict(netID="tiny", layerName="conv3", batchSize=4, nNegChoice=8, nNegCap=3, nNegCache=4, margin=0.5,
+OPTS = dict(netID="tiny", layerName="conv3", batchSize=3, nNegChoice=8, nNegCap=3, nNegCache=4, margin=0.5,
             learningRate=0.05, useGPU=False, numThreads=1, saveFrequency=8, compFeatsFrequency=8,
             nTestSample=1000, nTestRankSample=12, recallNs=[1, 2, 5, 10], backPropToLayer="conv2",
             jitterFlip=True)
@@ -112,7 +112,7 @@ def runs(data, tmp_path_factory):
         serialAllFeats(net, dbT.qPath, dbT.qImageFns, out / "one_q.bin", batchSize=3, useGPU=False)
     cfg = {"data": str(data), "out": str(out), "opts": OPTS, "phases": [
         {"kind": "train", "kw": {"sessionID": "two", "nEpoch": 2}},
-        {"kind": "train", "kw": {"sessionID": "kill", "nEpoch": 2}, "stop_at": 3 + 3},  # epoch 2, batch 3
+        {"kind": "train", "kw": {"sessionID": "kill", "nEpoch": 2}, "stop_at": 4 + 4},  # epoch 2, batch 4
         {"kind": "train", "kw": {"sessionID": "kill", "nEpoch": 2, "startEpoch": 2}},
         {"kind": "train", "kw": {"sessionID": "split", "nEpoch": 2, "startEpoch": 2}},
         # matnet features: 24 images in chunks of 8: shards 16 + 8; 12 queries in chunks of 24: 12 + nothing
@@ -154,7 +154,7 @@ def _compare(a, b, tol):
 
 def test_two_processes_train_as_one(runs):
     one, two = load_checkpoint(runs / "one_ep000002_latest.mat"), load_checkpoint(runs / "two_ep000002_latest.mat")
-    assert one["obj"]["train"]["loss"].size == 2 * 3 and np.all(one["obj"]["train"]["loss"] > 0)
+    assert one["obj"]["train"]["loss"].size == 2 * 4 and np.all(one["obj"]["train"]["loss"] > 0)
     _compare(one, two, 1e-5)
     np.testing.assert_array_equal(one["obj"]["pretrain"]["val"]["recall"], two["obj"]["pretrain"]["val"]["recall"])
 
@@ -176,8 +176,8 @@ def test_extraction_shards_merge_to_the_same_bytes(runs):
 
 def test_only_rank0_writes_the_log(runs):
     lines = (runs / "two.log").read_text().splitlines()
-    # 3 batches per epoch: one progress line per epoch (after the last batch), from one writer
-    assert sum(" batch 3/3 loss " in l for l in lines) == 2
+    # 4 batches per epoch: one progress line per epoch (after the last batch), from one writer
+    assert sum(" batch 4/4 loss " in l for l in lines) == 2
     assert sum("testNet: two ep000002_latest_val: recall@1/5/10 " in l for l in lines) == 1
     assert "2 process(es)" in lines[0] and lines[-1].endswith("done")
 
@@ -201,3 +201,21 @@ def test_a_dead_or_hung_rank_stops_the_others_with_a_clear_error(data, tmp_path,
         in err0, err0[-2000:]
     assert "<killed by the test" not in err0
     assert rc1 == 7 if how == "exit" else rc1 != 0
+
+
+def test_a_killed_rank_extraction_resumes_its_shard(runs, data, tmp_path):
+    """Rank 0 dies after the first of its shard's two chunks; the rerun resumes its shard
+    at image 8, keeps rank 1's finished shard, and merges the bytes one process writes."""
+    out = tmp_path / "db.bin"
+    phase = {"kind": "extract", "which": "db", "out": str(out), "batchSize": 1}
+    cfg = {"data": str(data), "out": str(tmp_path), "phases": [{**phase, "rank": 0, "die_after": 1}]}
+    (rc0, _), (rc1, err1) = _launch(cfg, tmp_path, timeout_s=10, limit=60)
+    assert rc0 == 7 and rc1 == 3 and "shards done' failed: another rank died" in err1, err1[-2000:]
+    assert not out.exists()
+    assert json.loads(Path(f"{out}.shard0of2.partial.json").read_text())["done"] == 8
+    ref = (runs / "one_db.bin").read_bytes()  # 24 images: rank 0's shard is images 0-15, rank 1's 16-23
+    assert Path(f"{out}.shard1of2").read_bytes() == ref[len(ref) * 2 // 3:] and Path(f"{out}.shard1of2.json").is_file()
+    (rc0, err0), (rc1, _) = _launch({**cfg, "phases": [phase]}, tmp_path)
+    assert rc0 == rc1 == 0, err0[-2000:]
+    assert out.read_bytes() == ref
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("db.bin")) == ["db.bin"]
