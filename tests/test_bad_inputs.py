@@ -411,3 +411,41 @@ def test_shards_of_different_D_refused_not_merged(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"o\.bin: the shards hold representations of different lengths \(80, 120"):
         serialAllFeats(small_net(), str(tmp_path) + "/", fns, tmp_path / "o.bin", useGPU=False, batchSize=1)
     assert not (tmp_path / "o.bin").exists()
+
+
+def test_cli_reports_bad_inputs_on_stderr_with_status_1(tmp_path, capsys):
+    net = save_native(small_net(), tmp_path / "net.safetensors")
+    fns = write_images(tmp_path, 2)
+    Image.fromarray(rgb(2, 3, 9)).save(tmp_path / "tiny.png")
+    (tmp_path / "empty.txt").write_text("\n")
+    (tmp_path / "list.txt").write_text("\n".join(fns + ["tiny.png"]))
+    base = ["features", "--net", str(net), "--imPath", str(tmp_path), "--useGPU", "false"]
+    for lst, message in (("empty.txt", "image list is empty"), ("list.txt", r"tiny\.png: .*2 x 3 image.*pool1")):
+        assert cli_main(base + ["--images", str(tmp_path / lst), "--out", str(tmp_path / "o.bin")]) == 1
+        out, err = capsys.readouterr()
+        assert re.search(r"^matnet: error: .*" + message, err, re.M), err
+        assert not (tmp_path / "o.bin").exists()
+    # a truncated network file (v5 and v7.3)
+    from converters.network import save_net
+    for fmt in ("5", "7.3"):
+        raw = save_net(small_net(), tmp_path / f"n{fmt}.mat", format=fmt).read_bytes()
+        cut = tmp_path / f"cut{fmt}.mat"
+        cut.write_bytes(raw[:len(raw) * 2 // 3])
+        assert cli_main(["inspect", str(cut)]) == 1
+        assert re.search(r"^matnet: error: .*cut" + re.escape(fmt) + r"\.mat", capsys.readouterr().err, re.M)
+
+
+def test_damaged_partial_files_are_not_reused(tmp_path):
+    fns = write_images(tmp_path, 12)
+    serialAllFeats(pooled_net(), str(tmp_path) + "/", fns, tmp_path / "fresh.bin", useGPU=False, batchSize=1)
+    out = tmp_path / "f.bin"
+    for damage in ("truncate", "json"):
+        _interrupted(pooled_net(), tmp_path, fns, out)
+        if damage == "truncate":  # shorter than the 8 images its sidecar records
+            with open(str(out) + ".partial", "r+b") as f:
+                f.truncate(5 * 4 * 4 + 6)
+        else:
+            (tmp_path / "f.bin.partial.json").write_text("{not json")
+        serialAllFeats(pooled_net(), str(tmp_path) + "/", fns, out, useGPU=False, batchSize=1)
+        assert out.read_bytes() == (tmp_path / "fresh.bin").read_bytes()
+        assert not list(tmp_path.glob("f.bin.*"))
