@@ -5,6 +5,7 @@ Layout: little-endian float32, no header; the D values of image 1, then image 2,
 """
 from __future__ import annotations
 
+import mmap
 import os
 from pathlib import Path
 
@@ -36,15 +37,8 @@ def write_bin(path, feats) -> None:
         raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
 
 
-def read_bin(path, D: int | None = None, n: int | None = None, check_finite: bool = True) -> np.ndarray:
-    """Read a ``.bin`` as an N x D float32 array.
-
-    Give ``D`` (values per image) and/or ``n`` (number of images); with only ``n`` the
-    dimensionality is inferred as MATLAB's ``reshape(x, [], n)`` does.  Raises
-    :class:`BinFeatureError` naming the file when its size is not a whole number of
-    D-vectors, when it holds a different number of images than ``n``, or (with
-    ``check_finite``) when it contains NaN/Inf.
-    """
+def bin_shape(path, D: int | None = None, n: int | None = None) -> tuple[int, int]:
+    """(images, D) of a ``.bin`` file, checked as :func:`read_bin` checks it (without reading)."""
     path = Path(path)
     if not path.is_file():
         raise BinFeatureError(f"{path}: feature file not found")
@@ -70,9 +64,52 @@ def read_bin(path, D: int | None = None, n: int | None = None, check_finite: boo
                               f"({nvals / D:.3f} images: truncated?)")
     if n is not None and nvals // D != n:
         raise BinFeatureError(f"{path}: holds {nvals // D} images of D={D}, expected {n}")
+    return nvals // D, D
+
+
+def check_features_finite(path, feats: np.ndarray, first: int = 0) -> None:
+    """Raise naming ``path`` and the first 0-based image with NaN/Inf; ``feats`` are the
+    images from index ``first`` on (a streamed chunk)."""
+    ok = np.isfinite(feats).all(axis=1)
+    if not ok.all():
+        bad = np.flatnonzero(~ok)
+        where = f" (of images {first}..{first + len(feats) - 1})" if first else ""
+        raise BinFeatureError(f"{path}: {bad.size} images{where} have NaN/Inf features "
+                              f"(first 0-based index {first + bad[0]})")
+
+
+def read_bin(path, D: int | None = None, n: int | None = None, check_finite: bool = True) -> np.ndarray:
+    """Read a ``.bin`` as an N x D float32 array.
+
+    Give ``D`` (values per image) and/or ``n`` (number of images); with only ``n`` the
+    dimensionality is inferred as MATLAB's ``reshape(x, [], n)`` does.  Raises
+    :class:`BinFeatureError` naming the file when its size is not a whole number of
+    D-vectors, when it holds a different number of images than ``n``, or (with
+    ``check_finite``) when it contains NaN/Inf.
+    """
+    _, D = bin_shape(path, D, n)
     feats = np.fromfile(path, dtype=DTYPE).reshape(-1, D)
-    if check_finite and not np.isfinite(feats).all():
-        bad = np.flatnonzero(~np.isfinite(feats).all(axis=1))
-        raise BinFeatureError(f"{path}: {bad.size} images have NaN/Inf features "
-                              f"(first 0-based index {bad[0]})")
+    if check_finite:
+        check_features_finite(path, feats)
     return feats.astype(np.float32, copy=False)
+
+
+class MappedBin:
+    """A ``.bin`` file as a read-only N x D float32 ``array`` through a memory map (nothing
+    read until used), for files larger than memory.  ``release(start, stop)`` drops rows
+    already used from the process's resident memory (the OS page cache keeps them)."""
+
+    def __init__(self, path, D: int | None = None, n: int | None = None):
+        self.path = Path(path)
+        n, D = bin_shape(path, D, n)
+        with open(self.path, "rb") as f:
+            self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self.array = np.frombuffer(self._map, dtype=DTYPE).reshape(n, D)
+        self.shape = self.array.shape
+
+    def release(self, start: int, stop: int) -> None:
+        row = self.array.strides[0]
+        lo = start * row - (start * row) % mmap.PAGESIZE
+        hi = min(stop * row, len(self._map))
+        if hi > lo and hasattr(self._map, "madvise"):
+            self._map.madvise(mmap.MADV_DONTNEED, lo, hi - lo)

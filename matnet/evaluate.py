@@ -16,10 +16,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from converters.bin_features import BinFeatureError, read_bin
+from converters.bin_features import (BinFeatureError, MappedBin, bin_shape, check_features_finite,
+                                     read_bin)
+
+from .exact_search import KnnAccumulator, knn_streamed
+from .memory import available_memory, default_memory_cap, parse_bytes
 
 RECALL_NS = [1, 2, 3, 4, 5] + list(range(10, 101, 5))
-_SEARCH_BLOCK = 1 << 26  # distance-matrix entries computed at once (256 MiB of float32)
+_SEARCH_BLOCK = 1 << 26  # testCoreRank: distance entries computed at once (256 MiB of float32)
 
 
 def _device(device=None) -> torch.device:
@@ -33,39 +37,34 @@ def relja_l2normalize_rows(x: np.ndarray) -> np.ndarray:
     return x / (np.sqrt((x.astype(np.float32) ** 2).sum(axis=1, keepdims=True)) + 1e-12)
 
 
-def rawNnSearch(q, db, k: int = 1, device=None):
+def rawNnSearch(q, db, k: int = 1, device=None, memoryCap=None):
     """yael_nn: the ``k`` nearest rows of ``db`` (N x D) for each row of ``q`` (nQ x D,
     or one D-vector) in squared L2.
 
     Returns ``(ids, ds)``: nQ x min(k, N) int64 0-based ids and float32 squared
-    distances, ascending, ties by lower id (MATLAB's stable sort; for ties straddling
-    the k-th place the kept set follows torch.topk).  A 1-D ``q`` gives 1-D outputs.
+    distances, ascending, ties by lower id (MATLAB's stable sort, also for the ties
+    straddling the k-th place).  A 1-D ``q`` gives 1-D outputs.  ``db`` may be a
+    :class:`~converters.bin_features.MappedBin` (a ``.bin`` through a memory map) or any
+    array; with ``memoryCap`` (bytes, or a string such as '1GB'; not in MATLAB) it is
+    streamed in chunks that keep the search within that much memory, with the same result.
     """
     single = np.ndim(q) == 1
     dev = _device(device)
-    dbt = torch.as_tensor(np.asarray(db, np.float32) if not torch.is_tensor(db) else db).to(dev)
     qt = torch.as_tensor(np.atleast_2d(np.asarray(q, np.float32)) if not torch.is_tensor(q) else q)
-    qt = torch.atleast_2d(qt)
-    n = dbt.shape[0]
-    k = min(int(k), n)
-    if qt.shape[1] != dbt.shape[1]:
-        raise ValueError(f"query dimensionality {qt.shape[1]} != database dimensionality {dbt.shape[1]}")
-    dbn = (dbt * dbt).sum(1)
-    rows = max(1, _SEARCH_BLOCK // max(n, 1))
-    ids_out, ds_out = [], []
+    qt = torch.atleast_2d(qt).to(dev, torch.float32)
+    shape = getattr(db, "shape", None) or np.shape(db)
+    if qt.shape[1] != shape[1]:
+        raise ValueError(f"query dimensionality {qt.shape[1]} != database dimensionality {shape[1]}")
+    k = min(int(k), shape[0])
     with torch.no_grad():
-        for s in range(0, qt.shape[0], rows):
-            qc = qt[s:s + rows].to(dev, torch.float32)
-            d = torch.addmm(dbn[None, :] + (qc * qc).sum(1, keepdim=True), qc, dbt.T, alpha=-2)
-            d.clamp_(min=0)
-            vals, idx = torch.topk(d, k, dim=1, largest=False, sorted=True)
-            o = torch.argsort(idx, dim=1)  # tie-break: by id, then stable by distance
-            vals, idx = vals.gather(1, o), idx.gather(1, o)
-            o = torch.sort(vals, dim=1, stable=True).indices
-            ids_out.append(idx.gather(1, o).cpu())
-            ds_out.append(vals.gather(1, o).cpu())
-    ids = torch.cat(ids_out).numpy().astype(np.int64) if ids_out else np.zeros((0, k), np.int64)
-    ds = torch.cat(ds_out).numpy() if ds_out else np.zeros((0, k), np.float32)
+        if memoryCap is not None or isinstance(db, MappedBin):
+            cap = parse_bytes(memoryCap) if memoryCap is not None else default_memory_cap()
+            ids, ds = knn_streamed(qt, db, k, dev, cap)
+        else:
+            dbt = torch.as_tensor(np.asarray(db, np.float32) if not torch.is_tensor(db) else db).to(dev)
+            acc = KnnAccumulator(qt, k)
+            acc.add(0, dbt)
+            ids, ds = acc.result()
     return (ids[0], ds[0]) if single else (ids, ds)
 
 
@@ -124,6 +123,56 @@ def recallAtN(searcher, nQueries: int, isPos, ns, printN: int = 10, nSample=math
     return res, recalls
 
 
+class StreamedDb:
+    """A database ``.bin`` searched without loading it: rows streamed through its memory
+    map (:class:`~converters.bin_features.MappedBin`) in chunks within ``memoryCap``
+    bytes, checked for NaN/Inf as they pass, optionally cropped to ``crop`` dimensions and
+    L2-normalised again (testFromFn's cropToDim, the same numpy arithmetic as in memory)."""
+
+    def __init__(self, path, D: int, n: int, memoryCap: int, crop: int = 0):
+        self.mapped = MappedBin(path, D=D, n=n)
+        self.memoryCap, self.crop = int(memoryCap), int(crop)
+        self.shape = (n, crop or D)
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return relja_l2normalize_rows(x[:, :self.crop]) if self.crop else x
+
+    def check(self, start: int, x: np.ndarray) -> None:
+        check_features_finite(self.mapped.path, x, first=start)
+
+    def rows(self, ids) -> np.ndarray:
+        """The (cropped) rows ``ids``, read from the map."""
+        return self.transform(np.asarray(self.mapped.array[np.asarray(ids)], np.float32))
+
+    def search(self, qt: torch.Tensor, k: int, device) -> tuple[np.ndarray, np.ndarray]:
+        return knn_streamed(qt, self.mapped, k, device, self.memoryCap, self.transform, self.check)
+
+
+class _StreamedSearcher:
+    """recallAtN's searcher over a :class:`StreamedDb`: the first call searches all
+    ``queries`` (those recallAtN will ask for) in one pass over the file, with that
+    call's nTop; later calls read the result (a pass again only for more or other queries)."""
+
+    def __init__(self, qFeat, db: StreamedDb, queries, device):
+        self.qFeat, self.db, self.dev = qFeat, db, device
+        self.queries = np.asarray(queries, np.int64)
+        self.row = np.full(qFeat.shape[0], -1, np.int64)
+        self.k = 0
+
+    def __call__(self, qIds, nTop):
+        qIds = np.asarray(qIds, np.int64)
+        if nTop > self.k or (self.row[qIds] < 0).any():
+            self.queries = np.union1d(self.queries, qIds)
+            qt = torch.as_tensor(np.ascontiguousarray(self.qFeat[self.queries], np.float32)).to(self.dev)
+            with torch.no_grad():
+                self.ids, self.ds = self.db.search(qt, nTop, self.dev)
+            self.row[:] = -1
+            self.row[self.queries] = np.arange(self.queries.size)
+            self.k = nTop
+        r = self.row[qIds]
+        return self.ids[r, :nTop], self.ds[r, :nTop]
+
+
 def _search_fn(qFeat, dbFeat, device=None):
     """Batched raw searcher over prepared features (the database is moved to the
     device once)."""
@@ -142,9 +191,13 @@ def testCore(db, qFeat, dbFeat, nTestSample=math.inf, recallNs=RECALL_NS, printN
 
     Uses ``db.nnSearchPostprocess`` when the dataset has one (Tokyo 24/7 NMS, TokyoTM
     time filter).  Returns ``(recalls, allRecalls)``: mean per N (len(recallNs)) and
-    nTested x len(recallNs).
+    nTested x len(recallNs).  ``dbFeat`` may be a :class:`StreamedDb` (a file larger than
+    memory; the same result as in memory).
     """
-    raw = _search_fn(qFeat, dbFeat, device)
+    if isinstance(dbFeat, StreamedDb):
+        raw = _StreamedSearcher(qFeat, dbFeat, sample_queries(db.numQueries, nTestSample), _device(device))
+    else:
+        raw = _search_fn(qFeat, dbFeat, device)
     post = getattr(db, "nnSearchPostprocess", None)
     searcher = (lambda q, n: post(raw, q, n)) if post is not None else raw
     _, allRecalls = recallAtN(searcher, db.numQueries, db.isPosQ, recallNs, printN, nTestSample,
@@ -172,19 +225,27 @@ def testCoreRank(db, qFeat, dbFeat, margin, nNegChoice, nTestSample=1000, rng=No
     pos = [p for p, h in zip(pos, has) if h]
     negs = db.sampleNegsQ(toTest, nNegChoice, rng=rng)
     dev = _device(device)
-    dbt = torch.as_tensor(np.ascontiguousarray(dbFeat, np.float32)).to(dev)
+    if isinstance(dbFeat, StreamedDb):  # only the rows needed, read from the map
+        def db_rows(ids):
+            ids = ids.cpu().numpy()
+            return torch.as_tensor(dbFeat.rows(ids.reshape(-1)).reshape(ids.shape + (-1,))).to(dev)
+    else:
+        dbt = torch.as_tensor(np.ascontiguousarray(dbFeat, np.float32)).to(dev)
+
+        def db_rows(ids):
+            return dbt[ids]
     qt = torch.as_tensor(np.ascontiguousarray(qFeat[toTest], np.float32)).to(dev)
     owner = np.repeat(np.arange(toTest.size), [p.size for p in pos])
     pid = torch.as_tensor(np.concatenate(pos)).to(dev)
     owner_t = torch.as_tensor(owner).to(dev)
-    dpos_all = ((qt[owner_t] - dbt[pid]) ** 2).sum(1)
+    dpos_all = ((qt[owner_t] - db_rows(pid)) ** 2).sum(1)
     dPos = torch.full((toTest.size,), math.inf, device=dev).scatter_reduce(0, owner_t, dpos_all, "amin")
     negs_t = torch.as_tensor(negs).to(dev)
     losses = torch.empty(toTest.size, device=dev)
-    chunk = max(1, _SEARCH_BLOCK // (negs.shape[1] * dbt.shape[1]))
+    chunk = max(1, _SEARCH_BLOCK // (negs.shape[1] * qt.shape[1]))
     with torch.no_grad():
         for s in range(0, toTest.size, chunk):
-            x = dbt[negs_t[s:s + chunk]]  # c x nNeg x D
+            x = db_rows(negs_t[s:s + chunk])  # c x nNeg x D
             dneg = ((x - qt[s:s + chunk, None, :]) ** 2).sum(2)
             losses[s:s + chunk] = (dPos[s:s + chunk, None] + margin - dneg).clamp(min=0).mean(1)
     losses = losses.cpu().numpy().astype(np.float64)
@@ -195,7 +256,7 @@ def testCoreRank(db, qFeat, dbFeat, margin, nNegChoice, nTestSample=1000, rng=No
 
 
 TEST_OPTS = {"nTestRankSample": 0, "nTestSample": math.inf, "recallNs": RECALL_NS,
-             "margin": 0.1, "nNegChoice": 1000, "cropToDim": 0}
+             "margin": 0.1, "nNegChoice": 1000, "cropToDim": 0, "memoryCap": None}
 
 
 def _opts_dict(opts) -> dict:
@@ -216,7 +277,11 @@ def testFromFn(db, dbFeatFn, qFeatFn, opts=None, **overrides):
     ``opts`` (dict, dataclass or None) defaults to recallNs [1:5, 10:5:100],
     nTestSample inf, nTestRankSample 0, margin 0.1, nNegChoice 1000, cropToDim 0;
     keyword overrides must name existing options.  ``cropToDim`` > 0 keeps the first
-    cropToDim dimensions and L2-normalises again.  Returns ``(recall, rankloss,
+    cropToDim dimensions and L2-normalises again.  ``memoryCap`` (not in MATLAB; bytes or
+    a string such as '1GB'): a database file larger than it is not loaded but streamed
+    through a memory map in chunks within that memory, with the same ids and recall; the
+    default (None) streams files larger than half the available memory, within a quarter
+    of it.  Returns ``(recall, rankloss,
     allRecalls, opts)``: mean recall per N, the rank loss (None unless
     nTestRankSample > 0), per-query recalls, the options used.  Feature files must
     hold exactly numQueries / numImages vectors (MATLAB silently reads the first
@@ -237,14 +302,23 @@ def testFromFn(db, dbFeatFn, qFeatFn, opts=None, **overrides):
     if nvals and nDb and nvals % nDb == 0 and nvals // nDb != nDims:
         raise BinFeatureError(f"query features {qFeatFn} have D={nDims} ({nQ} queries), database features "
                               f"{dbFeatFn} have D={nvals // nDb} ({nDb} images): not from the same network")
-    dbFeat = read_bin(dbFeatFn, D=nDims, n=nDb)
     crop = int(opts.get("cropToDim") or 0)
-    if crop > 0:
-        if crop > nDims:
-            warnings.warn(f"cropToDim ({crop}) larger than the dimensionality ({nDims}) -- ignoring")
-        else:
-            qFeat = relja_l2normalize_rows(qFeat[:, :crop])
+    if crop > nDims:
+        warnings.warn(f"cropToDim ({crop}) larger than the dimensionality ({nDims}) -- ignoring")
+        crop = 0
+    cap = opts.get("memoryCap")
+    bin_shape(dbFeatFn, D=nDims, n=nDb)  # a wrong file fails here, before any search
+    dbBytes = os.path.getsize(dbFeatFn)
+    if dbBytes > (parse_bytes(cap) if cap is not None else available_memory() // 2):
+        cap = parse_bytes(cap) if cap is not None else default_memory_cap()
+        print(f"testFromFn: streaming {dbFeatFn} ({dbBytes / 2**20:.1f} MiB) within {cap / 2**20:.1f} MiB")
+        dbFeat = StreamedDb(dbFeatFn, nDims, nDb, cap, crop)
+    else:
+        dbFeat = read_bin(dbFeatFn, D=nDims, n=nDb)
+        if crop:
             dbFeat = relja_l2normalize_rows(dbFeat[:, :crop])
+    if crop:
+        qFeat = relja_l2normalize_rows(qFeat[:, :crop])
     rankloss = None
     if opts["nTestRankSample"] > 0:
         rankloss, _ = testCoreRank(db, qFeat, dbFeat, opts["margin"], opts["nNegChoice"],
