@@ -24,6 +24,7 @@ from .datasets.close_position import sqdist
 from .evaluate import RECALL_NS, testFromFn
 from .extract import _fingerprint, computeRepresentation, serialAllFeats
 from .images import resolve_image_path, vl_imreadjpeg
+from .precision import check_precision
 from .recall_plot import plot_recall_at_n
 
 PRINT_NS = (1, 5, 10, 20)
@@ -112,10 +113,11 @@ def write_json(path: Path, record: dict) -> None:
 
 
 def extract_features(net, imPath, imageFns, outFn: Path, log=print, **kw) -> bool:
-    """serialAllFeats into ``outFn``, skipped when ``outFn`` is complete for this network
-    and image list (its ``.done.json`` sidecar holds serialAllFeats' fingerprint).
+    """serialAllFeats into ``outFn``, skipped when ``outFn`` is complete for this network,
+    image list and precision (its ``.done.json`` sidecar holds serialAllFeats' fingerprint).
     Returns whether anything was computed."""
-    fp = _fingerprint(net, str(imPath), list(imageFns))
+    precision = kw.get("precision", "exact")
+    fp = _fingerprint(net, str(imPath), list(imageFns)) + ("" if precision == "exact" else f"+{precision}")
     done = Path(str(outFn) + ".done.json")
     try:
         ok = json.loads(done.read_text()).get("fingerprint") == fp and outFn.is_file()
@@ -132,12 +134,15 @@ def extract_features(net, imPath, imageFns, outFn: Path, log=print, **kw) -> boo
 
 def evaluate_dataset(net, db, outDir, netName: str, dims=None, protocol: str = "matlab", useGPU=None,
                      batchSize: int = 16, qBatchSize: int | None = None, numThreads: int | None = None,
-                     reference=None, netFile=None, log=print) -> dict:
+                     reference=None, netFile=None, log=print, precision: str = "exact",
+                     memoryCap=None) -> dict:
     """Evaluate ``net`` (called ``netName``) on dataset ``db`` (any dbBase); files
     ``<outDir>/<netName>_<db.name>_{db,q}.bin``, ``..._recall.json`` and ``..._recall.png``.  ``dims``: dimensionalities to test
     (fewer than the network's D: cropToDim; default the full D).  ``reference(dims)`` ->
     ``{N: (recall %, count or None)}, source`` adds published numbers to the table,
-    record and plot.  Returns the JSON record."""
+    record and plot.  ``precision`` 'fast' extracts with a bf16 trunk (files tagged
+    ``_fast``); ``memoryCap`` is testFromFn's (a database file larger is streamed).
+    Returns the JSON record."""
     if protocol not in PROTOCOLS:
         raise EvaluationError(f"unknown protocol {protocol!r} (use {' or '.join(PROTOCOLS)})")
     outDir = Path(outDir)
@@ -150,17 +155,18 @@ def evaluate_dataset(net, db, outDir, netName: str, dims=None, protocol: str = "
         raise EvaluationError(f"{len(chk_db.missing)} database and {len(chk_q.missing)} query images of "
                               f"{db.name} are missing (first: {(chk_db.missing + chk_q.missing)[0]})")
     useGPU = torch.cuda.is_available() if useGPU is None else bool(useGPU)
-    tag = f"{netName}_{db.name}"
+    tag = f"{netName}_{db.name}" + ("" if check_precision(precision) == "exact" else f"_{precision}")
     base = outDir / tag
     dbFn, qFn = Path(f"{base}_db.bin"), Path(f"{base}_q.bin")
     t0 = time.perf_counter()
-    computeRepresentation(net, vl_imreadjpeg(resolve_image_path(Path(db.dbPath) / db.dbImageFns[0])), useGPU=useGPU)
+    computeRepresentation(net, vl_imreadjpeg(resolve_image_path(Path(db.dbPath) / db.dbImageFns[0])), useGPU=useGPU,
+                          precision=precision)
     per_image = time.perf_counter() - t0
     total = db.numImages + db.numQueries
     log(f"estimated extraction time: {per_image * total / 3600:.1f} h ({per_image:.2f} s/image x {total} images, "
         f"{'GPU' if useGPU else 'CPU'})")
     t0 = time.perf_counter()
-    kw = dict(useGPU=useGPU, numThreads=numThreads)
+    kw = dict(useGPU=useGPU, numThreads=numThreads, precision=precision)
     extract_features(net, db.dbPath, db.dbImageFns, dbFn, log=log, batchSize=batchSize, **kw)
     extract_features(net, db.qPath, db.qImageFns, qFn, log=log, batchSize=qBatchSize or batchSize, **kw)
     extract_s = time.perf_counter() - t0
@@ -171,12 +177,13 @@ def evaluate_dataset(net, db, outDir, netName: str, dims=None, protocol: str = "
               "search_postprocess": type(db).__name__ if protocol == "matlab" and
               hasattr(db, "nnSearchPostprocess") else None,
               "num_queries": int(db.numQueries), "num_images": int(db.numImages), "dims_full": int(fullD),
-              "recallNs": RECALL_NS, "device": "GPU" if useGPU else "CPU", "extract_seconds": extract_s,
+              "recallNs": RECALL_NS, "device": "GPU" if useGPU else "CPU", "precision": precision, "extract_seconds": extract_s,
               "images_per_second": total / extract_s if extract_s > 0 else None, "results": []}
     curves = {}
     for d in (dims or [fullD]):
         crop = 0 if d >= fullD else int(d)
-        recall, _, _, _ = testFromFn(test_db, str(dbFn), str(qFn), recallNs=RECALL_NS, cropToDim=crop)
+        recall, _, _, _ = testFromFn(test_db, str(dbFn), str(qFn), recallNs=RECALL_NS, cropToDim=crop,
+                                     memoryCap=memoryCap)
         recall = np.asarray(recall, dtype=np.float64)
         ref, source = reference(int(d)) if reference else ({}, None)
         log(f"\n{tag}, {d}-D ({'cropToDim %d' % crop if crop else 'full'}), protocol {protocol}:")

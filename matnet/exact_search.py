@@ -54,7 +54,8 @@ class KnnAccumulator:
         vals, ids = [], []
         for s in range(0, self.q.shape[0], rows):
             qc = self.q[s:s + rows]
-            d = torch.addmm(xn[None, :] + self.qn[s:s + rows], qc, x.T, alpha=-2).clamp_(min=0)
+            d = torch.add(xn[None, :], self.qn[s:s + rows])   # ||x||^2 + ||q||^2, then in place
+            d.addmm_(qc, x.T, alpha=-2).clamp_(min=0)          # - 2 q.x: no second block in memory
             v, i = smallest_k(d, k)
             vals.append(v)
             ids.append(i + start)
@@ -80,7 +81,7 @@ def chunk_rows(D: int, nQ: int, memoryCap: int) -> int:
     is searched), a block of distances (QUERY_BLOCK queries; with top-k's temporaries) and
     the queries fit in ``memoryCap`` bytes."""
     free = memoryCap - 4 * nQ * D
-    per_row = 4 * 2 * D + 6 * min(nQ, QUERY_BLOCK)
+    per_row = 4 * 2 * D + 5 * min(nQ, QUERY_BLOCK)  # float32 distances, a bool mask of ties
     if free < per_row:
         raise MemoryError(f"memoryCap {memoryCap / 2**20:.0f} MiB is too small for {nQ} queries of "
                           f"D={D} (needs at least {(4 * nQ * D + per_row) / 2**20:.1f} MiB)")

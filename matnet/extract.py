@@ -22,6 +22,8 @@ from tqdm.auto import tqdm
 from . import distributed
 from .images import ImageNetworkError, imread_uint8, mean_colour, resolve_image_path
 from .nettools import netPrepareForTest
+from .precision import check_precision
+from .precision import forward as precision_forward
 from .simplenn import SimpleNN, failure_text
 
 _CHUNK_BATCHES = 8  # batches decoded, computed and checkpointed together
@@ -56,21 +58,27 @@ def _on(net: SimpleNN, device: torch.device):
         net.train(was_training)
 
 
-def _forward(net: SimpleNN, ims_uint8: np.ndarray, mean: np.ndarray, device) -> np.ndarray:
-    """N x H x W x 3 uint8 -> N x D float32 (MATLAB order).  The NHWC buffer viewed as
-    NCHW is channels_last, the fast layout for CPU convolutions."""
-    x = torch.from_numpy(ims_uint8).to(device).permute(0, 3, 1, 2).float()
+def _forward(net: SimpleNN, ims_uint8: np.ndarray, mean: np.ndarray, device, precision="exact") -> torch.Tensor:
+    """N x H x W x 3 uint8 -> N x D float32 (MATLAB order) on ``device``, not waited
+    for: a GPU gets the images from pinned memory asynchronously.  The NHWC buffer
+    viewed as NCHW is channels_last, the fast layout for CPU convolutions."""
+    x = torch.from_numpy(ims_uint8)
+    if device.type == "cuda":
+        x = x.pin_memory()
+    x = x.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
     x = x - torch.from_numpy(mean).to(device).view(1, 3, 1, 1)
     with torch.no_grad():
-        y = net(x)
+        y = precision_forward(net, x, precision)
     # MATLAB H x W x C per image, column-major: C slowest, then W, then H
-    return y.permute(0, 1, 3, 2).reshape(y.shape[0], -1).float().cpu().numpy()
+    return y.permute(0, 1, 3, 2).reshape(y.shape[0], -1).float()
 
 
-def computeRepresentation(net: SimpleNN, im, useGPU=None) -> np.ndarray:
+def computeRepresentation(net: SimpleNN, im, useGPU=None, precision: str = "exact") -> np.ndarray:
     """Representation (1-D, D values in MATLAB order) of one image ``im``: H x W x C
     float32 in 0..255 as vl_imreadjpeg gives (uint8 is converted with a warning,
-    grayscale replicated).  ``useGPU`` None = when available."""
+    grayscale replicated).  ``useGPU`` None = when available.  ``precision`` (not in
+    MATLAB): 'exact' float32 or 'fast' bf16 trunk (see :mod:`matnet.precision`)."""
+    check_precision(precision)
     im = np.asarray(im)
     if im.dtype == np.uint8:
         warnings.warn("computeRepresentation: the image is uint8, converting to float32 0..255")
@@ -87,7 +95,7 @@ def computeRepresentation(net: SimpleNN, im, useGPU=None) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(im, np.float32))[None].to(device).permute(0, 3, 1, 2)
         x = x - torch.from_numpy(_mean(net)).to(device).view(1, 3, 1, 1)
         with torch.no_grad():
-            y = net(x)
+            y = precision_forward(net, x, precision)
     return y.permute(0, 1, 3, 2).reshape(-1).float().cpu().numpy()
 
 
@@ -231,10 +239,10 @@ def _exists_swapped(p: str) -> bool:
         return False
 
 
-def _forward_named(net, batch, mean, device, names) -> np.ndarray:
+def _forward_named(net, batch, mean, device, names, precision="exact") -> torch.Tensor:
     """_forward, with an error naming the image files when the network fails on them."""
     try:
-        return _forward(net, batch, mean, device)
+        return _forward(net, batch, mean, device, precision)
     except torch.cuda.OutOfMemoryError:
         raise
     except (RuntimeError, ValueError) as e:
@@ -245,7 +253,7 @@ def _forward_named(net, batch, mean, device, names) -> np.ndarray:
 
 
 def serialAllFeats(net: SimpleNN, imPath, imageFns, outFn, useGPU=None, numThreads=None,
-                   batchSize: int = 10) -> None:
+                   batchSize: int = 10, precision: str = "exact") -> None:
     """Write the representations of ``imPath + imageFns[i]`` to ``outFn`` as MATLAB's
     ``.bin`` (little-endian float32, image after image).
 
@@ -256,6 +264,10 @@ def serialAllFeats(net: SimpleNN, imPath, imageFns, outFn, useGPU=None, numThrea
     few batches; a rerun with the same network (weights, layer settings, average
     image) and list resumes there, and the file is renamed to ``outFn`` only when
     complete.  ``useGPU`` None = when available (MATLAB's default is true).
+    ``precision`` (not in MATLAB): 'exact' (float32, TF32 off: MatConvNet's numbers) or
+    'fast' (bf16 trunk, float32 head; see :mod:`matnet.precision`).  On a GPU the
+    batches go from pinned memory asynchronously and the features come back once per
+    checkpoint, not once per batch.
 
     Checked before any image is computed: the list is not empty, every image exists,
     the output folder exists and is writable.  An image that cannot be read, that
@@ -269,10 +281,11 @@ def serialAllFeats(net: SimpleNN, imPath, imageFns, outFn, useGPU=None, numThrea
     into ``<outFn>.shard<r>of<W>`` (resumable as above), and rank 0 concatenates the
     shards into ``outFn``; ``outFn``'s folder must be one every rank sees.
     """
+    check_precision(precision)
     if distributed.is_distributed():
-        _serial_all_feats_sharded(net, imPath, imageFns, outFn, useGPU, numThreads, batchSize)
+        _serial_all_feats_sharded(net, imPath, imageFns, outFn, useGPU, numThreads, batchSize, precision)
     else:
-        _extract(net, imPath, imageFns, outFn, useGPU, numThreads, batchSize)
+        _extract(net, imPath, imageFns, outFn, useGPU, numThreads, batchSize, precision)
 
 
 def extraction_shard(n: int, batchSize: int) -> range:
@@ -281,7 +294,7 @@ def extraction_shard(n: int, batchSize: int) -> range:
     return distributed.shard(n, unit=max(1, int(batchSize)) * _CHUNK_BATCHES)
 
 
-def _serial_all_feats_sharded(net, imPath, imageFns, outFn, useGPU, numThreads, batchSize) -> None:
+def _serial_all_feats_sharded(net, imPath, imageFns, outFn, useGPU, numThreads, batchSize, precision) -> None:
     outFn = Path(outFn)
     imageFns = list(imageFns)
     if not imageFns:
@@ -292,14 +305,14 @@ def _serial_all_feats_sharded(net, imPath, imageFns, outFn, useGPU, numThreads, 
     mine = extraction_shard(len(imageFns), batchSize)
     part = Path(f"{outFn}.shard{r}of{W}")
     done = Path(f"{part}.json")
-    fp = _fingerprint(net, str(imPath), imageFns[mine.start:mine.stop])
+    fp = _fingerprint(net, str(imPath), imageFns[mine.start:mine.stop]) + ("" if precision == "exact" else f"+{precision}")
     try:
         finished = json.loads(done.read_text()).get("fingerprint") == fp and part.is_file()
     except (OSError, ValueError):
         finished = False
     if not finished:  # a shard completed by an earlier, interrupted run is kept
         if len(mine):
-            _extract(net, imPath, imageFns[mine.start:mine.stop], part, useGPU, numThreads, batchSize)
+            _extract(net, imPath, imageFns[mine.start:mine.stop], part, useGPU, numThreads, batchSize, precision)
         else:  # more ranks than chunks of images
             part.write_bytes(b"")
         tmp = Path(f"{done}.tmp")
@@ -334,7 +347,7 @@ def _serial_all_feats_sharded(net, imPath, imageFns, outFn, useGPU, numThreads, 
     distributed.on_rank0(merge, "serialAllFeats: merge the shards")
 
 
-def _extract(net: SimpleNN, imPath, imageFns, outFn, useGPU, numThreads, batchSize) -> None:
+def _extract(net: SimpleNN, imPath, imageFns, outFn, useGPU, numThreads, batchSize, precision="exact") -> None:
     """serialAllFeats in this process (see there)."""
     outFn = Path(outFn)
     imageFns = list(imageFns)
@@ -347,7 +360,8 @@ def _extract(net: SimpleNN, imPath, imageFns, outFn, useGPU, numThreads, batchSi
     mean = _mean(net)
     _check_output(outFn)
     paths = [str(imPath) + fn for fn in imageFns]
-    ck = _Checkpoint(outFn, _fingerprint(net, str(imPath), imageFns), n)
+    fp = _fingerprint(net, str(imPath), imageFns) + ("" if precision == "exact" else f"+{precision}")
+    ck = _Checkpoint(outFn, fp, n)
     start = ck.resume()
     chunk = batchSize * _CHUNK_BATCHES
     try:
@@ -361,7 +375,7 @@ def _extract(net: SimpleNN, imPath, imageFns, outFn, useGPU, numThreads, batchSi
             for s in range(start, n, chunk):
                 ims = [f.result() for f in pending]
                 pending = submit(s + chunk) if s + chunk < n else []  # decode ahead
-                out = [None] * len(ims)
+                order, parts = [], []  # device results of this chunk, copied back together
                 by_size: dict[tuple, list[int]] = {}
                 for i, im in enumerate(ims):
                     by_size.setdefault(im.shape, []).append(i)
@@ -369,7 +383,8 @@ def _extract(net: SimpleNN, imPath, imageFns, outFn, useGPU, numThreads, batchSi
                     for b in range(0, len(idx), batchSize):
                         sel = idx[b:b + batchSize]
                         names = [paths[s + i] for i in sel]
-                        feats = _forward_named(net, np.stack([ims[i] for i in sel]), mean, device, names)
+                        feats = _forward_named(net, np.stack([ims[i] for i in sel]), mean, device, names,
+                                               precision)
                         if ck.D is None:
                             ck.D = feats.shape[1]
                         if feats.shape[1] != ck.D:
@@ -377,10 +392,12 @@ def _extract(net: SimpleNN, imPath, imageFns, outFn, useGPU, numThreads, batchSi
                                 f"{names[0]}: its {ims[sel[0]].shape[0]} x {ims[sel[0]].shape[1]} image gives "
                                 f"{feats.shape[1]} values, earlier images {ck.D} (a .bin holds one D for all "
                                 f"images: use a network ending in a fixed-size head or images of one size)")
-                        for i, f in zip(sel, feats):
-                            out[i] = f
+                        order += sel
+                        parts.append(feats)
                         bar.update(len(sel))
-                ck.append(np.stack(out))
+                out = np.empty((len(ims), ck.D), np.float32)
+                out[order] = torch.cat(parts).cpu().numpy()
+                ck.append(out)
             ck.finish(outFn)
     finally:
         ck.close()

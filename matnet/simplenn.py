@@ -38,11 +38,13 @@ class SimpleNN(nn.Module):
                 layers.append(layer_from_struct(s, index=i))
         return cls(layers, meta)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """All layers in order; an all-channel normalize (preL2) followed by a VLAD layer
-        runs as one fused step (the same function without the normalised features in
-        memory; :func:`vl_simplenn` runs them one by one)."""
-        layers, i = self.layers, 0
+    def forward(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Layers ``start`` .. ``stop`` - 1 (all by default) in order; an all-channel
+        normalize (preL2) followed by a VLAD layer runs as one fused step (the same
+        function without the normalised features in memory; :func:`vl_simplenn` runs
+        them one by one)."""
+        layers = self.layers[:len(self.layers) if stop is None else stop]
+        i = start
         while i < len(layers):
             nxt = layers[i + 1] if i + 1 < len(layers) else None
             fuse = (isinstance(nxt, (layerVLAD, layerVLADv2)) and isinstance(layers[i], Normalize)

@@ -56,10 +56,11 @@ def published_reference(network: str, dataset: str):
 
 def run_reference(net_path, dataset: str, dims=(4096,), root=None, specDir=None, dbRoot=None,
                   outDir=None, useGPU=None, batchSize: int = 16, numThreads: int | None = None,
-                  network_name: str | None = None, log=print) -> dict:
+                  network_name: str | None = None, log=print, precision: str = "exact") -> dict:
     """Run the released network ``net_path`` on ``dataset`` and compare with the published numbers.
 
     ``dims``: output dimensionalities to evaluate (cropToDim for fewer than the full D).
+    ``precision``: 'exact' (float32, the published setting) or 'fast' (bf16 trunk).
     Returns the JSON record (also written, with the plot, to ``outDir``)."""
     from converters.network import load_net
     from matnet.datasets import db_from_spec
@@ -85,6 +86,7 @@ def run_reference(net_path, dataset: str, dims=(4096,), root=None, specDir=None,
     try:
         return evaluate_dataset(load_net(net_path), db, outDir, name, dims=list(dims), protocol="matlab",
                                 useGPU=useGPU, batchSize=batchSize, qBatchSize=qBatch, numThreads=numThreads,
-                                reference=published_reference(name, dataset), netFile=net_path, log=log)
+                                reference=published_reference(name, dataset), netFile=net_path, log=log,
+                                precision=precision)
     except EvaluationError as e:
         raise ReferenceError_(f"{e} under {dbRoot}") from e

@@ -45,6 +45,8 @@ def add_arguments(p) -> None:
     p.add_argument("--pca-dim", type=int, default=128, help="whitened PCA dimension (default: %(default)s)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="dataset and network seed (default: %(default)s)")
+    p.add_argument("--precision", choices=["exact", "fast"], default="exact",
+                   help="exact: float32 as MatConvNet (default); fast: bf16 trunk, float32 head (not in MATLAB)")
 
 
 def _set_paths(root: Path) -> None:
@@ -63,11 +65,11 @@ RECALL_NS = [1, 2, 3, 4, 5, 10, 15, 20, 25]
 PRINTED_NS = [1, 5, 10]
 
 
-def _test(net, db, tag: str, out: str, threads: int) -> np.ndarray:
+def _test(net, db, tag: str, out: str, threads: int, precision: str = "exact") -> np.ndarray:
     """recall@RECALL_NS of ``net`` on ``db`` (serialAllFeats + testFromFn)."""
     dbFn, qFn = f"{out}demo_{tag}_{db.name}_db.bin", f"{out}demo_{tag}_{db.name}_q.bin"
-    serialAllFeats(net, db.dbPath, db.dbImageFns, dbFn, useGPU=False, numThreads=threads)
-    serialAllFeats(net, db.qPath, db.qImageFns, qFn, useGPU=False, numThreads=threads)
+    serialAllFeats(net, db.dbPath, db.dbImageFns, dbFn, useGPU=False, numThreads=threads, precision=precision)
+    serialAllFeats(net, db.qPath, db.qImageFns, qFn, useGPU=False, numThreads=threads, precision=precision)
     recall, _, _, opts = testFromFn(db, dbFn, qFn, recallNs=RECALL_NS)
     return np.asarray(recall)
 
@@ -84,16 +86,17 @@ def run(args) -> int:
     dbTrain, dbVal, dbTest = (dbSynthetic(s, root / "data") for s in ("train", "val", "test"))
     save_tiny_net(root / "pretrained", _mean_colour(dbTrain), imSize=(64, 80), seed=args.seed)
     opts = TrainWeaklyOpts(**{**_DEMO_OPTS, "learningRate": args.lr, "nEpoch": args.epochs,
-                              "numThreads": args.threads})
+                              "numThreads": args.threads, "precision": args.precision})
     sessionID = trainWeakly(dbTrain, dbVal, opts)
     out = str(root / "output") + "/"
     bestEpoch, bestNet = pickBestNet(sessionID, 5, verbose=1, outPrefix=out)  # validation table
     finalNet = addPCA(bestNet, dbTrain, pcaDim=args.pca_dim, doWhite=True, useGPU=False, numThreads=args.threads,
                       outPrefix=out)
     offNet = addLayers(loadNet("tiny", "conv3"), opts, dbTrain)  # the same clusters (cached in initData)
-    rows = [("off-the-shelf", _test(offNet, dbTest, "offtheshelf", out, args.threads)),
-            (f"trained (epoch {bestEpoch})", _test(bestNet, dbTest, f"{sessionID}_best", out, args.threads)),
-            (f"trained + WPCA {args.pca_dim}", _test(finalNet, dbTest, f"{sessionID}_wpca", out, args.threads))]
+    p = args.precision
+    rows = [("off-the-shelf", _test(offNet, dbTest, "offtheshelf", out, args.threads, p)),
+            (f"trained (epoch {bestEpoch})", _test(bestNet, dbTest, f"{sessionID}_best", out, args.threads, p)),
+            (f"trained + WPCA {args.pca_dim}", _test(finalNet, dbTest, f"{sessionID}_wpca", out, args.threads, p))]
     print(f"\n[demo] test street '{dbTest.name}': {dbTest.numImages} database images, {dbTest.numQueries} queries")
     cols = [RECALL_NS.index(n) for n in PRINTED_NS]
     print(f"{'':28s} " + "  ".join(f"R@{n:<4d}" for n in PRINTED_NS))

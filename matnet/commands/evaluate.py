@@ -31,6 +31,10 @@ def add_arguments(p) -> None:
     p.add_argument("--out", default=".", help="output folder for features, JSON and plot (default: .)")
     p.add_argument("--batch-size", type=int, default=16, help="images per network batch (default 16)")
     p.add_argument("--cpu", action="store_true", help="do not use the GPU even when present")
+    p.add_argument("--precision", choices=["exact", "fast"], default="exact",
+                   help="exact: float32 as MatConvNet (default); fast: bf16 trunk, float32 head (not in MATLAB)")
+    p.add_argument("--memory-cap", help="stream a database feature file larger than this (e.g. 8GB) "
+                   "instead of loading it (default: when larger than half the available memory)")
 
 
 def parse_dataset(text: str, root=None, panoramaNMS: bool = False, timeFilter: bool = False):
@@ -63,5 +67,6 @@ def run(args) -> int:
     db = parse_dataset(args.dataset, args.root, args.panorama_nms, args.time_filter)
     net = matnet.load_net(args.net)
     evaluate_dataset(net, db, Path(args.out), Path(args.net).stem, dims=args.dims, protocol=args.protocol,
-                     useGPU=False if args.cpu else None, batchSize=args.batch_size, netFile=args.net)
+                     useGPU=False if args.cpu else None, batchSize=args.batch_size, netFile=args.net,
+                     precision=args.precision, memoryCap=args.memory_cap)
     return 0

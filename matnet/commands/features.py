@@ -28,6 +28,8 @@ def add_arguments(p) -> None:
     p.add_argument("--useGPU", choices=["true", "false", "auto"], default="auto",
                    help="run on the GPU (default auto: when one exists)")
     p.add_argument("--numThreads", type=int, help="image decoding threads (default: this process's cores)")
+    p.add_argument("--precision", choices=["exact", "fast"], default="exact",
+                   help="exact: float32 as MatConvNet (default); fast: bf16 trunk, float32 head (not in MATLAB)")
 
 
 def image_list(args) -> tuple[str, list[str]]:
@@ -57,7 +59,7 @@ def run(args) -> int:
     try:
         with distributed.process_group(bool(useGPU)):
             serialAllFeats(net, imPath, names, args.out, useGPU=useGPU, numThreads=args.numThreads,
-                           batchSize=args.batchSize)
+                           batchSize=args.batchSize, precision=args.precision)
             if distributed.is_rank0():
                 print(f"{args.out}: {len(names)} images, {distributed.world_size()} process(es)")
     except distributed.DistributedError as e:

@@ -16,11 +16,13 @@ def add_arguments(p) -> None:
     p.add_argument("--out", help="output folder (default <root>/output)")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default: %(default)s)")
     p.add_argument("--cpu", action="store_true", help="do not use the GPU even when present")
+    p.add_argument("--precision", choices=["exact", "fast"], default="exact",
+                   help="exact: float32 as MatConvNet (default); fast: bf16 trunk, float32 head (not in MATLAB)")
 
 
 def run(args) -> int:
     from reference.harness import run_reference
     run_reference(args.net, args.dataset, dims=args.dims or [4096], root=args.root, specDir=args.spec_dir,
                   dbRoot=args.db_root, outDir=args.out, useGPU=False if args.cpu else None,
-                  batchSize=args.batch_size)
+                  batchSize=args.batch_size, precision=args.precision)
     return 0

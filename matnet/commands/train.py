@@ -55,6 +55,7 @@ HELP = {
     "nTestRankSample": "queries used for the rank loss (0: none)",
     "recallNs": "N of the recall@N to compute",
     "useGPU": "train on the GPU (falls back to the CPU with a warning)",
+    "precision": "exact: float32 as MatConvNet; fast: bf16 trunk, float32 head (not in MATLAB)",
     "numThreads": "image reading threads",
     "startEpoch": "resume at this epoch (with sessionID)",
 }

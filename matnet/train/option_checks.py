@@ -100,6 +100,15 @@ def prefix(name: str, value) -> str:
     fail(name, value, "a string (a folder needs its trailing separator, e.g. 'runs/')")
 
 
+def one_of(*allowed: str):
+    """One of the strings ``allowed``."""
+    def check(name: str, value) -> str:
+        if isinstance(value, str) and value in allowed:
+            return value
+        fail(name, value, "one of " + ", ".join(repr(a) for a in allowed))
+    return check
+
+
 def optional(check):
     """``check``, also allowing None (MATLAB's []; an empty string or list counts as [])."""
     def opt(name: str, value):

@@ -32,7 +32,9 @@ class TrainWeaklyOpts:
 
     ``backPropToLayer`` is a 1-based layer index or a layer name (as MATLAB);
     ``recallNs`` defaults to [1:5, 10:5:100]; ``useGPU`` falls back to the CPU with a
-    warning when no GPU exists.
+    warning when no GPU exists.  ``precision`` is not in MATLAB: 'exact' (default; float32,
+    TF32 off) or 'fast' (bf16 trunk, float32 head), for the training tuples and the
+    features (see :mod:`matnet.precision`).
     """
 
     netID: str = "caffe"
@@ -74,6 +76,7 @@ class TrainWeaklyOpts:
     nTestRankSample: int = 5000
     recallNs: list = field(default_factory=_default_recall_ns)
     useGPU: bool = True
+    precision: str = "exact"
     numThreads: int = 12
     startEpoch: int = 1
     # --- filled in by trainWeakly (saved with the options, as MATLAB does)
@@ -176,7 +179,8 @@ _CHECKS = {
     "saveFrequency": c.integer(1, allow_inf=True), "compFeatsFrequency": c.integer(1, allow_inf=True),
     "computeBatchSize": _count, "epochTestFrequency": _count, "doDraw": c.logical, "printLoss": c.logical,
     "printBatchLoss": c.logical, "nTestSample": c.integer(1, allow_inf=True), "nTestRankSample": c.integer(0),
-    "recallNs": c.increasing_counts, "useGPU": c.logical, "numThreads": _count, "startEpoch": _count,
+    "recallNs": c.increasing_counts, "useGPU": c.logical, "precision": c.one_of("exact", "fast"),
+    "numThreads": _count, "startEpoch": _count,
     "dbTrainName": c.optional(c.text), "dbValName": c.optional(c.text), "backPropToLayerName": c.optional(c.text),
     "backPropDepth": c.optional(_count), "dbCheckpoint0_orig": c.optional(c.text),
     "qCheckpoint0_orig": c.optional(c.text),

@@ -72,7 +72,7 @@ def _serial_feats(net, imPath, imageFns, outFn, opts: TrainWeaklyOpts) -> None:
     from ..extract import serialAllFeats
     _bin_path(outFn)
     serialAllFeats(net, imPath, imageFns, outFn, batchSize=opts.computeBatchSize, useGPU=opts.useGPU,
-                   numThreads=opts.numThreads)
+                   numThreads=opts.numThreads, precision=opts.precision)
     net.train()
 
 
@@ -180,10 +180,11 @@ class _ImageLoader:
         return np.stack(ims)
 
 
-def _tuple_forward(net, x, fns):
+def _tuple_forward(net, x, fns, precision="exact"):
     """N x D representations of a training tuple; an error names its image files."""
+    from ..precision import forward
     try:
-        return net(x).reshape(x.shape[0], -1)
+        return forward(net, x, precision).reshape(x.shape[0], -1)
     except torch.cuda.OutOfMemoryError:
         raise
     except (RuntimeError, ValueError) as e:
@@ -222,7 +223,7 @@ def _append_col(a, col):
 
 
 def _checkpoint0_name(opts, dbName, kind, extra=""):
-    sfx = opts.checkpoint0suffix
+    sfx = opts.checkpoint0suffix + ("fast_" if opts.precision == "fast" else "")  # not MATLAB's features
     return f"{opts.outPrefix}{dbName}_{opts.netID}_{opts.layerName}_{opts.method}_{sfx}{extra}{kind}.bin"
 
 
@@ -574,7 +575,7 @@ def _tuple_backward(net, db, qID, t: _Tuple, opts, loader, device) -> tuple[floa
         ims = ims[:, :, ::-1]
     # N x H x W x 3 viewed as NCHW is channels_last, the faster layout for the convolutions
     x = torch.from_numpy(np.ascontiguousarray(ims)).to(device).permute(0, 3, 1, 2)
-    feats = _tuple_forward(net, x, fns)
+    feats = _tuple_forward(net, x, fns, opts.precision)
     loss, dzdy, nViol, nVH = triplet_loss(feats.detach(), opts.margin, opts.excludeVeryHard)
     if opts.printLoss:
         print(f"   real loss= {loss:.4f}, #violate= {nViol}, #vhard= {nVH}, (qID={qID})")

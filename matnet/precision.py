@@ -1,0 +1,59 @@
+"""Numeric precision of a network's forward pass (an option of matnet, not in MATLAB).
+
+``exact`` (the default): float32 everywhere with TF32 off on the GPU, MatConvNet's numbers.
+``fast``: the trunk (every layer before the NetVLAD/pooling head) under bfloat16
+autocast -- its convolutions run in bf16 -- and the head (preL2, layerVLAD, the
+normalisations, the PCA/whitening convolution) in float32 on the trunk's output cast
+back to float32; TF32 is allowed for float32 matmuls on the GPU.  CPUs run bf16
+autocast too (fast where they have bf16 instructions).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+
+from .layers import (Normalize, layerTotalAvgPool, layerTotalMaxPool, layerVLAD, layerVLADv2,
+                     layerWholeL2Normalize)
+
+PRECISIONS = ("exact", "fast")
+_HEAD = (layerVLAD, layerVLADv2, layerTotalMaxPool, layerTotalAvgPool, layerWholeL2Normalize)
+
+
+def check_precision(precision: str, what: str = "precision") -> str:
+    """``precision`` if it is 'exact' or 'fast'; else a ValueError naming the choices."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"{what} must be 'exact' or 'fast', got {precision!r}")
+    return precision
+
+
+def head_start(net) -> int:
+    """Index of the head's first layer: the first NetVLAD/pooling/whole-L2 layer, or the
+    normalize (preL2) just before it; len(net.layers) for a network without a head."""
+    for i, layer in enumerate(net.layers):
+        if isinstance(layer, _HEAD):
+            return i - 1 if i and isinstance(net.layers[i - 1], Normalize) else i
+    return len(net.layers)
+
+
+@contextmanager
+def tf32(allowed: bool):
+    """TF32 for float32 matmuls and convolutions on the GPU on or off; restored afterwards."""
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = allowed
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def forward(net, x: torch.Tensor, precision: str = "exact") -> torch.Tensor:
+    """``net(x)`` in ``precision``; the output is float32 either way."""
+    if check_precision(precision) == "exact":
+        with tf32(False):
+            return net(x)
+    h = head_start(net)
+    with tf32(True):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            y = net(x, stop=h)
+        return net(y.float(), start=h)

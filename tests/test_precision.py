@@ -1,0 +1,106 @@
+"""precision='fast' (bf16 trunk, float32 head) against 'exact' on the CPU: descriptor
+cosine on random and synthetic images, recall on a synthetic test street, where the
+bf16 stops, the option's checks, and the GPU flags it sets and restores."""
+import glob
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from matnet.evaluate import testFromFn
+from matnet.extract import computeRepresentation, serialAllFeats
+from matnet.layers import Conv, Normalize, layerVLAD
+from matnet.precision import forward, head_start, tf32
+from matnet.synthetic.db import dbSynthetic
+from matnet.synthetic.places import make_places
+from matnet.synthetic.vgg16_netvlad import vgg16_netvlad
+from matnet.train.opts import TrainWeaklyOpts
+
+MEAN = torch.tensor([122.74, 116.78, 103.94]).view(1, 3, 1, 1)
+
+
+@pytest.fixture(scope="module")
+def net():
+    """A VGG16-NetVLAD-WPCA miniature in the released layer order (random weights)."""
+    return vgg16_netvlad(widths=(16, 32, 64, 64, 64), num_clusters=16, pca_dim=128, image_size=(64, 80)).eval()
+
+
+@pytest.fixture(scope="module")
+def street(tmp_path_factory):
+    root = tmp_path_factory.mktemp("places")
+    make_places(root, numImages=60, numQueries=30, imSize=(64, 80), splits=("test",))
+    return dbSynthetic("test", root)
+
+
+def cosines(net, x):
+    x = (x - MEAN).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        e, f = (forward(net, x, p).reshape(len(x), -1) for p in ("exact", "fast"))
+    assert e.dtype == f.dtype == torch.float32
+    return ((e * f).sum(1) / (e.norm(dim=1) * f.norm(dim=1))).numpy()
+
+
+def test_fast_descriptors_close_to_exact(net, street):
+    rnd = torch.rand(12, 3, 64, 80, generator=torch.Generator().manual_seed(0)) * 255
+    fns = sorted(glob.glob(street.dbPath + "**/*.jpg", recursive=True))[:12]
+    syn = torch.from_numpy(np.stack([np.asarray(Image.open(f).convert("RGB"), np.float32) for f in fns]))
+    c_rnd, c_syn = cosines(net, rnd), cosines(net, syn.permute(0, 3, 1, 2))
+    print(f"cosine fast/exact: random min {c_rnd.min():.5f} mean {c_rnd.mean():.5f}, "
+          f"synthetic min {c_syn.min():.5f} mean {c_syn.mean():.5f}")
+    assert c_syn.min() >= 0.999 and c_rnd.mean() >= 0.999 and c_rnd.min() >= 0.998
+    assert c_rnd.min() < 1 - 1e-6  # bf16 really ran: fast is not exact
+
+
+def test_fast_recall_within_one_query(net, street, tmp_path):
+    recalls = {}
+    for p in ("exact", "fast"):
+        serialAllFeats(net, street.dbPath, street.dbImageFns, tmp_path / f"db_{p}.bin", useGPU=False, precision=p)
+        serialAllFeats(net, street.qPath, street.qImageFns, tmp_path / f"q_{p}.bin", useGPU=False, precision=p)
+        recalls[p], _, _, _ = testFromFn(street, tmp_path / f"db_{p}.bin", tmp_path / f"q_{p}.bin",
+                                         recallNs=[1, 2, 5, 10])
+    changed = np.abs(recalls["fast"] - recalls["exact"]) * street.numQueries
+    print(f"recall exact {recalls['exact']}, fast {recalls['fast']}")
+    assert changed.max() <= 1 + 1e-9
+    assert 0 < recalls["exact"][-1]
+    im = np.asarray(Image.open(street.dbPath + street.dbImageFns[0]).convert("RGB"), np.float32)
+    one = computeRepresentation(net, im, useGPU=False, precision="fast")
+    first = np.fromfile(tmp_path / "db_fast.bin", np.float32)[:one.size]
+    np.testing.assert_allclose(one, first, rtol=1e-5, atol=1e-6)  # one image = the batch's first row
+
+
+def test_fast_runs_the_head_in_float32(net):
+    h = head_start(net)
+    assert isinstance(net.layers[h], Normalize) and isinstance(net.layers[h + 1], layerVLAD)
+    seen, convs = {}, [i for i, layer in enumerate(net.layers) if isinstance(layer, Conv)]
+    def record(i):
+        def hook(module, inp, out):
+            seen[i] = (inp[0].dtype, out.dtype)
+        return hook
+    hooks = [net.layers[i].register_forward_hook(record(i)) for i in convs]
+    wpca = convs[-1]
+    assert wpca > h
+    with torch.no_grad():
+        forward(net, torch.rand(2, 3, 64, 80) * 255, "fast")
+    assert sorted(seen) == convs and all(seen[i][1] == torch.bfloat16 for i in convs if i < h)  # trunk in bf16
+    assert seen[wpca] == (torch.float32, torch.float32)               # the whitening PCA in float32
+    seen.clear()
+    with torch.no_grad():
+        forward(net, torch.rand(2, 3, 64, 80) * 255, "exact")
+    assert sorted(seen) == convs and all(v == (torch.float32, torch.float32) for v in seen.values())
+    for hook in hooks:
+        hook.remove()
+
+
+def test_precision_checked_and_tf32_restored(net, tmp_path):
+    with pytest.raises(ValueError, match="precision must be 'exact' or 'fast'"):
+        serialAllFeats(net, str(tmp_path) + "/", ["a.jpg"], tmp_path / "x.bin", precision="half")
+    with pytest.raises(ValueError, match=r"precision='half'.*one of 'exact', 'fast'"):
+        TrainWeaklyOpts(precision="half")
+    assert TrainWeaklyOpts(precision="fast").precision == "fast"
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    with tf32(True):
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        with tf32(False):
+            assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == old
