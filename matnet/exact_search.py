@@ -21,14 +21,16 @@ SEARCH_BLOCK = 1 << 26  # distance-matrix entries computed at once (256 MiB of f
 def smallest_k(d: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` smallest entries of each row of ``d`` in (value, column) order: ties go
     to the lower column, also where they straddle the k-th place (torch.topk keeps an
-    arbitrary subset there; such rows, rare outside exact duplicates, are redone exactly).
-    Returns (values, columns), nRows x k.  One host synchronisation per call."""
-    vals, idx = torch.topk(d, k, dim=1, largest=False, sorted=True)
-    if k < d.shape[1]:
-        kth = vals[:, -1:]
-        cut = ((d == kth).sum(1) > (vals == kth).sum(1)).nonzero().flatten().tolist()
+    arbitrary subset there: a (k+1)-th value equal to the k-th shows it, and such rows,
+    rare outside exact duplicates, are redone exactly).  Returns (values, columns),
+    nRows x k.  One host synchronisation per call, no temporary the size of ``d``."""
+    extra = int(0 < k < d.shape[1])  # one more: a (k+1)-th value equal to the k-th means a cut tie
+    vals, idx = torch.topk(d, k + extra, dim=1, largest=False, sorted=True)
+    if extra:
+        cut = (vals[:, k] == vals[:, k - 1]).nonzero().flatten().tolist()
+        vals, idx = vals[:, :k].contiguous(), idx[:, :k].contiguous()
         for r in cut:  # the k-th value also sits at columns topk did not keep
-            cand = (d[r] <= kth[r]).nonzero().flatten()          # ascending columns
+            cand = (d[r] <= vals[r, -1]).nonzero().flatten()     # ascending columns
             order = torch.sort(d[r, cand], stable=True).indices[:k]
             idx[r], vals[r] = cand[order], d[r, cand[order]]
     o = torch.argsort(idx, dim=1)  # (value, column) order: by column, then stable by value
@@ -81,7 +83,7 @@ def chunk_rows(D: int, nQ: int, memoryCap: int) -> int:
     is searched), a block of distances (QUERY_BLOCK queries; with top-k's temporaries) and
     the queries fit in ``memoryCap`` bytes."""
     free = memoryCap - 4 * nQ * D
-    per_row = 4 * 2 * D + 5 * min(nQ, QUERY_BLOCK)  # float32 distances, a bool mask of ties
+    per_row = 4 * 2 * D + 4 * min(nQ, QUERY_BLOCK)  # two rows of the buffers, float32 distances
     if free < per_row:
         raise MemoryError(f"memoryCap {memoryCap / 2**20:.0f} MiB is too small for {nQ} queries of "
                           f"D={D} (needs at least {(4 * nQ * D + per_row) / 2**20:.1f} MiB)")
