@@ -146,6 +146,9 @@ def testNet(db, opts: TrainWeaklyOpts, ID: str, qFeat, dbFeat, log=None):
     return np.asarray(recall, np.float64), float(rankloss)
 
 
+testNet.__test__ = False  # a MATLAB name starting with "test": not a pytest test where imported
+
+
 def recall_summary(recallNs, recall) -> str:
     """'recall@1/5/10 0.512/0.801/0.900' for the Ns among 1, 5, 10, 20 that were measured."""
     pick = [i for i, n in enumerate(recallNs) if n in (1, 5, 10, 20)] or list(range(min(3, len(recallNs))))

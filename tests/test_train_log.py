@@ -1,0 +1,51 @@
+"""trainWeakly's progress log and its one-line test summaries (printLoss shows the tables)."""
+import numpy as np
+
+from matnet.synthetic import dbSynthetic, make_places
+from matnet.train import progress_log
+from matnet.train.opts import TrainWeaklyOpts
+from matnet.train.progress_log import ProgressLog
+from matnet.train.train_weakly import recall_summary, testNet
+
+
+def test_a_line_every_few_batches_with_the_mean_loss_and_rate(tmp_path):
+    fn = tmp_path / "s.log"
+    log = ProgressLog(fn)
+    log.write("start")
+    log.epoch_start()
+    losses = np.linspace(0.1, 2.3, 23)
+    for i, l in enumerate(losses, 1):
+        log.batch(3, i, 23, float(l))
+    lines = fn.read_text().splitlines()  # flushed line by line: readable before close
+    log.close()
+    assert lines[0].endswith(" start") and len(lines) == 1 + 3
+    for line, (a, b) in zip(lines[1:], [(0, 10), (10, 20), (20, 23)]):
+        assert f"epoch 3 batch {b}/23 loss {losses[a:b].mean():.4f} " in line
+        rate = float(line.split(" loss ")[1].split()[1])
+        assert rate > 0 and line.endswith(" min")
+    assert progress_log.EVERY == 10
+    ProgressLog(fn).write("resumed")  # a resumed run appends
+    assert fn.read_text().splitlines()[:4] == lines and fn.read_text().endswith(" resumed\n")
+
+
+def test_recall_summary_picks_1_5_10_20():
+    assert recall_summary([1, 2, 5, 10, 20, 25], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]) == "recall@1/5/10/20 0.100/0.300/0.400/0.500"
+    assert recall_summary([2, 3], [0.5, 0.75]) == "recall@2/3 0.500/0.750"
+
+
+def test_testNet_prints_one_line_unless_printLoss(tmp_path, capsys):
+    make_places(tmp_path, numImages=16, numQueries=8, imSize=(32, 40), splits=("val",))
+    db = dbSynthetic("val", tmp_path)
+    g = np.random.default_rng(0)
+    q, d = (g.standard_normal((n, 8)).astype(np.float32) for n in (db.numQueries, db.numImages))
+    o = TrainWeaklyOpts(sessionID="s", recallNs=[1, 5, 10], nTestRankSample=4, nNegChoice=4)
+    log = ProgressLog(tmp_path / "s.log")
+    rec, rl = testNet(db, o, "ep1_val", q, d, log)
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"testNet: s ep1_val: recall@1/5/10 {rec[0]:.3f}/{rec[1]:.3f}/{rec[2]:.3f}, rankloss {rl:.4f}"]
+    assert (tmp_path / "s.log").read_text().endswith(out[0] + "\n")
+    rec2, rl2 = testNet(db, o.replace(printLoss=True), "ep1_val", q, d)
+    out = capsys.readouterr().out.splitlines()
+    assert "001 " + f"{rec[0]:.4f}" in out and any(l.startswith("\tloss= ") for l in out) and len(out) > 5
+    np.testing.assert_array_equal(rec, rec2)
+    assert rl == rl2
