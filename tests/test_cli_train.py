@@ -70,3 +70,22 @@ def test_train_and_features_commands_on_spec_files(tmp_path, monkeypatch, capsys
                  "--out", str(tmp_path / "l.bin"), "--useGPU", "false"]) == 0
     q, l = read_bin(tmp_path / "q.bin", n=8), read_bin(tmp_path / "l.bin", n=3)
     np.testing.assert_array_equal(q[:3], l)
+
+
+def test_datasets_by_matlab_name_spec_file_or_folder_format(tmp_path):
+    import shutil
+    make_places(tmp_path / "data", numImages=8, numQueries=4, imSize=(32, 40), splits=("train",))
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    shutil.copy(tmp_path / "data" / "datasets" / "synth_train.mat", specs / "pitts30k_val.mat")
+    db = dataset_by_name("pitts30k_val", dbRoot=tmp_path / "Pitts", specDir=specs)
+    assert type(db).__name__ == "dbPitts" and db.name == "pitts30k_val" and db.numImages == 8
+    assert db.dbPath == str(tmp_path / "Pitts" / "images") + "/" and db.qPath == str(tmp_path / "Pitts" / "queries") + "/"
+    db = dataset_by_name(str(specs / "pitts30k_val.mat"), dbRoot=tmp_path / "Pitts")  # a released spec's rules
+    assert type(db).__name__ == "dbPitts" and db.qPath.endswith("/queries/")
+    with pytest.raises(ValueError, match="give the folder its image names are relative to"):
+        dataset_by_name(str(tmp_path / "data" / "datasets" / "synth_train.mat"))
+    with pytest.raises(ValueError, match="expected vpr:ROOT:SPLIT"):
+        dataset_by_name("vpr:/data/x")
+    with pytest.raises(ValueError, match="unknown dataset 'pitts30k_training'"):
+        dataset_by_name("pitts30k_training")
