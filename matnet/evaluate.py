@@ -144,6 +144,16 @@ class StreamedDb:
         """The (cropped) rows ``ids``, read from the map."""
         return self.transform(np.asarray(self.mapped.array[np.asarray(ids)], np.float32))
 
+    def chunks(self):
+        """(start, rows) on the host, the file read once in chunks within memoryCap."""
+        n, D = self.mapped.shape
+        step = max(1, self.memoryCap // (8 * D))
+        for s in range(0, n, step):
+            x = np.array(self.mapped.array[s:s + step])
+            self.mapped.release(s, s + len(x))
+            self.check(s, x)
+            yield s, self.transform(x)
+
     def search(self, qt: torch.Tensor, k: int, device) -> tuple[np.ndarray, np.ndarray]:
         return knn_streamed(qt, self.mapped, k, device, self.memoryCap, self.transform, self.check)
 
@@ -186,22 +196,51 @@ def _search_fn(qFeat, dbFeat, device=None):
 
 
 def testCore(db, qFeat, dbFeat, nTestSample=math.inf, recallNs=RECALL_NS, printN: int = 10,
-             device=None, verbose: bool = True):
+             device=None, verbose: bool = True, searchMethod: str = "exact", searchParams=None,
+             searchCheckSample: int = 1000, searchCheck: dict | None = None):
     """testCore.m: recall@N of nQ x D queries against N x D database features.
 
     Uses ``db.nnSearchPostprocess`` when the dataset has one (Tokyo 24/7 NMS, TokyoTM
     time filter).  Returns ``(recalls, allRecalls)``: mean per N (len(recallNs)) and
     nTested x len(recallNs).  ``dbFeat`` may be a :class:`StreamedDb` (a file larger than
     memory; the same result as in memory).
+
+    Not in MATLAB: ``searchMethod`` other than 'exact' searches with faiss ('flat',
+    'ivfpq' or an index_factory string, ``searchParams``; see
+    :mod:`matnet.approximate_search`); then recall@N of that search and of the exact one
+    on ``searchCheckSample`` sampled queries are printed side by side and stored in the
+    dict ``searchCheck`` when given (keys queries, recallNs, approximate, exact, index).
     """
-    if isinstance(dbFeat, StreamedDb):
-        raw = _StreamedSearcher(qFeat, dbFeat, sample_queries(db.numQueries, nTestSample), _device(device))
+    dev = _device(device)
+
+    def exact_searcher(queries):
+        if isinstance(dbFeat, StreamedDb):
+            return _StreamedSearcher(qFeat, dbFeat, queries, dev)
+        return _search_fn(qFeat, dbFeat, device)
+
+    def wrap(raw):
+        post = getattr(db, "nnSearchPostprocess", None)
+        return (lambda q, n: post(raw, q, n)) if post is not None else raw
+
+    if searchMethod == "exact":
+        raw = exact_searcher(sample_queries(db.numQueries, nTestSample))
     else:
-        raw = _search_fn(qFeat, dbFeat, device)
-    post = getattr(db, "nnSearchPostprocess", None)
-    searcher = (lambda q, n: post(raw, q, n)) if post is not None else raw
-    _, allRecalls = recallAtN(searcher, db.numQueries, db.isPosQ, recallNs, printN, nTestSample,
+        from .approximate_search import FaissSearcher
+        raw = FaissSearcher(qFeat, dbFeat, searchMethod, searchParams, useGPU=dev.type == "cuda")
+    _, allRecalls = recallAtN(wrap(raw), db.numQueries, db.isPosQ, recallNs, printN, nTestSample,
                               verbose=verbose)
+    if searchMethod != "exact" and searchCheckSample:
+        nS = min(int(searchCheckSample), db.numQueries)
+        check = {"index": raw.spec, "queries": nS, "recallNs": list(np.asarray(recallNs).tolist())}
+        for name, searcher in (("approximate", raw), ("exact", exact_searcher(sample_queries(db.numQueries, nS)))):
+            _, r = recallAtN(wrap(searcher), db.numQueries, db.isPosQ, recallNs, printN, nS, verbose=False)
+            check[name] = r.mean(0).tolist()
+        if verbose:
+            print(f"\tsearch {raw.spec} vs exact on {nS} sampled queries:")
+            for n, a, e in zip(check["recallNs"], check["approximate"], check["exact"]):
+                print(f"{n:03d} {a:.4f} exact {e:.4f} ({(a - e) * nS:+.0f} queries)")
+        if searchCheck is not None:
+            searchCheck.update(check)
     return allRecalls.mean(0), allRecalls
 
 
@@ -256,7 +295,8 @@ def testCoreRank(db, qFeat, dbFeat, margin, nNegChoice, nTestSample=1000, rng=No
 
 
 TEST_OPTS = {"nTestRankSample": 0, "nTestSample": math.inf, "recallNs": RECALL_NS,
-             "margin": 0.1, "nNegChoice": 1000, "cropToDim": 0, "memoryCap": None}
+             "margin": 0.1, "nNegChoice": 1000, "cropToDim": 0, "memoryCap": None,
+             "searchMethod": "exact", "searchParams": None, "searchCheckSample": 1000}
 
 
 def _opts_dict(opts) -> dict:
@@ -281,7 +321,9 @@ def testFromFn(db, dbFeatFn, qFeatFn, opts=None, **overrides):
     a string such as '1GB'): a database file larger than it is not loaded but streamed
     through a memory map in chunks within that memory, with the same ids and recall; the
     default (None) streams files larger than half the available memory, within a quarter
-    of it.  Returns ``(recall, rankloss,
+    of it.  ``searchMethod`` / ``searchParams`` / ``searchCheckSample`` (not in MATLAB):
+    approximate search with faiss, its recall next to the exact one on a query sample
+    (see :func:`testCore`; the comparison is returned in ``opts['searchCheck']``).  Returns ``(recall, rankloss,
     allRecalls, opts)``: mean recall per N, the rank loss (None unless
     nTestRankSample > 0), per-query recalls, the options used.  Feature files must
     hold exactly numQueries / numImages vectors (MATLAB silently reads the first
@@ -323,8 +365,13 @@ def testFromFn(db, dbFeatFn, qFeatFn, opts=None, **overrides):
     if opts["nTestRankSample"] > 0:
         rankloss, _ = testCoreRank(db, qFeat, dbFeat, opts["margin"], opts["nNegChoice"],
                                    nTestSample=opts["nTestRankSample"])
+    check = {}
     recall, allRecalls = testCore(db, qFeat, dbFeat, nTestSample=opts["nTestSample"],
-                                  recallNs=opts["recallNs"])
+                                  recallNs=opts["recallNs"], searchMethod=opts["searchMethod"],
+                                  searchParams=opts["searchParams"], searchCheckSample=opts["searchCheckSample"],
+                                  searchCheck=check)
+    if check:
+        opts["searchCheck"] = check
     return recall, rankloss, allRecalls, opts
 
 

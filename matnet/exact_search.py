@@ -82,7 +82,7 @@ def chunk_rows(D: int, nQ: int, memoryCap: int) -> int:
     """Database rows per chunk so that two chunk buffers (one read ahead while the other
     is searched), a block of distances (QUERY_BLOCK queries; with top-k's temporaries) and
     the queries fit in ``memoryCap`` bytes."""
-    free = memoryCap - 4 * nQ * D
+    free = 0.9 * memoryCap - 4 * nQ * D  # a tenth left for the allocator and top-k's own buffers
     per_row = 4 * 2 * D + 4 * min(nQ, QUERY_BLOCK)  # two rows of the buffers, float32 distances
     if free < per_row:
         raise MemoryError(f"memoryCap {memoryCap / 2**20:.0f} MiB is too small for {nQ} queries of "

@@ -1,0 +1,64 @@
+"""searchMethod (faiss) in testFromFn: an exhaustive index gives the exact recall, IVF-PQ
+reports its recall next to the exact one on a query sample; bad methods and parameters."""
+import numpy as np
+import pytest
+
+from converters.bin_features import write_bin
+from matnet.approximate_search import factory_string
+from matnet.evaluate import testFromFn
+from test_evaluate import make_db
+
+pytest.importorskip("faiss")
+
+
+@pytest.fixture
+def street(tmp_path):
+    rng = np.random.default_rng(3)
+    nDb, nQ, D = 1500, 60, 32
+    utmDb = rng.uniform(0, 600, (2, nDb))
+    utmQ = utmDb[:, rng.choice(nDb, nQ, replace=False)] + rng.normal(0, 8, (2, nQ))
+    basis = rng.standard_normal((2, D))
+    dbFeat = (utmDb.T / 60 @ basis + 1.2 * rng.standard_normal((nDb, D))).astype(np.float32)
+    qFeat = (utmQ.T / 60 @ basis + 1.2 * rng.standard_normal((nQ, D))).astype(np.float32)
+    write_bin(tmp_path / "db.bin", dbFeat)
+    write_bin(tmp_path / "q.bin", qFeat)
+    return make_db(tmp_path, utmDb, utmQ), tmp_path
+
+
+NS = [1, 5, 10, 20]
+
+
+@pytest.mark.parametrize("method,params", [("flat", None), ("IVF8,Flat", {"nprobe": 8})])
+def test_exhaustive_indexes_give_the_exact_recall(street, method, params):
+    db, d = street
+    exact, _, allExact, _ = testFromFn(db, d / "db.bin", d / "q.bin", recallNs=NS)
+    rec, _, allRec, opts = testFromFn(db, d / "db.bin", d / "q.bin", recallNs=NS, searchMethod=method,
+                                      searchParams=params, searchCheckSample=30)
+    np.testing.assert_array_equal(allRec, allExact)
+    check = opts["searchCheck"]
+    assert check["queries"] == 30 and check["approximate"] == check["exact"]
+    assert 0 < exact[0] < 1
+
+
+def test_ivfpq_reports_its_recall_next_to_exact(street, capsys):
+    db, d = street
+    exact, _, _, _ = testFromFn(db, d / "db.bin", d / "q.bin", recallNs=NS)
+    rec, _, _, opts = testFromFn(db, d / "db.bin", d / "q.bin", recallNs=NS, searchMethod="ivfpq",
+                                 searchParams={"nlist": 16, "m": 8, "nbits": 4, "nprobe": 4}, searchCheckSample=60,
+                                 memoryCap=50_000)  # streamed: the index is built chunk by chunk
+    check = opts["searchCheck"]
+    assert check["index"] == "IVF16,PQ8x4" and check["queries"] == 60
+    np.testing.assert_allclose(check["exact"], exact)          # all 60 queries sampled: the exact run
+    np.testing.assert_allclose(check["approximate"], rec)
+    assert np.all(np.abs(np.asarray(rec) - exact) <= 0.25)     # compressed, yet close
+    assert "vs exact on 60 sampled queries" in capsys.readouterr().out
+
+
+def test_bad_methods_and_parameters(street):
+    db, d = street
+    with pytest.raises(ValueError, match="searchMethod 'IVF,Nonsense'"):
+        testFromFn(db, d / "db.bin", d / "q.bin", searchMethod="IVF,Nonsense")
+    with pytest.raises(ValueError, match="searchParams: unknown nprob"):
+        testFromFn(db, d / "db.bin", d / "q.bin", searchMethod="ivfpq", searchParams={"nprob": 3})
+    assert factory_string("ivfpq", 10_000, 4096, {}) == "IVF400,PQ256x8"
+    assert factory_string("ivfpq", 100, 30, {"m": 4}) == "IVF40,PQ3x8"  # m rounded to a divisor of D
