@@ -311,7 +311,7 @@ def _opts_dict(opts) -> dict:
     return {**TEST_OPTS, **d}
 
 
-def testFromFn(db, dbFeatFn, qFeatFn, opts=None, **overrides):
+def testFromFn(db, dbFeatFn, qFeatFn, opts=None, verbose: bool = True, **overrides):
     """testFromFn.m: recall@N from ``.bin`` feature files (serialAllFeats output).
 
     ``opts`` (dict, dataclass or None) defaults to recallNs [1:5, 10:5:100],
@@ -328,6 +328,7 @@ def testFromFn(db, dbFeatFn, qFeatFn, opts=None, **overrides):
     nTestRankSample > 0), per-query recalls, the options used.  Feature files must
     hold exactly numQueries / numImages vectors (MATLAB silently reads the first
     numImages of a longer database file; here that is an error naming the file).
+    ``verbose`` False: the file names and recall tables are not printed.
     """
     opts = _opts_dict(opts)
     for k, v in overrides.items():
@@ -337,7 +338,8 @@ def testFromFn(db, dbFeatFn, qFeatFn, opts=None, **overrides):
     nQ, nDb = int(db.numQueries), int(db.numImages)
     if nQ == 0:
         raise ValueError(f"{getattr(db, 'specFn', getattr(db, 'name', 'db'))}: the dataset has no queries")
-    print(f"testFromFn:\n{dbFeatFn}\n{qFeatFn}")
+    if verbose:
+        print(f"testFromFn:\n{dbFeatFn}\n{qFeatFn}")
     qFeat = read_bin(qFeatFn, n=nQ)
     nDims = qFeat.shape[1]
     nvals = os.path.getsize(dbFeatFn) // 4 if os.path.isfile(dbFeatFn) else 0
@@ -364,12 +366,12 @@ def testFromFn(db, dbFeatFn, qFeatFn, opts=None, **overrides):
     rankloss = None
     if opts["nTestRankSample"] > 0:
         rankloss, _ = testCoreRank(db, qFeat, dbFeat, opts["margin"], opts["nNegChoice"],
-                                   nTestSample=opts["nTestRankSample"])
+                                   nTestSample=opts["nTestRankSample"], verbose=verbose)
     check = {}
     recall, allRecalls = testCore(db, qFeat, dbFeat, nTestSample=opts["nTestSample"],
                                   recallNs=opts["recallNs"], searchMethod=opts["searchMethod"],
                                   searchParams=opts["searchParams"], searchCheckSample=opts["searchCheckSample"],
-                                  searchCheck=check)
+                                  searchCheck=check, verbose=verbose)
     if check:
         opts["searchCheck"] = check
     return recall, rankloss, allRecalls, opts

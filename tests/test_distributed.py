@@ -83,7 +83,7 @@ def _launch(cfg: dict, tmp: Path, n=2, torchrun=False, timeout_s=30, limit=240):
     out = []
     for p in procs:  # once a rank failed, the others get a few seconds, then are killed
         try:
-            _, err = p.communicate(timeout=limit if all(rc == 0 for rc, _ in out) else 10)
+            _, err = p.communicate(timeout=limit if all(rc == 0 for rc, _ in out) else 5)
         except subprocess.TimeoutExpired:
             p.kill()
             _, err = p.communicate()

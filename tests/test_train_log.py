@@ -49,3 +49,20 @@ def test_testNet_prints_one_line_unless_printLoss(tmp_path, capsys):
     assert "001 " + f"{rec[0]:.4f}" in out and any(l.startswith("\tloss= ") for l in out) and len(out) > 5
     np.testing.assert_array_equal(rec, rec2)
     assert rl == rl2
+
+
+def test_testFromFn_verbose_false_prints_nothing(tmp_path, capsys):
+    from converters.bin_features import write_bin
+    from matnet.evaluate import testFromFn
+    make_places(tmp_path, numImages=16, numQueries=8, imSize=(32, 40), splits=("val",))
+    db = dbSynthetic("val", tmp_path)
+    g = np.random.default_rng(1)
+    write_bin(tmp_path / "q.bin", g.standard_normal((8, 4)).astype(np.float32))
+    write_bin(tmp_path / "d.bin", g.standard_normal((16, 4)).astype(np.float32))
+    quiet = testFromFn(db, tmp_path / "d.bin", tmp_path / "q.bin", recallNs=[1, 5], nTestRankSample=4, nNegChoice=4,
+                       verbose=False)
+    assert capsys.readouterr().out == ""
+    loud = testFromFn(db, tmp_path / "d.bin", tmp_path / "q.bin", recallNs=[1, 5], nTestRankSample=4, nNegChoice=4)
+    assert "001 " in capsys.readouterr().out
+    np.testing.assert_array_equal(quiet[0], loud[0])
+    assert quiet[1] == loud[1]

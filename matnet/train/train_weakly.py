@@ -454,9 +454,11 @@ def _test0(s: _Session) -> None:
         out = {}
         for part, db, dFn, qFn in (("val", dbVal, opts.dbCheckpoint0val, opts.qCheckpoint0val),
                                    ("train", s.dbTrain, opts.dbCheckpoint0, opts.qCheckpoint0)):
-            rec, rl, _, _ = testFromFn(db, dFn, qFn, opts)
+            rec, rl, _, _ = testFromFn(db, dFn, qFn, opts, verbose=opts.printLoss)
             out[part] = [float(r) for r in rec], None if rl is None else float(rl)
-            s.log.write(f"test0 {part}: {recall_summary(opts.recallNs, rec)}")
+            line = f"test0 {part}: {recall_summary(opts.recallNs, rec)}" + ("" if rl is None else f", rankloss {rl:.4f}")
+            print(line)
+            s.log.write(line)
         return out
     s.obj["pretrain"] = {part: {"recall": np.asarray(rec, np.float64).reshape(-1, 1),
                                 "rankloss": np.float64(np.nan if rl is None else rl)}
