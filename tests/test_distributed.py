@@ -115,6 +115,7 @@ def runs(data, tmp_path_factory):
         {"kind": "train", "kw": {"sessionID": "kill", "nEpoch": 2}, "stop_at": 4 + 4},  # epoch 2, batch 4
         {"kind": "train", "kw": {"sessionID": "kill", "nEpoch": 2, "startEpoch": 2}},
         {"kind": "train", "kw": {"sessionID": "split", "nEpoch": 2, "startEpoch": 2}},
+        {"kind": "train", "kw": {"sessionID": "two2one", "nEpoch": 2}, "stop_at": 4 + 4},  # resumed by 1 below
         # matnet features: 24 images in chunks of 8: shards 16 + 8; 12 queries in chunks of 24: 12 + nothing
         {"kind": "extract", "which": "db", "out": str(out / "two_db.bin"), "batchSize": 1},
         {"kind": "extract", "which": "q", "out": str(out / "two_q.bin"), "batchSize": 3},
@@ -166,6 +167,18 @@ def test_resume_under_two_processes_equals_uninterrupted(runs):
 
 def test_checkpoint_of_one_process_resumes_on_two(runs):
     _compare(load_checkpoint(runs / "one_latest.mat"), load_checkpoint(runs / "split_latest.mat"), 1e-5)
+
+
+def test_mid_epoch_save_of_two_processes_resumes_in_one(runs, data, monkeypatch):
+    from matnet.train import train_weakly as tw
+    assert load_checkpoint(runs / "two2one_latest.mat")["auxData"]["resumeBatch"] == 2  # stopped in epoch 2
+    monkeypatch.setenv(env_name("pretrainedCNNs"), str(data / "pre"))
+    monkeypatch.setenv(env_name("outPrefix"), str(runs) + "/")
+    use_simple_head(monkeypatch.setattr)
+    dbT, dbV = dbSynthetic("train", data / "data"), dbSynthetic("val", data / "data")
+    tw.trainWeakly(dbT, dbV, sessionID="two2one", nEpoch=2, startEpoch=2, **OPTS)
+    _compare(load_checkpoint(runs / "one_latest.mat"), load_checkpoint(runs / "two2one_latest.mat"), 1e-5)
+    _compare(load_checkpoint(runs / "two_latest.mat"), load_checkpoint(runs / "two2one_latest.mat"), 1e-5)
 
 
 def test_extraction_shards_merge_to_the_same_bytes(runs):
