@@ -129,17 +129,20 @@ def kmeanspp_init(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray
     return x[idx]
 
 
-def kmeans(trainDescs: np.ndarray, k: int) -> np.ndarray:
+def kmeans(trainDescs: np.ndarray, k: int, useGPU: bool = False) -> np.ndarray:
     """yael_kmeans(trainDescs, k, 'niter', 100, 'seed', 43): k-means++ seeding (numpy
     generator seeded with 43, so not yael's seeds) then 100 Lloyd iterations with faiss,
-    on every descriptor (no subsampling).  Returns D x k float32 centres."""
+    on every descriptor (no subsampling).  Returns D x k float32 centres.  ``useGPU``:
+    the iterations run on the GPU when faiss-gpu is installed and sees one (the centres
+    may then differ from the CPU's in the last bits)."""
     import faiss
     d, n = trainDescs.shape
     if n < k:
         raise ValueError(f"k-means: {n} training descriptors for k={k} clusters")
     x = np.ascontiguousarray(trainDescs.T, dtype=np.float32)
+    gpu = bool(useGPU) and hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
     km = faiss.Kmeans(d, k, niter=N_ITER, seed=SEED, verbose=False,
-                      max_points_per_centroid=max(1, -(-n // k)))
+                      max_points_per_centroid=max(1, -(-n // k)), gpu=gpu)
     km.train(x, init_centroids=kmeanspp_init(x, k, np.random.default_rng(SEED)))
     return np.ascontiguousarray(km.centroids.T, dtype=np.float32)
 
@@ -150,7 +153,7 @@ def getClusters(net: SimpleNN, opts, clstFn, k: int, dbTrain, trainDescFn) -> np
     (:func:`sample_train_descs`, 50 000 from 500 images; resumable through
     ``<trainDescFn>.partial.npz``) and saved when absent.  Both files
     hold MATLAB's variables ``trainDescs`` / ``clsts`` and are written atomically.
-    ``opts.useGPU`` selects the device for the descriptors; ``dbTrain`` needs name,
+    ``opts.useGPU`` selects the device for the descriptors and k-means; ``dbTrain`` needs name,
     dbPath, dbImageFns and numImages.
     """
     if os.path.isfile(clstFn):
@@ -166,7 +169,7 @@ def getClusters(net: SimpleNN, opts, clstFn, k: int, dbTrain, trainDescFn) -> np
             os.remove(partial)
     if not np.isfinite(trainDescs).all():
         raise ValueError(f"{trainDescFn}: training descriptors contain NaN or Inf")
-    clsts = kmeans(trainDescs, k)
+    clsts = kmeans(trainDescs, k, bool(opt(opts, "useGPU")))
     os.makedirs(os.path.dirname(os.path.abspath(clstFn)), exist_ok=True)
     write_clusters(clstFn, clsts)
     return clsts
