@@ -121,6 +121,8 @@ def test_fused_head_equals_layer_by_layer(layout, v2, pre_param):
     grads1 = torch.autograd.grad(y1, [x1, *net.parameters()], g)
     grads2 = torch.autograd.grad(y2, [x2, *net.parameters()], g)
     torch.testing.assert_close(y1, y2, rtol=1e-12, atol=1e-15)
+    with torch.no_grad():  # inference runs the forward without the autograd function
+        torch.testing.assert_close(net(x), y2.detach(), rtol=1e-12, atol=1e-15)
     for a, b in zip(grads1, grads2):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12 * b.abs().max().item())
     assert grads1[0].is_contiguous(memory_format=layout)

@@ -43,10 +43,10 @@ def vlad_aggregate(x: torch.Tensor, assign_w: torch.Tensor, assign_b: torch.Tens
     """
     if assign_b is None:
         assign_b = assign_w.new_zeros(0)
-    if exporting():  # the same forward, as plain ops a tracer can record
+    if exporting() or not torch.is_grad_enabled():  # plain ops: a tracer records them; no backward
         rows = _is_channels_last(x)
-        scale = None if prenorm is None else _prenorm_maps(x, prenorm, rows, plain=True)[0]
-        vlad_t, _, _ = (_forward_rows if rows else _forward_cols)(x, assign_w, assign_b, neg_centres, scale)
+        scale = None if prenorm is None else _prenorm_maps(x, prenorm, rows, plain=exporting())[0]
+        vlad_t, _, _ = (_forward_rows if rows else _forward_cols)(x, assign_w, assign_b, neg_centres, scale, False)
         return vlad_t.reshape(x.shape[0], x.shape[1], 1, -1)
     return _VLADFunction.apply(x, assign_w, assign_b, neg_centres, prenorm)
 
@@ -122,16 +122,18 @@ def _prenorm_coef(dzdp, raw_logits, assign, m, scale, q, factor, dim):
     return dot.mul_(scale).div_(q).mul_(factor)
 
 
-def _forward_cols(x, assign_w, assign_b, neg_c, scale):
+def _forward_cols(x, assign_w, assign_b, neg_c, scale, keep=True):
     """NCHW: features as N x D x HW columns; returns V^T (N x D x K), A (N x K x HW) and,
-    with a prenorm scale (N x 1 x HW), the unscaled logits W^T x (else None)."""
+    with a prenorm scale (N x 1 x HW), the unscaled logits W^T x (else None).  ``keep``
+    False (no backward to come): the K x HW maps are scaled in place, A and the logits
+    are not returned."""
     n, d = x.shape[:2]
     feats = x.reshape(n, d, -1)
     w_t = assign_w.t().unsqueeze(0).expand(n, -1, -1)                     # N x K x D
     raw = None
     if scale is not None:
         raw = torch.bmm(w_t, feats)
-        logits = raw * scale
+        logits = raw * scale if keep else raw.mul_(scale)
         if assign_b.numel():
             logits += assign_b.reshape(1, -1, 1)
     elif assign_b.numel():
@@ -140,9 +142,11 @@ def _forward_cols(x, assign_w, assign_b, neg_c, scale):
         logits = torch.bmm(w_t, feats)                                    # N x K x HW
     assign = torch.softmax(logits, dim=1)
     del logits
-    vlad_t = torch.bmm(feats, _scaled(assign, scale).transpose(1, 2))     # V^T = X A^T
-    vlad_t += neg_c.unsqueeze(0) * assign.sum(2).unsqueeze(1)
-    return vlad_t, assign, raw
+    mass = assign.sum(2).unsqueeze(1)
+    weights = _scaled(assign, scale) if keep or scale is None else assign.mul_(scale)
+    vlad_t = torch.bmm(feats, weights.transpose(1, 2))                    # V^T = X A^T
+    vlad_t += neg_c.unsqueeze(0) * mass
+    return (vlad_t, assign, raw) if keep else (vlad_t, None, None)
 
 
 def _backward_cols(x, assign_w, neg_c, assign, dv_t, need_x, need_w, raw_logits, scale, q, factor):
@@ -177,23 +181,26 @@ def _assign_filters(assign_w: torch.Tensor) -> torch.Tensor:
     return assign_w.t().reshape(assign_w.shape[1], assign_w.shape[0], 1, 1)
 
 
-def _forward_rows(x, assign_w, assign_b, neg_c, scale):
+def _forward_rows(x, assign_w, assign_b, neg_c, scale, keep=True):
     """channels_last: features as N x HW x D rows; returns V^T (N x D x K, a transposed
-    view), A (N x HW x K) and, with a prenorm scale (N x HW x 1), the unscaled logits."""
+    view), A (N x HW x K) and, with a prenorm scale (N x HW x 1), the unscaled logits
+    (``keep`` as in :func:`_forward_cols`)."""
     bias = assign_b if assign_b.numel() else None
     raw = None
     if scale is not None:
         raw = _rows(torch.nn.functional.conv2d(x, _assign_filters(assign_w)))
-        logits = raw * scale
+        logits = raw * scale if keep else raw.mul_(scale)
         if bias is not None:
             logits += bias
     else:
         logits = _rows(torch.nn.functional.conv2d(x, _assign_filters(assign_w), bias))
     assign = torch.softmax(logits, dim=2)
     del logits
-    vlad = torch.bmm(_scaled(assign, scale).transpose(1, 2), _rows(x))    # V = A X^T, N x K x D
-    vlad += assign.sum(1).unsqueeze(2) * neg_c.t().unsqueeze(0)
-    return vlad.transpose(1, 2), assign, raw
+    mass = assign.sum(1).unsqueeze(2)
+    weights = _scaled(assign, scale) if keep or scale is None else assign.mul_(scale)
+    vlad = torch.bmm(weights.transpose(1, 2), _rows(x))                  # V = A X^T, N x K x D
+    vlad += mass * neg_c.t().unsqueeze(0)
+    return (vlad.transpose(1, 2), assign, raw) if keep else (vlad.transpose(1, 2), None, None)
 
 
 def _backward_rows(x, assign_w, neg_c, assign, dv_t, need_x, need_w, raw_logits, scale, q, factor):
