@@ -36,7 +36,7 @@ original's options and file formats."""
 
 EPILOG = """\
 examples:
-  matnet demo --out /tmp/matnet-demo        # the whole pipeline on synthetic data, offline
+  matnet demo --out runs/demo               # the whole pipeline on synthetic data, offline
   matnet inspect vd16_pitts30k_conv5_3_vlad_preL2_intra_white.mat
   matnet convert released.mat released.safetensors
   matnet export released.mat --format onnx netvlad.onnx --dims 4096

@@ -8,7 +8,7 @@ an ``nn.Module`` with ``encoder`` = torchvision ``vgg16().features[:-2]`` (conv1
 conv5_3), ``pool`` = their NetVLAD (``pool.conv.weight`` K x D x 1 x 1, ``pool.conv.bias``
 with vladv2, ``pool.centroids`` K x D; always preL2, intra-normalisation and L2) and,
 in Patch-NetVLAD with ``num_pcs``, ``WPCA`` = ``Sequential(Conv2d(K*D, num_pcs, 1),
-Flatten, L2)``.  Their loaders read ``torch.load(f)['state_dict']`` (pytorch-NetVlad also
+Flatten, L2)``.  Their loaders take the checkpoint's ``'state_dict'`` entry (pytorch-NetVlad also
 'epoch' and 'best_score', written here as the network's epoch and 0).
 
 Differences handled:
