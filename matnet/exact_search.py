@@ -9,7 +9,6 @@ gives the same ids and distances as the in-memory one.
 """
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np

@@ -29,7 +29,9 @@ from .simplenn import SimpleNN, failure_text
 _CHUNK_BATCHES = 8  # batches decoded, computed and checkpointed together
 
 
-def _device(useGPU) -> torch.device:
+def compute_device(useGPU) -> torch.device:
+    """The device for ``useGPU``: None = a GPU when present; True without CUDA warns
+    and runs on the CPU (MATLAB would fail in gpuArray)."""
     if useGPU is None:
         useGPU = torch.cuda.is_available()
     if useGPU and not torch.cuda.is_available():
@@ -90,7 +92,7 @@ def computeRepresentation(net: SimpleNN, im, useGPU=None, precision: str = "exac
         raise ValueError(f"computeRepresentation: expected H x W x 3 (or 1), got {im.shape}")
     if im.shape[2] == 1:
         im = np.repeat(im, 3, axis=2)
-    device = _device(useGPU)
+    device = compute_device(useGPU)
     with _on(net, device):
         x = torch.from_numpy(np.ascontiguousarray(im, np.float32))[None].to(device).permute(0, 3, 1, 2)
         x = x - torch.from_numpy(_mean(net)).to(device).view(1, 3, 1, 1)
@@ -356,7 +358,7 @@ def _extract(net: SimpleNN, imPath, imageFns, outFn, useGPU, numThreads, batchSi
         raise ValueError(f"{outFn}: the image list is empty (imPath {imPath}): nothing to compute")
     batchSize = max(1, int(batchSize))
     numThreads = numThreads or distributed.cpu_share()
-    device = _device(useGPU)
+    device = compute_device(useGPU)
     mean = _mean(net)
     _check_output(outFn)
     paths = [str(imPath) + fn for fn in imageFns]

@@ -9,7 +9,6 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from converters.matfile import loadmat, savemat, whosmat
 from converters.network import net_from_vars, net_to_struct

@@ -41,6 +41,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .. import distributed
+from ..extract import compute_device, serialAllFeats
 from ..images import ImageNetworkError, imread_uint8, mean_colour  # the reader serialAllFeats uses
 from ..nettools import netOutputDim, netPrepareForTrain, whichLayer, layerNames
 from ..simplenn import failure_text
@@ -53,13 +54,6 @@ from .progress_log import ProgressLog
 from .sgd import set_backprop_depth, sgd_step
 
 
-def _device(useGPU: bool) -> torch.device:
-    if useGPU and not torch.cuda.is_available():
-        warnings.warn("useGPU: no GPU available, training on the CPU", stacklevel=3)
-        return torch.device("cpu")
-    return torch.device("cuda" if useGPU else "cpu")
-
-
 def _bin_path(fn) -> None:
     Path(fn).parent.mkdir(parents=True, exist_ok=True)
 
@@ -69,7 +63,6 @@ def _serial_feats(net, imPath, imageFns, outFn, opts: TrainWeaklyOpts) -> None:
     midway leaves ``<outFn>.partial`` or shards, which the next call with the same
     network resumes).  Under torch.distributed the ranks extract their shards and rank
     0 writes the file."""
-    from ..extract import serialAllFeats
     _bin_path(outFn)
     serialAllFeats(net, imPath, imageFns, outFn, batchSize=opts.computeBatchSize, useGPU=opts.useGPU,
                    numThreads=opts.numThreads, precision=opts.precision)
@@ -304,7 +297,7 @@ def _setup(dbTrain, dbVal, opts: TrainWeaklyOpts) -> _Session:
     if not opts.outPrefix:
         opts.outPrefix = paths["outPrefix"]
     _bin_path(opts.outPrefix + "x")
-    device = _device(opts.useGPU)
+    device = compute_device(opts.useGPU)
     torch.set_num_threads(max(1, min(int(opts.numThreads), distributed.cpu_share())))
     nBatches = dbTrain.numQueries // opts.batchSize
     resumeBatch, ck = 0, None
