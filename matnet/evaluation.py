@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .approximate_search import build_index
 from .datasets.close_position import sqdist
 from .evaluate import RECALL_NS, testFromFn
 from .extract import _fingerprint, computeRepresentation, serialAllFeats
@@ -135,13 +137,18 @@ def extract_features(net, imPath, imageFns, outFn: Path, log=print, **kw) -> boo
 def evaluate_dataset(net, db, outDir, netName: str, dims=None, protocol: str = "matlab", useGPU=None,
                      batchSize: int = 16, qBatchSize: int | None = None, numThreads: int | None = None,
                      reference=None, netFile=None, log=print, precision: str = "exact",
-                     memoryCap=None) -> dict:
+                     memoryCap=None, searchMethod: str = "exact", searchParams=None,
+                     searchCheckSample: int = 1000) -> dict:
     """Evaluate ``net`` (called ``netName``) on dataset ``db`` (any dbBase); files
     ``<outDir>/<netName>_<db.name>_{db,q}.bin``, ``..._recall.json`` and ``..._recall.png``.  ``dims``: dimensionalities to test
     (fewer than the network's D: cropToDim; default the full D).  ``reference(dims)`` ->
     ``{N: (recall %, count or None)}, source`` adds published numbers to the table,
     record and plot.  ``precision`` 'fast' extracts with a bf16 trunk (files tagged
     ``_fast``); ``memoryCap`` is testFromFn's (a database file larger is streamed).
+    ``searchMethod`` / ``searchParams`` / ``searchCheckSample`` are testFromFn's (faiss
+    search, checked against exact search on that many sampled queries; not in MATLAB): the
+    method and parameters are checked before extraction, the record and plot are named
+    ``..._<method>_recall.*`` and each result holds the check as ``search_check``.
     Returns the JSON record."""
     if protocol not in PROTOCOLS:
         raise EvaluationError(f"unknown protocol {protocol!r} (use {' or '.join(PROTOCOLS)})")
@@ -154,14 +161,24 @@ def evaluate_dataset(net, db, outDir, netName: str, dims=None, protocol: str = "
     if chk_db.missing or chk_q.missing:
         raise EvaluationError(f"{len(chk_db.missing)} database and {len(chk_q.missing)} query images of "
                               f"{db.name} are missing (first: {(chk_db.missing + chk_q.missing)[0]})")
+    if int(searchCheckSample) < 0:
+        raise EvaluationError(f"searchCheckSample must be >= 0, got {searchCheckSample}")
+    if searchMethod == "exact" and searchParams:
+        raise EvaluationError(f"searchParams {searchParams} apply to a faiss searchMethod, not to 'exact'")
     useGPU = torch.cuda.is_available() if useGPU is None else bool(useGPU)
     tag = f"{netName}_{db.name}" + ("" if check_precision(precision) == "exact" else f"_{precision}")
     base = outDir / tag
     dbFn, qFn = Path(f"{base}_db.bin"), Path(f"{base}_q.bin")
+    recordBase = base
     t0 = time.perf_counter()
-    computeRepresentation(net, vl_imreadjpeg(resolve_image_path(Path(db.dbPath) / db.dbImageFns[0])), useGPU=useGPU,
-                          precision=precision)
+    rep = computeRepresentation(net, vl_imreadjpeg(resolve_image_path(Path(db.dbPath) / db.dbImageFns[0])),
+                                useGPU=useGPU, precision=precision)
     per_image = time.perf_counter() - t0
+    if searchMethod != "exact":  # a bad method fails now, not after the extraction
+        for d in sorted({min(int(d), rep.size) for d in (dims or [rep.size])}):
+            spec = build_index(searchMethod, searchParams, db.numImages, d)[0]
+            log(f"search {searchMethod}, {d}-D: faiss index {spec}")
+        recordBase = outDir / (tag + "_" + re.sub(r"[^A-Za-z0-9]+", "-", searchMethod).strip("-"))
     total = db.numImages + db.numQueries
     log(f"estimated extraction time: {per_image * total / 3600:.1f} h ({per_image:.2f} s/image x {total} images, "
         f"{'GPU' if useGPU else 'CPU'})")
@@ -178,18 +195,24 @@ def evaluate_dataset(net, db, outDir, netName: str, dims=None, protocol: str = "
               hasattr(db, "nnSearchPostprocess") else None,
               "num_queries": int(db.numQueries), "num_images": int(db.numImages), "dims_full": int(fullD),
               "recallNs": RECALL_NS, "device": "GPU" if useGPU else "CPU", "precision": precision, "extract_seconds": extract_s,
-              "images_per_second": total / extract_s if extract_s > 0 else None, "results": []}
+              "images_per_second": total / extract_s if extract_s > 0 else None, "search_method": searchMethod,
+              "search_params": dict(searchParams or {}), "results": []}
     curves = {}
     for d in (dims or [fullD]):
         crop = 0 if d >= fullD else int(d)
-        recall, _, _, _ = testFromFn(test_db, str(dbFn), str(qFn), recallNs=RECALL_NS, cropToDim=crop,
-                                     memoryCap=memoryCap)
+        recall, _, _, opts = testFromFn(test_db, str(dbFn), str(qFn), recallNs=RECALL_NS, cropToDim=crop,
+                                        memoryCap=memoryCap, searchMethod=searchMethod, searchParams=searchParams,
+                                        searchCheckSample=searchCheckSample)
         recall = np.asarray(recall, dtype=np.float64)
         ref, source = reference(int(d)) if reference else ({}, None)
-        log(f"\n{tag}, {d}-D ({'cropToDim %d' % crop if crop else 'full'}), protocol {protocol}:")
+        log(f"\n{tag}, {d}-D ({'cropToDim %d' % crop if crop else 'full'}), protocol {protocol}"
+            + ("" if searchMethod == "exact" else f", search {searchMethod}") + ":")
         log(recall_table(RECALL_NS, recall, db.numQueries, ref))
         res = {"dims": int(d), "cropToDim": crop, "recall": recall.tolist(),
                "counts": [int(round(r * db.numQueries)) for r in recall]}
+        if "searchCheck" in opts:
+            check = res["search_check"] = opts["searchCheck"]
+            curves[f"exact search {d}-D, {check['queries']} queries"] = (check["recallNs"], check["exact"])
         if reference:
             res.update(published={str(n): r for n, (r, _) in ref.items()}, published_source=source)
             if ref:
@@ -197,7 +220,8 @@ def evaluate_dataset(net, db, outDir, netName: str, dims=None, protocol: str = "
                 curves[f"published {d}-D"] = (ns, [ref[n][0] / 100 for n in ns])
         record["results"].append(res)
         curves[f"ours {d}-D"] = (RECALL_NS, recall)
-    write_json(Path(f"{base}_recall.json"), record)
-    plot_recall_at_n(Path(f"{base}_recall.png"), curves, f"{tag} ({protocol} protocol)")
-    log(f"\nwrote {base}_recall.json and {base}_recall.png")
+    write_json(Path(f"{recordBase}_recall.json"), record)
+    title = f"{tag} ({protocol} protocol" + (")" if searchMethod == "exact" else f", search {searchMethod})")
+    plot_recall_at_n(Path(f"{recordBase}_recall.png"), curves, title)
+    log(f"\nwrote {recordBase}_recall.json and {recordBase}_recall.png")
     return record

@@ -12,7 +12,7 @@ from converters.network import save_net
 from dataset_makers import tiny_jpeg
 from matnet.cli import main as cli
 from matnet.commands.evaluate import parse_dataset
-from matnet.evaluate import RECALL_NS
+from matnet.evaluate import RECALL_NS, sample_queries
 from test_reference_harness import OUT, released_format_net
 
 N_PANO, N_Q = 4, 7
@@ -114,3 +114,72 @@ def test_evaluate_bad_inputs(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "0 database and 1 query images of tokyo247 are missing" in err and "00003.jpg" in err
     assert not (tmp_path / "o" / "tiny_tokyo247_db.bin").exists()
+
+
+def test_evaluate_search_methods_report_their_check(tmp_path, capsys):
+    """--search-method flat is exact; ivfpq and an index_factory string report their recall
+    next to exact search's on a query sample, which equals a brute-force recall; features
+    are extracted once and reused."""
+    root, specs, out = tmp_path / "Tokyo247", tmp_path / "specs", tmp_path / "out"
+    utm_db, utm_q = tokyo_like(root, specs)
+    net_file = save_net(released_format_net().eval(), tmp_path / "tiny.mat")
+    base = ["evaluate", "--net", str(net_file), "--dataset", f"spec:{specs / 'tokyo247.mat'}", "--root", str(root),
+            "--out", str(out), "--cpu", "--batch-size", "8"]
+    assert cli(base) == 0
+    exact = json.loads((out / "tiny_tokyo247_recall.json").read_text())
+    assert exact["search_method"] == "exact" and "search_check" not in exact["results"][0]
+    dbF, qF = read_bin(out / "tiny_tokyo247_db.bin", D=OUT), read_bin(out / "tiny_tokyo247_q.bin", D=OUT)
+    pano = np.arange(N_PANO * 12) // 12
+    np.testing.assert_allclose(exact["results"][0]["recall"],
+                               brute_force_recall(dbF, qF, utm_db, utm_q, RECALL_NS, pano), atol=1e-12)
+    capsys.readouterr()
+
+    assert cli(base + ["--search-method", "flat", "--search-check-sample", "5"]) == 0
+    printed = capsys.readouterr().out
+    assert "reused" in printed and "search Flat vs exact on 5 sampled queries" in printed
+    flat = json.loads((out / "tiny_tokyo247_flat_recall.json").read_text())
+    assert flat["search_method"] == "flat" and flat["search_params"] == {}
+    np.testing.assert_allclose(flat["results"][0]["recall"], exact["results"][0]["recall"], atol=1e-12)
+    check = flat["results"][0]["search_check"]
+    assert check["index"] == "Flat" and check["queries"] == 5 and check["recallNs"] == RECALL_NS
+    assert check["approximate"] == check["exact"]
+    sample = sample_queries(N_Q, 5)
+    np.testing.assert_allclose(check["exact"], brute_force_recall(dbF, qF[sample], utm_db, utm_q[:, sample],
+                                                                  RECALL_NS, pano), atol=1e-12)
+    assert (out / "tiny_tokyo247_flat_recall.png").stat().st_size > 1000
+    assert json.loads((out / "tiny_tokyo247_recall.json").read_text()) == exact  # the exact record is kept
+
+    for method, params, index, name in (("ivfpq", "nlist=4, m=3,nbits=4,nprobe=1", "IVF4,PQ3x4", "ivfpq"),
+                                        ("IVF2,Flat", "nprobe=2", "IVF2,Flat", "IVF2-Flat")):
+        assert cli(base + ["--search-method", method, "--search-params", params]) == 0
+        rec = json.loads((out / f"tiny_tokyo247_{name}_recall.json").read_text())
+        check = rec["results"][0]["search_check"]
+        assert check["index"] == index and check["queries"] == N_Q  # default 1000: every query
+        assert check["exact"] == exact["results"][0]["recall"]
+        np.testing.assert_allclose(check["approximate"], rec["results"][0]["recall"], atol=1e-12)
+        if method == "IVF2,Flat":  # both cells probed: exhaustive
+            assert check["approximate"] == check["exact"]
+    assert "search ivfpq, 12-D: faiss index IVF4,PQ3x4" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("options,message", [
+    (["--search-method", "IVF4,PQ5"], "searchMethod 'IVF4,PQ5': faiss cannot build index 'IVF4,PQ5' for 12-D"),
+    (["--search-method", "Nonsense"], "searchMethod 'Nonsense'"),
+    (["--search-method", "ivfpq", "--search-params", "nlist=100,nbits=4"],
+     "index 'IVF100,PQ1x4' trains k-means of 100 IVF cells (nlist) on 48 database vectors"),
+    (["--search-method", "HNSW8", "--search-params", "nprobe=4"], "nprobe does not apply to index 'HNSW8'"),
+    (["--search-method", "ivfpq", "--search-params", "nlist=abc"], "'nlist=abc': nlist must be an integer, got 'abc'"),
+    (["--search-method", "ivfpq", "--search-params", "nprob=3"], "unknown parameter 'nprob'"),
+    (["--search-method", "ivfpq", "--search-params", "nlist"], "'nlist' is not NAME=INTEGER"),
+    (["--search-method", "flat", "--search-check-sample", "-1"], "--search-check-sample -1: must be >= 0"),
+    (["--search-params", "nprobe=4"], "not to exact search"),
+])
+def test_evaluate_bad_search_options_fail_before_extraction(tmp_path, capsys, options, message):
+    root, specs, out = tmp_path / "Tokyo247", tmp_path / "specs", tmp_path / "out"
+    tokyo_like(root, specs)
+    net_file = save_net(released_format_net().eval(), tmp_path / "tiny.mat")
+    assert cli(["evaluate", "--net", str(net_file), "--dataset", f"spec:{specs / 'tokyo247.mat'}", "--root",
+                str(root), "--out", str(out), "--cpu"] + options) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("matnet: error: ") and message in err
+    assert not out.exists() or not list(out.glob("*.bin"))  # nothing extracted

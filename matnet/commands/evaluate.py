@@ -10,6 +10,11 @@ writes <out>/<net>_<dataset>_recall.json (recall at MATLAB's recallNs, the proto
 _recall.png.  --protocol matlab: testFromFn with the dataset's rules (Tokyo 24/7 NMS, TokyoTM
 time filter; on vpr: datasets with --panorama-nms / --time-filter); vpr: plain kNN within 25 m
 as gmberton/VPR-methods-evaluation.
+
+Search (not in MATLAB): exact by default; --search-method flat | ivfpq | <faiss index_factory>
+searches with faiss instead and checks it against exact search on --search-check-sample
+queries: both recalls are printed and stored as "search_check" in the JSON record
+(<out>/<net>_<dataset>_<method>_recall.json), so the loss of an approximate index is visible.
 """
 from __future__ import annotations
 
@@ -35,6 +40,23 @@ def add_arguments(p) -> None:
                    help="exact: float32 as MatConvNet (default); fast: bf16 trunk, float32 head (not in MATLAB)")
     p.add_argument("--memory-cap", help="stream a database feature file larger than this (e.g. 8GB) "
                    "instead of loading it (default: when larger than half the available memory)")
+    p.add_argument("--search-method", default="exact", metavar="METHOD",
+                   help="nearest-neighbour search for recall (not in MATLAB): exact (default, matnet's exact L2, "
+                   "streamed under --memory-cap); flat (faiss IndexFlatL2, also exact); ivfpq (faiss "
+                   "IVF<nlist>,PQ<m>x<nbits>: approximate, compressed); or any faiss index_factory string, e.g. "
+                   "'IVF4096,PQ64', 'HNSW32', 'OPQ64,IVF4096,PQ64'. Checked before any extraction; the record is "
+                   "then <net>_<dataset>_<method>_recall.json")
+    p.add_argument("--search-params", metavar="NAME=INT,...",
+                   help="faiss parameters, comma-separated integers: nlist (ivfpq: k-means cells, default 4 sqrt(N), "
+                   "at most 65536), m (ivfpq: codes per vector, default D/16 rounded down to a divisor of D), "
+                   "nbits (ivfpq: bits per code, default 8), nprobe (cells searched per query on IVF indexes, "
+                   "default 32: higher = closer to exact, slower), efSearch (HNSW search breadth), trainSize "
+                   "(database vectors sampled to train the index, default min(N, max(100000, 64 nlist))), seed "
+                   "(of that sample, default 43). E.g. nlist=1024,m=64,nprobe=16")
+    p.add_argument("--search-check-sample", type=int, metavar="COUNT",
+                   help="with a faiss --search-method: recall@N of that search and of exact search on COUNT "
+                   "sampled queries (all when fewer), printed side by side and stored as search_check (index, queries, "
+                   "recallNs, approximate, exact) in the JSON record; 0 skips the check. Default 1000")
 
 
 def parse_dataset(text: str, root=None, panoramaNMS: bool = False, timeFilter: bool = False):
@@ -61,12 +83,26 @@ def parse_dataset(text: str, root=None, panoramaNMS: bool = False, timeFilter: b
     return dbMSLS(path, split or "val")
 
 
+def search_options(args) -> dict:
+    """evaluate_dataset's search keywords from the --search-* options; ValueError naming a bad one."""
+    from ..approximate_search import parse_search_params
+    params = parse_search_params(args.search_params)
+    if args.search_method == "exact" and (params or args.search_check_sample is not None):
+        raise ValueError("--search-params and --search-check-sample apply to a faiss --search-method "
+                         "(flat, ivfpq, an index_factory string), not to exact search")
+    if args.search_check_sample is not None and args.search_check_sample < 0:
+        raise ValueError(f"--search-check-sample {args.search_check_sample}: must be >= 0")
+    sample = 1000 if args.search_check_sample is None else args.search_check_sample
+    return dict(searchMethod=args.search_method, searchParams=params, searchCheckSample=sample)
+
+
 def run(args) -> int:
     import matnet
     from ..evaluation import evaluate_dataset
+    search = search_options(args)
     db = parse_dataset(args.dataset, args.root, args.panorama_nms, args.time_filter)
     net = matnet.load_net(args.net)
     evaluate_dataset(net, db, Path(args.out), Path(args.net).stem, dims=args.dims, protocol=args.protocol,
                      useGPU=False if args.cpu else None, batchSize=args.batch_size, netFile=args.net,
-                     precision=args.precision, memoryCap=args.memory_cap)
+                     precision=args.precision, memoryCap=args.memory_cap, **search)
     return 0
