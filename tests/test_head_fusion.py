@@ -68,13 +68,13 @@ def test_channel_norm_keeps_only_its_input(layout):
 
 
 def test_fused_head_keeps_no_normalised_copy():
-    """Fused, the head's backward keeps x, the K x HW assignments and logits and the
-    small VLAD-sized maps; layer by layer it also keeps the normalised features."""
+    """Fused, the head's backward keeps x, three K x HW maps (assignments, logits and the
+    scaled assignments) and the small VLAD-sized maps; layer by layer it also keeps the normalised features."""
     d, k = 32, 4
     net = head(False, d, k, (1e-12, 1.0, 0.5), seed=15).float()
     x = inputs((2, d, 6, 10), torch.channels_last, seed=16).float().requires_grad_(True)
     vlad_bytes = 2 * d * k * 4
-    assert saved_bytes(net, x) <= x.nbytes * (1 + (2 * k + 2) / d) + 4 * vlad_bytes
+    assert saved_bytes(net, x) <= x.nbytes * (1 + (3 * k + 2) / d) + 4 * vlad_bytes
     assert saved_bytes(lambda t: vl_simplenn(net, t)[-1], x) >= 2 * x.nbytes
 
 

@@ -46,7 +46,7 @@ def vlad_aggregate(x: torch.Tensor, assign_w: torch.Tensor, assign_b: torch.Tens
     if exporting() or not torch.is_grad_enabled():  # plain ops: a tracer records them; no backward
         rows = _is_channels_last(x)
         scale = None if prenorm is None else _prenorm_maps(x, prenorm, rows, plain=exporting())[0]
-        vlad_t, _, _ = (_forward_rows if rows else _forward_cols)(x, assign_w, assign_b, neg_centres, scale, False)
+        vlad_t = (_forward_rows if rows else _forward_cols)(x, assign_w, assign_b, neg_centres, scale, False)[0]
         return vlad_t.reshape(x.shape[0], x.shape[1], 1, -1)
     return _VLADFunction.apply(x, assign_w, assign_b, neg_centres, prenorm)
 
@@ -69,7 +69,7 @@ class _VLADFunction(torch.autograd.Function):
     logits, aggregation; four backward), in the input's layout so that no operand is
     copied: N x D x HW matrices for NCHW input, N x HW x D rows (where the assignment
     conv and its gradients run as oneDNN/cuDNN 1x1 convolutions) for channels_last, the
-    layout trainWeakly and serialAllFeats feed.  Saves only x and the assignment; the
+    layout trainWeakly and serialAllFeats feed.  Saves only x and K x HW maps; the
     backward's extra memory is about the size of dz/dx.
 
     With a prenorm the per-pixel scale s multiplies the K x HW logits and assignments
@@ -85,21 +85,39 @@ class _VLADFunction(torch.autograd.Function):
         if prenorm is not None:
             scale, q = _prenorm_maps(x, prenorm, ctx.rows)
             ctx.prenorm_scale = -2.0 * prenorm[1] * prenorm[2]
-        vlad_t, assign, raw_logits = (_forward_rows if ctx.rows else _forward_cols)(
+        vlad_t, assign, raw_logits, weights = (_forward_rows if ctx.rows else _forward_cols)(
             x, assign_w, assign_b, neg_c, scale)
-        ctx.save_for_backward(x, assign_w, neg_c, assign, raw_logits, scale, q)
+        ctx.save_for_backward(x, assign_w, neg_c, assign, raw_logits, weights, scale, q)
         return vlad_t.reshape(x.shape[0], x.shape[1], 1, -1)
 
     @staticmethod
     def backward(ctx, dzdy):
-        x, assign_w, neg_c, assign, raw_logits, scale, q = ctx.saved_tensors
+        x, assign_w, neg_c, assign, raw_logits, weights, scale, q = ctx.saved_tensors
         need = ctx.needs_input_grad
         dv_t = dzdy.reshape(x.shape[0], x.shape[1], -1)                  # N x D x K = dV^T
-        dx, dw, dzdp = (_backward_rows if ctx.rows else _backward_cols)(
-            x, assign_w, neg_c, assign, dv_t, need[0], need[1], raw_logits, scale, q,
-            ctx.prenorm_scale if scale is not None else 0.0)
-        hw_dim = 1 if ctx.rows else 2                                     # of dzdp and assign
+        hw_dim = 1 if ctx.rows else 2                                     # of the K x HW maps
+        k_dim = 3 - hw_dim
+        if ctx.rows:
+            m = torch.bmm(_rows(x), dv_t)                                 # N x HW x K
+        else:
+            m = torch.bmm(dv_t.transpose(1, 2), x.reshape(dv_t.shape[0], dv_t.shape[1], -1))
+        # m = dV_k^T x; dz/da_k = s m + dV_k^T (-c_k), then through the softmax (in place)
+        dot = scratch = None
+        if scale is not None:  # <g, x>'s aggregation part, sum_k a_k m_k, before m is scaled
+            scratch = torch.mul(assign, m)
+            dot = scratch.sum(k_dim, keepdim=True)
+            m.mul_(scale)
+        m += (dv_t * neg_c.unsqueeze(0)).sum(1).unsqueeze(hw_dim)
+        dzdp = _softmax_grad_(m, assign, k_dim)                           # dz/dlogits
         db = dzdp.sum((0, hw_dim)) if need[2] and ctx.has_bias else None
+        if scale is not None:  # <g, x>'s conv part, then dz/d(raw logits) = s dz/dlogits
+            dot += torch.mul(dzdp, raw_logits, out=scratch).sum(k_dim, keepdim=True)
+            dzdp.mul_(scale)
+            coef = dot.mul_(scale).div_(q).mul_(ctx.prenorm_scale)
+        else:
+            coef = None
+        dx, dw = (_backward_rows if ctx.rows else _backward_cols)(
+            x, assign_w, assign if weights is None else weights, dv_t, dzdp, need[0], need[1], coef)
         dc = (dv_t * assign.sum(hw_dim).unsqueeze(1)).sum(0) if need[3] else None
         return dx, dw, db, dc, None
 
@@ -110,23 +128,11 @@ def _softmax_grad_(g: torch.Tensor, assign: torch.Tensor, dim: int) -> torch.Ten
     return g.addcmul_(assign, g.sum(dim, keepdim=True), value=-1)
 
 
-def _scaled(t: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
-    return t if scale is None else t * scale
-
-
-def _prenorm_coef(dzdp, raw_logits, assign, m, scale, q, factor, dim):
-    """The per-pixel factor of x in the prenorm backward, factor (s/q) <g, x> with
-    <g, x> = sum_k dz/dlogit_k (w_k^T x) + a_k (dV_k^T x)."""
-    dot = (dzdp * raw_logits).sum(dim, keepdim=True)
-    dot += (assign * m).sum(dim, keepdim=True)
-    return dot.mul_(scale).div_(q).mul_(factor)
-
-
 def _forward_cols(x, assign_w, assign_b, neg_c, scale, keep=True):
     """NCHW: features as N x D x HW columns; returns V^T (N x D x K), A (N x K x HW) and,
-    with a prenorm scale (N x 1 x HW), the unscaled logits W^T x (else None).  ``keep``
-    False (no backward to come): the K x HW maps are scaled in place, A and the logits
-    are not returned."""
+    with a prenorm scale (N x 1 x HW), the unscaled logits W^T x and the aggregation
+    weights s A (else None).  ``keep`` False (no backward to come): the K x HW maps are
+    scaled in place and only V^T is returned."""
     n, d = x.shape[:2]
     feats = x.reshape(n, d, -1)
     w_t = assign_w.t().unsqueeze(0).expand(n, -1, -1)                     # N x K x D
@@ -143,31 +149,29 @@ def _forward_cols(x, assign_w, assign_b, neg_c, scale, keep=True):
     assign = torch.softmax(logits, dim=1)
     del logits
     mass = assign.sum(2).unsqueeze(1)
-    weights = _scaled(assign, scale) if keep or scale is None else assign.mul_(scale)
-    vlad_t = torch.bmm(feats, weights.transpose(1, 2))                    # V^T = X A^T
+    weights = assign if scale is None else assign * scale if keep else assign.mul_(scale)
+    vlad_t = torch.bmm(feats, weights.transpose(1, 2))                    # V^T = X (s A)^T
     vlad_t += neg_c.unsqueeze(0) * mass
-    return (vlad_t, assign, raw) if keep else (vlad_t, None, None)
+    if not keep:
+        return vlad_t, None, None, None
+    return vlad_t, assign, raw, (None if scale is None else weights)
 
 
-def _backward_cols(x, assign_w, neg_c, assign, dv_t, need_x, need_w, raw_logits, scale, q, factor):
+def _backward_cols(x, assign_w, weights, dv_t, dzdp, need_x, need_w, coef):
+    """dz/dx and dz/dW from dz/d(raw logits) ``dzdp`` (N x K x HW); ``coef`` (N x 1 x HW)
+    the prenorm's factor of x, or None."""
     n, d = x.shape[:2]
     feats = x.reshape(n, d, -1)
-    # dz/da(k, i) = sum_d dV(k, d) (x_i(d) - c_k(d)), then through the softmax
-    m = torch.bmm(dv_t.transpose(1, 2), feats)                            # N x K x HW
-    dzdp = _scaled(m, scale)
-    dzdp += (dv_t * neg_c.unsqueeze(0)).sum(1).unsqueeze(2)
-    _softmax_grad_(dzdp, assign, 1)
-    dzdp_s = _scaled(dzdp, scale)
     dx = dw = None
     if need_x:  # via the assignment conv, then via the aggregation
-        dx = torch.bmm(assign_w.unsqueeze(0).expand(n, -1, -1), dzdp_s)
-        dx.baddbmm_(dv_t, _scaled(assign, scale))
-        if scale is not None:
-            dx.addcmul_(feats, _prenorm_coef(dzdp, raw_logits, assign, m, scale, q, factor, 1))
+        dx = torch.bmm(assign_w.unsqueeze(0).expand(n, -1, -1), dzdp)
+        dx.baddbmm_(dv_t, weights)
+        if coef is not None:
+            dx.addcmul_(feats, coef)
         dx = dx.reshape(x.shape)
     if need_w:
-        dw = torch.bmm(feats, dzdp_s.transpose(1, 2)).sum(0)
-    return dx, dw, dzdp
+        dw = torch.bmm(feats, dzdp.transpose(1, 2)).sum(0)
+    return dx, dw
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
@@ -184,7 +188,7 @@ def _assign_filters(assign_w: torch.Tensor) -> torch.Tensor:
 def _forward_rows(x, assign_w, assign_b, neg_c, scale, keep=True):
     """channels_last: features as N x HW x D rows; returns V^T (N x D x K, a transposed
     view), A (N x HW x K) and, with a prenorm scale (N x HW x 1), the unscaled logits
-    (``keep`` as in :func:`_forward_cols`)."""
+    and s A (``keep`` as in :func:`_forward_cols`)."""
     bias = assign_b if assign_b.numel() else None
     raw = None
     if scale is not None:
@@ -197,34 +201,32 @@ def _forward_rows(x, assign_w, assign_b, neg_c, scale, keep=True):
     assign = torch.softmax(logits, dim=2)
     del logits
     mass = assign.sum(1).unsqueeze(2)
-    weights = _scaled(assign, scale) if keep or scale is None else assign.mul_(scale)
-    vlad = torch.bmm(weights.transpose(1, 2), _rows(x))                  # V = A X^T, N x K x D
+    weights = assign if scale is None else assign * scale if keep else assign.mul_(scale)
+    vlad = torch.bmm(weights.transpose(1, 2), _rows(x))                 # V = (s A)^T X, N x K x D
     vlad += mass * neg_c.t().unsqueeze(0)
-    return (vlad.transpose(1, 2), assign, raw) if keep else (vlad.transpose(1, 2), None, None)
+    if not keep:
+        return vlad.transpose(1, 2), None, None, None
+    return vlad.transpose(1, 2), assign, raw, (None if scale is None else weights)
 
 
-def _backward_rows(x, assign_w, neg_c, assign, dv_t, need_x, need_w, raw_logits, scale, q, factor):
+def _backward_rows(x, assign_w, weights, dv_t, dzdp, need_x, need_w, coef):
+    """As :func:`_backward_cols` for channels_last: ``dzdp`` N x HW x K, ``coef`` N x HW x 1."""
     n, d, h, w = x.shape
-    m = torch.bmm(_rows(x), dv_t)                                         # N x HW x K
-    dzdp = _scaled(m, scale)
-    dzdp += (dv_t * neg_c.unsqueeze(0)).sum(1).unsqueeze(1)
-    _softmax_grad_(dzdp, assign, 2)
-    dzdp_s = _scaled(dzdp, scale)
     dx = dw = None
     if need_x or need_w:  # the assignment conv's backward (vl_nnconv's), then the aggregation
-        dzdp_map = dzdp_s.reshape(n, h, w, -1).permute(0, 3, 1, 2)        # channels_last
+        dzdp_map = dzdp.reshape(n, h, w, -1).permute(0, 3, 1, 2)          # channels_last
         dx, dw4, _ = torch.ops.aten.convolution_backward(
             dzdp_map, x, _assign_filters(assign_w), None, [1, 1], [0, 0], [1, 1], False,
             [0, 0], 1, [need_x, need_w, False])
         if need_x:
             dx = dx.contiguous(memory_format=torch.channels_last)  # so that _rows is a view
             dx_rows = _rows(dx)
-            dx_rows.baddbmm_(_scaled(assign, scale), dv_t.transpose(1, 2))
-            if scale is not None:
-                dx_rows.addcmul_(_rows(x), _prenorm_coef(dzdp, raw_logits, assign, m, scale, q, factor, 2))
+            dx_rows.baddbmm_(weights, dv_t.transpose(1, 2))
+            if coef is not None:
+                dx_rows.addcmul_(_rows(x), coef)
         if need_w:
             dw = dw4.reshape(assign_w.shape[1], d).t()
-    return dx, dw, dzdp
+    return dx, dw
 
 
 class _VLADBase(Layer):
