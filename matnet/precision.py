@@ -5,7 +5,10 @@
 autocast -- its convolutions run in bf16 -- and the head (preL2, layerVLAD, the
 normalisations, the PCA/whitening convolution) in float32 on the trunk's output cast
 back to float32; TF32 is allowed for float32 matmuls on the GPU.  CPUs run bf16
-autocast too (fast where they have bf16 instructions).
+autocast too (fast where they have bf16 instructions).  The trunk's output stays within
+cosine 0.99997 of exact; NetVLAD's residuals x - c amplify that error most where the
+features sit on the centres (descriptor cosine 0.998 at worst, >= 0.9997 otherwise; the
+README has the measurements).
 """
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """precision='fast' (bf16 trunk, float32 head) against 'exact' on the CPU: descriptor
 cosine on random and synthetic images, recall on a synthetic test street, where the
 bf16 stops, the option's checks, and the GPU flags it sets and restores."""
-import glob
 
 import numpy as np
 import pytest
@@ -20,10 +19,15 @@ from matnet.train.opts import TrainWeaklyOpts
 MEAN = torch.tensor([122.74, 116.78, 103.94]).view(1, 3, 1, 1)
 
 
-@pytest.fixture(scope="module")
-def net():
+def read_images(root, fns):
+    return torch.from_numpy(np.stack([np.asarray(Image.open(root + f).convert("RGB"), np.float32)
+                                      for f in fns])).permute(0, 3, 1, 2)
+
+
+def miniature(**kw):
     """A VGG16-NetVLAD-WPCA miniature in the released layer order (random weights)."""
-    return vgg16_netvlad(widths=(16, 32, 64, 64, 64), num_clusters=16, pca_dim=128, image_size=(64, 80)).eval()
+    return vgg16_netvlad(widths=(16, 32, 64, 64, 64), num_clusters=16, pca_dim=128, image_size=(64, 80),
+                         **kw).eval()
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +35,13 @@ def street(tmp_path_factory):
     root = tmp_path_factory.mktemp("places")
     make_places(root, numImages=60, numQueries=30, imSize=(64, 80), splits=("test",))
     return dbSynthetic("test", root)
+
+
+@pytest.fixture(scope="module")
+def net(street):
+    """Centres from the street's query images, as getClusters takes them from training
+    images; the cosines below are measured on database images and noise."""
+    return miniature(centre_images=read_images(street.qPath, street.qImageFns[:20]))
 
 
 def cosines(net, x):
@@ -43,15 +54,33 @@ def cosines(net, x):
 
 def test_fast_descriptors_close_to_exact(net, street):
     rnd = torch.rand(12, 3, 64, 80, generator=torch.Generator().manual_seed(0)) * 255
-    fns = sorted(glob.glob(street.dbPath + "**/*.jpg", recursive=True))[:12]
-    syn = torch.from_numpy(np.stack([np.asarray(Image.open(f).convert("RGB"), np.float32) for f in fns]))
-    c_rnd, c_syn = cosines(net, rnd), cosines(net, syn.permute(0, 3, 1, 2))
+    syn = read_images(street.dbPath, street.dbImageFns[:12])
+    c_rnd, c_syn = cosines(net, rnd), cosines(net, syn)
     print(f"cosine fast/exact: random min {c_rnd.min():.5f} mean {c_rnd.mean():.5f}, "
           f"synthetic min {c_syn.min():.5f} mean {c_syn.mean():.5f}")
-    # measured here: synthetic min 0.9997, noise mean 0.9990 / min 0.9984 (13 random-weight
-    # layers on uniform noise is the worst case); bounds with room for other CPUs' bf16 kernels
-    assert c_syn.min() >= 0.999 and c_rnd.mean() >= 0.998 and c_rnd.min() >= 0.997
+    # measured here: random min 0.99982, synthetic min 0.99974
+    assert c_syn.min() >= 0.999 and c_rnd.min() >= 0.999
     assert c_rnd.min() < 1 - 1e-6  # bf16 really ran: fast is not exact
+
+
+def test_fast_worst_case_centres_on_the_images():
+    """Noise images through a network whose centres are conv5 features of noise: every
+    descriptor sits on the centres, the residuals x - c cancel, and the trunk's bf16
+    error (cosine 0.99997 at conv5_3) grows to about 1e-3 in the descriptor."""
+    noise_net = miniature()
+    rnd = torch.rand(12, 3, 64, 80, generator=torch.Generator().manual_seed(0)) * 255
+    c = cosines(noise_net, rnd)
+    trunk = head_start(noise_net)
+    x = (rnd - MEAN).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        e = noise_net(x, stop=trunk).reshape(len(x), -1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            f = noise_net(x, stop=trunk).float().reshape(len(x), -1)
+    c_trunk = ((e * f).sum(1) / (e.norm(dim=1) * f.norm(dim=1))).numpy()
+    print(f"worst case: trunk cosine min {c_trunk.min():.6f}, descriptor min {c.min():.5f} mean {c.mean():.5f}")
+    # measured here: trunk 0.99997, descriptor min 0.9984 / mean 0.9990
+    assert c_trunk.min() >= 0.9999 and c.min() >= 0.997
+    assert 1 - c.min() > 5 * (1 - c_trunk.min())  # the head amplifies, the trunk is not the cause
 
 
 def test_fast_recall_within_one_query(net, street, tmp_path):

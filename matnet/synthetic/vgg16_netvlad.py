@@ -6,7 +6,8 @@ relu/max-pool pair swapped as loadNet leaves it, then 'preL2', 'vlad:core'
 (layerVLAD, or layerVLADv2), 'vlad:intranorm', 'postL2' and, with ``pca_dim``,
 'WPCA' (1x1 conv) and 'finalL2'.  Only the widths are smaller; weights are random
 (He-normal convolutions, so activations keep their scale through 13 layers) but for
-the centres, conv5_3 features of a random image, and alpha from addLayers' rule.
+the centres, conv5_3 features of a random image or of given images (as getClusters
+samples training images), and alpha from addLayers' rule.
 """
 from __future__ import annotations
 
@@ -27,9 +28,11 @@ VGG16_WIDTHS = (64, 128, 256, 512, 512)   # output channels per block
 
 def vgg16_netvlad(widths=VGG16_WIDTHS, num_clusters: int = 64, pca_dim: int | None = 4096,
                   vladv2: bool = False, average_colour=(123.68, 116.779, 103.939),
-                  image_size=(224, 224), seed: int = 0) -> SimpleNN:
+                  image_size=(224, 224), seed: int = 0, centre_images=None) -> SimpleNN:
     """The network; ``meta.normalization.averageImage`` is ``image_size`` x 3 filled with
-    ``average_colour`` (default MatConvNet's VGG16 mean), ``netID`` 'vd16'."""
+    ``average_colour`` (default MatConvNet's VGG16 mean), ``netID`` 'vd16'.
+    ``centre_images``: N x 3 x H x W float images, 0..255, whose conv5_3 features give the
+    centres (default: one uniform-noise image)."""
     rng = np.random.default_rng(seed)
     layers, cin = [], 3
     for b, (n, width) in enumerate(zip(VGG16_BLOCKS, widths), start=1):
@@ -41,10 +44,14 @@ def vgg16_netvlad(widths=VGG16_WIDTHS, num_clusters: int = 64, pca_dim: int | No
             cin = width
         layers.append(Pool(f"pool{b}", [2, 2], stride=2))
     layers = layers[:-2]  # cropped at conv5_3: no relu5_3, no pool5
-    # centres: conv5_3 features of a random image (preL2-normalised), as getClusters samples them
+    # centres: conv5_3 features (preL2-normalised), as getClusters samples them
     with torch.no_grad():
-        x = torch.from_numpy(rng.uniform(-128, 128, (1, 3) + tuple(image_size)).astype(np.float32))
-        feats = l2_channels(SimpleNN(layers)(x))[0].reshape(cin, -1).t()
+        if centre_images is None:
+            x = torch.from_numpy(rng.uniform(-128, 128, (1, 3) + tuple(image_size)).astype(np.float32))
+        else:
+            x = torch.as_tensor(centre_images, dtype=torch.float32) - torch.tensor(
+                average_colour, dtype=torch.float32).reshape(1, 3, 1, 1)
+        feats = l2_channels(SimpleNN(layers)(x)).permute(0, 2, 3, 1).reshape(-1, cin)
     head = NetVLAD(num_clusters, cin, vladv2=vladv2)
     head.init_from(feats[rng.choice(len(feats), num_clusters, replace=False)], feats)
     layers += head.to_layers()
