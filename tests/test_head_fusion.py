@@ -31,6 +31,8 @@ def inputs(shape, layout, seed, zero_sample=False):
 def test_channel_norm_matches_formula(layout, param, monkeypatch):
     # pieces of 2 samples over 5: the CPU chunk loops see a remainder
     monkeypatch.setattr(normalize_module, "CHUNK", 2 * 6 * 3 * 4)
+    # NCHW sums of squares in blocks of 4 of the 6 channels: a full block and a remainder
+    monkeypatch.setattr(normalize_module, "SUMSQ_BLOCK", 5 * 3 * 4 * 4)
     x = inputs((5, 6, 3, 4), layout, seed=1, zero_sample=True).requires_grad_(True)
     layer = Normalize("preL2", [2 * 6, *param])
     y = layer(x)
@@ -43,6 +45,18 @@ def test_channel_norm_matches_formula(layout, param, monkeypatch):
     torch.testing.assert_close(dx, dxr, rtol=1e-12, atol=1e-12 * dxr.abs().max().item())
     assert y.is_contiguous(memory_format=layout) and dx.is_contiguous(memory_format=layout)
     assert torch.autograd.gradcheck(layer, (inputs((3, 4, 2, 3), layout, seed=3).requires_grad_(True),))
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 7])
+def test_channel_sumsq_blocks(rows, monkeypatch):
+    """NCHW sums of squares in blocks of ``rows`` channels (whole blocks, a remainder or
+    both) equal the plain sum; channels_last takes the norm over its contiguous channels."""
+    from matnet.layers.normalize import channel_sumsq
+    x = inputs((3, 9, 4, 5), torch.contiguous_format, seed=4)
+    monkeypatch.setattr(normalize_module, "SUMSQ_BLOCK", 3 * 4 * 5 * rows)
+    ref = (x * x).sum(1, keepdim=True)
+    for layout in LAYOUTS:
+        torch.testing.assert_close(channel_sumsq(x.contiguous(memory_format=layout)), ref, rtol=1e-14, atol=0)
 
 
 def saved_bytes(fn, x):

@@ -7,6 +7,7 @@ import torch
 from .base import Layer, exporting, register_type
 
 
+SUMSQ_BLOCK = 1 << 18  # elements of channel_sumsq's accumulator (1 MiB of float32: stays in the cache)
 CHUNK = 1 << 22  # elements per piece of the CPU loops below (16 MiB of float32): few ops, small temporaries
 
 
@@ -21,16 +22,23 @@ def sample_chunks(x: torch.Tensor) -> int:
 def channel_sumsq(x: torch.Tensor) -> torch.Tensor:
     """sum_c x_c^2 over dim 1 (N x 1 x H x W) without an x-sized temporary: the norm over
     the contiguous channels of a channels_last tensor, squared; for NCHW, where torch's
-    strided norm is slow, the squares of a few samples at a time in one reused buffer."""
+    strided norm is slow, the squares of each block of ``rows`` channels accumulated
+    into one cache-sized N x rows x H x W buffer (``SUMSQ_BLOCK`` elements), summed over its rows at
+    the end."""
     if x.is_contiguous(memory_format=torch.channels_last) or x.dim() != 4:
         return torch.linalg.vector_norm(x, dim=1, keepdim=True).square_()
-    b = sample_chunks(x)
-    out = x.new_empty((x.shape[0], 1) + tuple(x.shape[2:]))
-    buf = torch.empty_like(x[:b])
-    for i in range(0, x.shape[0], b):
-        xs = x[i:i + b]
-        torch.sum(torch.mul(xs, xs, out=buf[:len(xs)]), 1, keepdim=True, out=out[i:i + b])
-    return out
+    rows = min(x.shape[1], max(1, SUMSQ_BLOCK // max(1, x.shape[0] * x[0, 0].numel())))
+    if x.device.type != "cpu" or rows == x.shape[1]:
+        return (x * x).sum(1, keepdim=True)
+    acc = torch.mul(x[:, :rows], x[:, :rows])
+    for c in range(rows, x.shape[1] - rows + 1, rows):
+        xs = x[:, c:c + rows]
+        acc.addcmul_(xs, xs)
+    rest = x.shape[1] % rows
+    if rest:  # the last channels, fewer than a block
+        xs = x[:, x.shape[1] - rest:]
+        acc[:, :rest].addcmul_(xs, xs)
+    return acc.sum(1, keepdim=True)
 
 
 class _ChannelNorm(torch.autograd.Function):
