@@ -6,7 +6,7 @@ import copy
 import torch
 from torch import nn
 
-from .layers import Layer, layer_from_struct, layerVLAD, layerVLADv2
+from .layers import Layer, layer_from_struct, layerVLAD, layerVLADv2, layerWholeL2Normalize
 from .layers.normalize import Normalize
 
 
@@ -40,15 +40,15 @@ class SimpleNN(nn.Module):
 
     def forward(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """Layers ``start`` .. ``stop`` - 1 (all by default) in order; an all-channel
-        normalize (preL2) followed by a VLAD layer runs as one fused step (the same
-        function without the normalised features in memory; :func:`vl_simplenn` runs
-        them one by one)."""
+        normalize followed by a VLAD layer (preL2) or by layerWholeL2Normalize (NetVLAD's
+        intra-normalisation and postL2) runs as one fused step (the same function without
+        the normalised features in memory; :func:`vl_simplenn` runs them one by one)."""
         layers = self.layers[:len(self.layers) if stop is None else stop]
         i = start
         while i < len(layers):
             nxt = layers[i + 1] if i + 1 < len(layers) else None
-            fuse = (isinstance(nxt, (layerVLAD, layerVLADv2)) and isinstance(layers[i], Normalize)
-                    and layers[i].sums_all_channels(x.shape[1]))
+            fuse = (isinstance(nxt, (layerVLAD, layerVLADv2, layerWholeL2Normalize))
+                    and isinstance(layers[i], Normalize) and layers[i].sums_all_channels(x.shape[1]))
             try:
                 x = nxt(x, prenorm=layers[i]) if fuse else layers[i](x)
             except Exception as e:

@@ -108,6 +108,34 @@ def test_whole_l2_matches_formula():
                                                                       seed=7).requires_grad_(True),))
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("param", [(1e-12, 1.0, 0.5), (0.3, 0.7, 0.75)])
+def test_normalize_then_whole_l2_fused_matches_formula(layout, param):
+    """layerWholeL2Normalize with a prenorm (NetVLAD's intranorm + postL2 in one step)
+    against the two formulas composed by autograd, MATLAB's flatten order included;
+    a zero sample takes the kappa path."""
+    x = inputs((3, 4, 2, 5), layout, seed=17, zero_sample=True).requires_grad_(True)
+    pre = Normalize("vlad:intranorm", [2 * 4, *param])
+    y = layerWholeL2Normalize("postL2")(x, prenorm=pre)
+    g = torch.randn(y.shape, generator=torch.Generator().manual_seed(18), dtype=torch.float64)
+    (dx,) = torch.autograd.grad(y, x, g)
+    xr = x.detach().clone().requires_grad_(True)
+    flat = formula_norm(xr, *param).transpose(2, 3).reshape(3, -1)
+    n = flat.norm(dim=1, keepdim=True) + 1e-12
+    yr = flat / n
+    # layerWholeL2Normalize.backward_ divides by n^3 where autograd's exact derivative has
+    # n^2 ||y||; the same at 1e-12 relative except for the zero sample (no gradient there)
+    (dxr,) = torch.autograd.grad(yr, xr, g.reshape(3, -1))
+    torch.testing.assert_close(y.reshape(3, -1), yr, rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(dx[1:], dxr[1:], rtol=1e-10, atol=1e-12 * dxr.abs().max().item())
+    # zero sample: y = 0, so dz/dy = g / 1e-12 and dz/dx = kappa^-beta g / 1e-12
+    g0 = g[0].reshape(4, 5, 2).transpose(1, 2)  # MATLAB order (h fastest, w, c) as C x H x W
+    torch.testing.assert_close(dx[0], g0 * param[0] ** -param[2] / 1e-12, rtol=1e-12, atol=0)
+    assert dx.is_contiguous(memory_format=layout)
+    fused = lambda t: layerWholeL2Normalize()(t, prenorm=pre)  # noqa: E731
+    assert torch.autograd.gradcheck(fused, (inputs((2, 3, 2, 2), layout, seed=19).requires_grad_(True),))
+
+
 def head(v2, d, k, pre_param, seed):
     rng = np.random.default_rng(seed)
     c = rng.standard_normal((d, k))
@@ -125,10 +153,11 @@ def test_fused_head_equals_layer_by_layer(layout, v2, pre_param):
     net = head(v2, 6, 5, pre_param, seed=8)
     calls = []
     net.layers[0].register_forward_hook(lambda *a: calls.append(1))
+    net.layers[2].register_forward_hook(lambda *a: calls.append(3))
     x = inputs((3, 6, 4, 5), layout, seed=9, zero_sample=True)
     x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
-    y1 = net(x1)                      # fused preL2 + VLAD
-    assert not calls                  # the preL2 layer did not run on its own
+    y1 = net(x1)                      # fused preL2 + VLAD, intranorm + postL2
+    assert not calls                  # the normalize layers did not run on their own
     y2 = vl_simplenn(net, x2)[-1]     # one layer at a time
     assert calls
     g = torch.randn(y1.shape, generator=torch.Generator().manual_seed(10), dtype=torch.float64)
@@ -156,5 +185,7 @@ def test_only_all_channel_normalize_fuses():
     x = inputs((2, 6, 3, 3), torch.contiguous_format, seed=14)
     with pytest.raises(ValueError, match="cannot fuse layer 'lrn'"):
         net.layers[1](x, prenorm=lrn)
+    with pytest.raises(ValueError, match="cannot fuse layer 'lrn'"):
+        net.layers[3](x, prenorm=lrn)
     local = SimpleNN([lrn, net.layers[1]]).double()
     torch.testing.assert_close(local(x), net.layers[1](lrn(x)), rtol=0, atol=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .base import Layer, exporting, register_class
+from .normalize import Normalize, channel_sumsq
 
 EPS = 1e-12  # relja_l2normalize_col: x / (||x|| + 1e-12)
 
@@ -36,6 +37,35 @@ class _WholeL2(torch.autograd.Function):
         return torch.div(g, n).addcmul_(x, coef, value=-1)
 
 
+class _NormalizedWholeL2(torch.autograd.Function):
+    """The all-channel normalize (y = x r, r = q^-beta, q = kappa + alpha S, S = sum_c x_c^2
+    per pixel) followed by _WholeL2 (z = y / n, n = ||y|| + 1e-12), in one pass each way:
+    ||y||^2 = sum_pixels r^2 S, so y is never formed.  The backward composes the two
+    layers' gradients (vl_nnnormalize's, then layerWholeL2Normalize.backward_'s n^-3):
+    dz/dx = (r/n) g - c x per pixel, c = r^2 (y.g)/n^3 + 2 alpha beta (r/q) <g_y, x>,
+    with y.g = sum_pixels r <x, g> and <g_y, x> = <x, g>/n - r S (y.g)/n^3."""
+
+    @staticmethod
+    def forward(ctx, x, kappa, alpha, beta):
+        sumsq = channel_sumsq(x)                                        # S, N x 1 x H x W
+        q = sumsq * alpha + kappa
+        r = q.pow(-beta)
+        n = (r * r * sumsq).sum((1, 2, 3), keepdim=True).sqrt_().add_(EPS)
+        ctx.save_for_backward(x, r, q, sumsq, n)
+        ctx.scale = 2.0 * alpha * beta
+        return x * (r / n)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, r, q, sumsq, n = ctx.saved_tensors
+        xg = (x * g).sum(1, keepdim=True)                               # <x, g> per pixel
+        yg_n3 = (r * xg).sum((1, 2, 3), keepdim=True).div_(n.pow(3))      # (y.g) / n^3
+        gyx = xg / n - r * sumsq * yg_n3                                # <g_y, x>
+        coef = (r * r * yg_n3).addcmul_(r / q, gyx, value=ctx.scale)
+        dx = torch.mul(g, r / n, out=torch.empty_like(x))              # in the layout of x
+        return dx.addcmul_(x, coef, value=-1), None, None, None
+
+
 class _Parameterless(Layer):
     type = "custom"
 
@@ -59,7 +89,18 @@ class layerWholeL2Normalize(_Parameterless):
 
     default_name = "wholeL2"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, prenorm: Normalize | None = None) -> torch.Tensor:
+        """This layer on x, or with ``prenorm`` (a normalize over all channels, NetVLAD's
+        intra-normalisation) on prenorm(x) in one fused step (the same numbers)."""
+        if prenorm is not None:
+            if not (isinstance(prenorm, Normalize) and prenorm.sums_all_channels(x.shape[1])):
+                raise self.fail(f"cannot fuse layer '{getattr(prenorm, 'name', prenorm)}': only a "
+                                f"normalize over all {x.shape[1]} channels runs inside it")
+            if exporting():
+                x = prenorm(x)
+            else:
+                y = _NormalizedWholeL2.apply(x, prenorm.kappa, prenorm.alpha, prenorm.beta)
+                return matlab_flatten(y).reshape(y.shape[0], -1, 1, 1)
         x = matlab_flatten(x)
         y = x / _norm(x) if exporting() else _WholeL2.apply(x)
         return y.reshape(y.shape[0], -1, 1, 1)

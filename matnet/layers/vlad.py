@@ -151,7 +151,7 @@ def _forward_cols(x, assign_w, assign_b, neg_c, scale, keep=True):
     mass = assign.sum(2).unsqueeze(1)
     weights = assign if scale is None else assign * scale if keep else assign.mul_(scale)
     vlad_t = torch.bmm(feats, weights.transpose(1, 2))                    # V^T = X (s A)^T
-    vlad_t += neg_c.unsqueeze(0) * mass
+    vlad_t.addcmul_(neg_c.unsqueeze(0), mass)
     if not keep:
         return vlad_t, None, None, None
     return vlad_t, assign, raw, (None if scale is None else weights)
@@ -203,7 +203,7 @@ def _forward_rows(x, assign_w, assign_b, neg_c, scale, keep=True):
     mass = assign.sum(1).unsqueeze(2)
     weights = assign if scale is None else assign * scale if keep else assign.mul_(scale)
     vlad = torch.bmm(weights.transpose(1, 2), _rows(x))                 # V = (s A)^T X, N x K x D
-    vlad += mass * neg_c.t().unsqueeze(0)
+    vlad.addcmul_(mass, neg_c.t().unsqueeze(0))
     if not keep:
         return vlad.transpose(1, 2), None, None, None
     return vlad.transpose(1, 2), assign, raw, (None if scale is None else weights)
