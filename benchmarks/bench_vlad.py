@@ -18,7 +18,8 @@ timed alone at its shape: loop time / floor bounds the ratio any implementation 
 reach on this machine.
 Each variant runs in its own subprocess: its first run gives the peak memory (VmHWM
 growth over the state after building the inputs), then the best of --repeats runs its
-time.
+time.  A variant's time varies by up to 1.5x from one process to the next on a shared
+VM: the README's head figures take --head-only --rounds 5 --repeats 10.
 
     python benchmarks/bench_vlad.py [--threads 2] [--repeats 5] [--rounds 1] [--head-only]
                                     [--n 12 --d 512 --h 30 --w 40 --k 64]

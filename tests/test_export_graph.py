@@ -72,7 +72,9 @@ def test_traced_forward_is_the_exact_forward(v2, layout, monkeypatch):
     monkeypatch.setattr(vlad, "exporting", lambda: True)
     monkeypatch.setattr(heads, "exporting", lambda: True)
     y_plain = model(x)
-    assert torch.equal(y, y_plain)
+    # the same formulas as plain ops; the sums of squares run in another order (torch's
+    # channel norm or cache-sized blocks in the fused steps), so equal to float32 rounding
+    torch.testing.assert_close(y_plain, y, rtol=2e-6, atol=1e-7)
     fns, names = autograd_nodes(y), autograd_nodes(y_plain)
     assert any("VLADFunction" in n for n in fns) and any("WholeL2" in n for n in fns)
     assert not any("VLADFunction" in n or "WholeL2" in n for n in names)

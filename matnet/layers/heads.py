@@ -37,6 +37,13 @@ class _WholeL2(torch.autograd.Function):
         return torch.div(g, n).addcmul_(x, coef, value=-1)
 
 
+def _normalized_whole_l2(x, kappa, alpha, beta):
+    """:class:`_NormalizedWholeL2`'s forward as plain ops (for a tracer)."""
+    sumsq = (x * x).sum(1, keepdim=True)
+    r = (sumsq * alpha + kappa).pow(-beta)
+    return x * (r / ((r * r * sumsq).sum((1, 2, 3), keepdim=True).sqrt() + EPS))
+
+
 class _NormalizedWholeL2(torch.autograd.Function):
     """The all-channel normalize (y = x r, r = q^-beta, q = kappa + alpha S, S = sum_c x_c^2
     per pixel) followed by _WholeL2 (z = y / n, n = ||y|| + 1e-12), in one pass each way:
@@ -96,11 +103,9 @@ class layerWholeL2Normalize(_Parameterless):
             if not (isinstance(prenorm, Normalize) and prenorm.sums_all_channels(x.shape[1])):
                 raise self.fail(f"cannot fuse layer '{getattr(prenorm, 'name', prenorm)}': only a "
                                 f"normalize over all {x.shape[1]} channels runs inside it")
-            if exporting():
-                x = prenorm(x)
-            else:
-                y = _NormalizedWholeL2.apply(x, prenorm.kappa, prenorm.alpha, prenorm.beta)
-                return matlab_flatten(y).reshape(y.shape[0], -1, 1, 1)
+            fn = _normalized_whole_l2 if exporting() else _NormalizedWholeL2.apply
+            y = fn(x, prenorm.kappa, prenorm.alpha, prenorm.beta)
+            return matlab_flatten(y).reshape(y.shape[0], -1, 1, 1)
         x = matlab_flatten(x)
         y = x / _norm(x) if exporting() else _WholeL2.apply(x)
         return y.reshape(y.shape[0], -1, 1, 1)
