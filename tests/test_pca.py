@@ -41,7 +41,6 @@ def test_no_mean_subtraction_and_all_components():
 
 
 # ---- addPCA on a real (tiny) network and dataset
-import torch  # noqa: E402
 
 from converters.bin_features import read_bin  # noqa: E402
 from matnet.extract import serialAllFeats  # noqa: E402
