@@ -19,9 +19,13 @@ reach on this machine.
 Each variant runs in its own subprocess: its first run gives the peak memory (VmHWM
 growth over the state after building the inputs), then the best of --repeats runs its
 time.  A variant's time varies by up to 1.5x from one process to the next on a shared
-VM: the README's head figures take --head-only --rounds 5 --repeats 10.
+VM (one process per variant printed anything from 0.9x to 1.8x for the head), so every
+variant gets 5 processes by default, with 10 runs each under --head-only (the README's
+head figures) and 5 in the full run (its loops take up to a second a run); and each
+head's ratio to layerVLAD alone is also measured paired: both timed in one process,
+their runs interleaved, the median over the processes printed with its range.
 
-    python benchmarks/bench_vlad.py [--threads 2] [--repeats 5] [--rounds 1] [--head-only]
+    python benchmarks/bench_vlad.py [--threads 2] [--repeats 5|10] [--rounds 5] [--head-only]
                                     [--n 12 --d 512 --h 30 --w 40 --k 64]
 """
 from __future__ import annotations
@@ -30,6 +34,7 @@ import argparse
 import ctypes
 import itertools
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -254,16 +259,22 @@ def check_equal(a):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, help="timed runs per process (default 5; 10 with --head-only)")
     for dim, v in (("n", 12), ("d", 512), ("h", 30), ("w", 40), ("k", 64)):
         p.add_argument(f"--{dim}", type=int, default=v)
     p.add_argument("--head-only", action="store_true",
                    help="time only matnet's layer and heads (not the loops nor the matmul floor)")
-    p.add_argument("--rounds", type=int, default=1, help="processes per variant, started in turns (best time kept)")
+    p.add_argument("--rounds", type=int, default=5,
+                   help="processes per variant, started in turns, best time kept (default 5)")
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--pair", help=argparse.SUPPRESS)
     a = p.parse_args()
+    a.repeats = a.repeats or (10 if a.head_only else 5)
     if a.child:
         return print(json.dumps(measure(a, a.child)))
+    if a.pair:
+        fns = variants(a)
+        return print(json.dumps(best_times({v: fns[v] for v in a.pair.split(",")}, a.repeats)))
     small = argparse.Namespace(**{**vars(a), "n": 2, "d": 32, "h": 5, "w": 7, "k": 8})
     check_equal(small)
     input_mb = a.n * a.d * a.h * a.w * 4 / 2 ** 20
@@ -274,14 +285,20 @@ def main():
     # otherwise change the page faults, and so the times, of whatever runs after them
     # --rounds > 1: the processes are started round after round and each variant keeps its
     # best time, so that a change of the machine's load does not favour one variant
-    sec, mem = {}, {}
+    # the head against the layer alone is also timed in pairs, both in one process, their
+    # runs interleaved: the ratio of a pair sees the same machine state, which varies by up
+    # to 1.5x between processes on a shared VM
+    sec, mem, paired = {}, {}, {}
     for _ in range(a.rounds):
         for v in variants(a):
             if a.head_only and v.split("_")[0] in ("repmat", "loop", "autograd"):
                 continue
-            r = json.loads(subprocess.run([sys.executable, __file__, "--child", v] + sys.argv[1:],
-                                          check=True, capture_output=True, text=True).stdout)
+            r = json.loads(child(["--child", v]))
             sec[v], mem[v] = min(sec.get(v, r["sec"]), r["sec"]), r["peak_mb"]
+        for head, core, _ in HEADS:
+            for what in ("fwd", "fwdbwd"):
+                r = json.loads(child(["--pair", f"{head}_{what},{core}_{what}"]))
+                paired.setdefault(f"{head}_{what}", []).append(r[f"{head}_{what}"] / r[f"{core}_{what}"])
     loops = (("repmat", "loop, MATLAB repmat"), ("loop", "loop, broadcast"), ("autograd", "loop, autograd"))
     ours = (("fast", "matnet, NCHW"), ("fastcl", "matnet, channels_last"))
     for what in ("fwd", "fwdbwd"):
@@ -298,12 +315,25 @@ def main():
         print_floor(a, sec, floor, loops)
     print("full head preL2 -> layerVLAD -> intra -> postL2, on unnormalised features "
           "(targets: forward <= 1.3x, forward+backward <= 1.5x layerVLAD alone)")
+    print("  (each in its own processes: best times; paired: median ratio and range over "
+          f"{a.rounds} processes timing the head and layerVLAD alone together)")
     for what in ("fwd", "fwdbwd"):
-        for v, core, label in (("head", "fast", "matnet, NCHW"), ("headcl", "fastcl", "matnet, channels_last"),
-                               ("formulacl", "fastcl", "autograd formula, channels_last")):
+        for v, core, label in HEADS:
             t, m = sec[f"{v}_{what}"], mem[f"{v}_{what}"]
+            r = sorted(paired[f"{v}_{what}"])
             print(f"  {'forward' if what == 'fwd' else 'fwd+bwd':8s} {label:32s} {t * 1e3:7.1f} ms  "
-                  f"peak extra {m:6.1f} MB  = {t / sec[f'{core}_{what}']:.2f}x layerVLAD alone")
+                  f"peak extra {m:6.1f} MB  = {t / sec[f'{core}_{what}']:.2f}x layerVLAD alone; "
+                  f"paired {statistics.median(r):.2f}x ({r[0]:.2f}-{r[-1]:.2f}x)")
+
+
+HEADS = (("head", "fast", "matnet, NCHW"), ("headcl", "fastcl", "matnet, channels_last"),
+         ("formulacl", "fastcl", "autograd formula, channels_last"))
+
+
+def child(args) -> str:
+    """The output of this script run with ``args`` and this run's options, in a new process."""
+    return subprocess.run([sys.executable, __file__] + args + sys.argv[1:], check=True,
+                          capture_output=True, text=True).stdout
 
 
 def print_floor(a, sec, floor, loops):
