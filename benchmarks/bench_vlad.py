@@ -288,17 +288,21 @@ def main():
     # the head against the layer alone is also timed in pairs, both in one process, their
     # runs interleaved: the ratio of a pair sees the same machine state, which varies by up
     # to 1.5x between processes on a shared VM
+    # matnet's variants first, all their rounds, then the loops': whatever the loops'
+    # gigabytes leave behind cannot then fall on some of matnet's variants and not others
     sec, mem, paired = {}, {}, {}
-    for _ in range(a.rounds):
-        for v in variants(a):
-            if a.head_only and v.split("_")[0] in ("repmat", "loop", "autograd"):
-                continue
-            r = json.loads(child(["--child", v]))
-            sec[v], mem[v] = min(sec.get(v, r["sec"]), r["sec"]), r["peak_mb"]
-        for head, core, _ in HEADS:
-            for what in ("fwd", "fwdbwd"):
-                r = json.loads(child(["--pair", f"{head}_{what},{core}_{what}"]))
-                paired.setdefault(f"{head}_{what}", []).append(r[f"{head}_{what}"] / r[f"{core}_{what}"])
+    is_loop = {v: v.split("_")[0] in ("repmat", "loop", "autograd") for v in variants(a)}
+    for loops_now in (False, True):
+        if loops_now and a.head_only:
+            break
+        for _ in range(a.rounds):
+            for v in (v for v in is_loop if is_loop[v] == loops_now):
+                r = json.loads(child(["--child", v]))
+                sec[v], mem[v] = min(sec.get(v, r["sec"]), r["sec"]), r["peak_mb"]
+            for head, core, _ in ([] if loops_now else HEADS):
+                for what in ("fwd", "fwdbwd"):
+                    r = json.loads(child(["--pair", f"{head}_{what},{core}_{what}"]))
+                    paired.setdefault(f"{head}_{what}", []).append(r[f"{head}_{what}"] / r[f"{core}_{what}"])
     loops = (("repmat", "loop, MATLAB repmat"), ("loop", "loop, broadcast"), ("autograd", "loop, autograd"))
     ours = (("fast", "matnet, NCHW"), ("fastcl", "matnet, channels_last"))
     for what in ("fwd", "fwdbwd"):
