@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .base import Layer, exporting, register_class
-from .normalize import Normalize, channel_sumsq
+from .normalize import Normalize, channel_sumsq, fused_prenorm
 
 EPS = 1e-12  # relja_l2normalize_col: x / (||x|| + 1e-12)
 
@@ -99,12 +99,9 @@ class layerWholeL2Normalize(_Parameterless):
     def forward(self, x: torch.Tensor, prenorm: Normalize | None = None) -> torch.Tensor:
         """This layer on x, or with ``prenorm`` (a normalize over all channels, NetVLAD's
         intra-normalisation) on prenorm(x) in one fused step (the same numbers)."""
-        if prenorm is not None:
-            if not (isinstance(prenorm, Normalize) and prenorm.sums_all_channels(x.shape[1])):
-                raise self.fail(f"cannot fuse layer '{getattr(prenorm, 'name', prenorm)}': only a "
-                                f"normalize over all {x.shape[1]} channels runs inside it")
-            fn = _normalized_whole_l2 if exporting() else _NormalizedWholeL2.apply
-            y = fn(x, prenorm.kappa, prenorm.alpha, prenorm.beta)
+        params = fused_prenorm(self, prenorm, x.shape[1])
+        if params is not None:
+            y = (_normalized_whole_l2 if exporting() else _NormalizedWholeL2.apply)(x, *params)
             return matlab_flatten(y).reshape(y.shape[0], -1, 1, 1)
         x = matlab_flatten(x)
         y = x / _norm(x) if exporting() else _WholeL2.apply(x)

@@ -22,23 +22,30 @@ def sample_chunks(x: torch.Tensor) -> int:
 def channel_sumsq(x: torch.Tensor) -> torch.Tensor:
     """sum_c x_c^2 over dim 1 (N x 1 x H x W) without an x-sized temporary: the norm over
     the contiguous channels of a channels_last tensor, squared; for NCHW, where torch's
-    strided norm is slow, the squares of each block of ``rows`` channels accumulated
-    into one cache-sized N x rows x H x W buffer (``SUMSQ_BLOCK`` elements), summed over its rows at
-    the end."""
+    strided norm is slow, the squares of ``rows`` channels at a time accumulated into one
+    cache-sized N x rows x H x W buffer (``SUMSQ_BLOCK`` elements), summed at the end."""
     if x.is_contiguous(memory_format=torch.channels_last) or x.dim() != 4:
         return torch.linalg.vector_norm(x, dim=1, keepdim=True).square_()
     rows = min(x.shape[1], max(1, SUMSQ_BLOCK // max(1, x.shape[0] * x[0, 0].numel())))
     if x.device.type != "cpu" or rows == x.shape[1]:
         return (x * x).sum(1, keepdim=True)
-    acc = torch.mul(x[:, :rows], x[:, :rows])
-    for c in range(rows, x.shape[1] - rows + 1, rows):
+    acc = x.new_zeros((x.shape[0], rows) + tuple(x.shape[2:]))
+    for c in range(0, x.shape[1], rows):
         xs = x[:, c:c + rows]
-        acc.addcmul_(xs, xs)
-    rest = x.shape[1] % rows
-    if rest:  # the last channels, fewer than a block
-        xs = x[:, x.shape[1] - rest:]
-        acc[:, :rest].addcmul_(xs, xs)
+        acc[:, :xs.shape[1]].addcmul_(xs, xs)
     return acc.sum(1, keepdim=True)
+
+
+def fused_prenorm(layer: Layer, prenorm, c: int) -> tuple[float, float, float] | None:
+    """(kappa, alpha, beta) of ``prenorm``, a normalize over all ``c`` channels that runs
+    fused inside ``layer`` (SimpleNN's preL2 + VLAD and intranorm + postL2 steps), or None
+    without one; any other layer is refused with an error naming both."""
+    if prenorm is None:
+        return None
+    if not (isinstance(prenorm, Normalize) and prenorm.sums_all_channels(c)):
+        raise layer.fail(f"cannot fuse layer '{getattr(prenorm, 'name', prenorm)}': only a "
+                         f"normalize over all {c} channels runs inside it")
+    return prenorm.kappa, prenorm.alpha, prenorm.beta
 
 
 class _ChannelNorm(torch.autograd.Function):

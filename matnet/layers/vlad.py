@@ -15,7 +15,7 @@ import torch
 
 from ..layout import matlab_shape
 from .base import Layer, LayerError, _as_list, exporting, register_class
-from .normalize import Normalize, channel_sumsq
+from .normalize import Normalize, channel_sumsq, fused_prenorm
 
 # The MATLAB classdef properties, in declaration order (relja_saveobj writes them all).
 VLAD_PROPERTIES = ("type", "name", "K", "D", "vladDim", "weights", "momentum",
@@ -330,16 +330,6 @@ class _VLADBase(Layer):
             raise self.fail(f"input has {x.shape[1] if x.dim() == 4 else tuple(x.shape)} channels "
                             f"(N x D x H x W expected), the layer has D={self.D}")
 
-    def prenorm_args(self, prenorm: Normalize | None) -> tuple[float, float, float] | None:
-        """(kappa, alpha, beta) of a normalize layer over all D channels (preL2) that
-        runs fused with this layer, or None; any other layer cannot be fused."""
-        if prenorm is None:
-            return None
-        if not (isinstance(prenorm, Normalize) and prenorm.sums_all_channels(self.D)):
-            raise self.fail(f"cannot fuse layer '{getattr(prenorm, 'name', prenorm)}': only a "
-                            f"normalize over all {self.D} channels runs inside the VLAD layer")
-        return prenorm.kappa, prenorm.alpha, prenorm.beta
-
     def extra_repr(self) -> str:
         return f"name={self.name!r}, K={self.K}, D={self.D}"
 
@@ -365,11 +355,11 @@ class layerVLAD(_VLADBase):
         return self
 
     def forward(self, x: torch.Tensor, prenorm: Normalize | None = None) -> torch.Tensor:
-        """This layer on x, or with ``prenorm`` (see :meth:`_VLADBase.prenorm_args`) on prenorm(x)."""
+        """This layer on x, or with ``prenorm`` (see :func:`~matnet.layers.normalize.fused_prenorm`) on prenorm(x)."""
         self._check_input(x)
         w0, w1 = self.weights[0], self.weights[1]
         return vlad_aggregate(x, w0.reshape(self.D, self.K), None, w1.reshape(self.D, self.K),
-                              self.prenorm_args(prenorm))
+                              fused_prenorm(self, prenorm, self.D))
 
 
 @register_class("layerVLADv2")
@@ -411,8 +401,8 @@ class layerVLADv2(_VLADBase):
         return self
 
     def forward(self, x: torch.Tensor, prenorm: Normalize | None = None) -> torch.Tensor:
-        """This layer on x, or with ``prenorm`` (see :meth:`_VLADBase.prenorm_args`) on prenorm(x)."""
+        """This layer on x, or with ``prenorm`` (see :func:`~matnet.layers.normalize.fused_prenorm`) on prenorm(x)."""
         self._check_input(x)
         w0, b, w2 = self.weights
         return vlad_aggregate(x, w0.reshape(self.D, self.K), b.reshape(-1), w2.reshape(self.D, self.K),
-                              self.prenorm_args(prenorm))
+                              fused_prenorm(self, prenorm, self.D))
