@@ -226,3 +226,20 @@ def test_concurrent_checkpoint0_writers_do_not_corrupt(env):
     f = read_bin(fn, n=dbT.numQueries)
     assert f.shape == (dbT.numQueries, 32) and np.all(np.isfinite(f))
     assert not [p for p in out.iterdir() if ".tmp" in p.name or ".partial" in p.name]
+
+
+def test_nNegChoice_above_a_querys_negatives_refused_before_any_feature(env, monkeypatch):
+    """Issue 24 case 20 / issue 22: query 0 of the synthetic train set has 14 negatives,
+    others up to 19; nNegChoice=15 hung in sampling (or failed after the features) with a
+    message not naming the option.  Now: refused before any feature is computed."""
+    dbTrain, dbVal, out = env
+
+    def no_features(*a, **k):
+        raise AssertionError("features were computed before the options were checked")
+    monkeypatch.setattr(tw, "_checkpoint0_feats", no_features)
+    monkeypatch.setattr(tw, "_serial_feats", no_features)
+    with pytest.raises(ValueError) as e:
+        tw.trainWeakly(dbTrain, dbVal, **{**OPTS, "nNegChoice": 15, "nEpoch": 1})
+    msg = str(e.value)
+    assert "nNegChoice=15" in msg and "query 0" in msg and "14 negatives" in msg and "at most 14" in msg
+    assert dbTrain.name in msg

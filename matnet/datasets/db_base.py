@@ -101,26 +101,80 @@ class dbBase:
         return self._nontrivial_many(self.utmDb[:, np.asarray(iDb)], iDb, True)
 
     # --- negatives
-    def sampleNegsQ(self, iQuery, n, rng=None):
+    def negatives(self, utm) -> np.ndarray:
+        """How many database images are not positives (squared distance > posDistSqThr)
+        of each position of ``utm`` (2-vector: a number; 2 x M: M counts)."""
+        u = np.asarray(utm, np.float64)
+        _, _, owner = self.cp.pairs(u.reshape(2, -1))
+        n = self.numImages - np.bincount(owner, minlength=u.reshape(2, -1).shape[1])
+        return int(n[0]) if u.ndim == 1 else n
+
+    def negativesQ(self, iQuery):
+        """:meth:`negatives` of query (or queries) ``iQuery``."""
+        return self.negatives(self.utmQ[:, np.asarray(iQuery)])
+
+    def _query_label(self, i: int) -> str:
+        fns = getattr(self, "qImageFns", None)
+        return f"query {i} ({fns[i]})" if fns is not None and 0 <= i < len(fns) else f"query {i}"
+
+    def check_negatives(self, n: int, option: str = "nNegChoice", queries=None) -> None:
+        """Refuse (ValueError) when some query of ``queries`` (default: all; 0-based)
+        has fewer than ``n`` negatives, naming the query with the fewest, its count, the
+        option and the largest value that works.  trainWeakly calls it before any
+        feature is computed: sampling more negatives than exist never ends, in
+        MATLAB's dbBase.sampleNegs as before here (issue 24, case 20)."""
+        q = np.arange(self.numQueries) if queries is None else np.asarray(queries, np.int64).reshape(-1)
+        if q.size == 0:
+            return
+        counts = np.atleast_1d(self.negativesQ(q))
+        i = int(np.argmin(counts))
+        if counts[i] < n:
+            nBad = int((counts < n).sum())
+            raise ValueError(f"{self.name}: {self._query_label(int(q[i]))} has {int(counts[i])} negatives "
+                             f"(database images farther than posDistThr={self.posDistThr:g} m, of "
+                             f"{self.numImages}), fewer than {option}={n} asks ({nBad} of {q.size} queries "
+                             f"have fewer); set {option} to at most {int(counts[i])}")
+
+    def sampleNegsQ(self, iQuery, n, rng=None, option: str = "nNegChoice"):
         """``n`` distinct random database ids that are not positives of query ``iQuery``
-        (one id: 1-D; an array: len x n).  numpy's generator, not MATLAB's randsample."""
-        return self.sampleNegs(self.utmQ[:, np.asarray(iQuery)], n, rng)
+        (one id: 1-D; an array: len x n).  numpy's generator, not MATLAB's randsample.
+        Refuses naming the query (and ``option``) when one has fewer than ``n`` negatives."""
+        q = np.asarray(iQuery)
+        labels = [self._query_label(int(i)) for i in q.reshape(-1)]
+        return self.sampleNegs(self.utmQ[:, q], n, rng, option=option, labels=labels)
 
-    def sampleNegsDb(self, iDb, n, rng=None):
+    def sampleNegsDb(self, iDb, n, rng=None, option: str = "nNegChoice"):
         """sampleNegsQ around database image(s) ``iDb``."""
-        return self.sampleNegs(self.utmDb[:, np.asarray(iDb)], n, rng)
+        d = np.asarray(iDb)
+        return self.sampleNegs(self.utmDb[:, d], n, rng, option=option,
+                               labels=[f"database image {int(i)}" for i in d.reshape(-1)])
 
-    def sampleNegs(self, utm, n, rng=None):
-        """``n`` distinct non-positive database ids per position (rows in random order)."""
+    def sampleNegs(self, utm, n, rng=None, option: str = "nNegChoice", labels=None):
+        """``n`` distinct non-positive database ids per position (rows in random order).
+
+        Every position must have ``n`` negatives, else ValueError naming the position
+        with the fewest (``labels[j]``, default "position j"), its count and ``option``.
+        MATLAB's sampleNegs draws round(1.1 n) of numImages until it holds n
+        negatives: it errors in randsample when round(1.1 n) > numImages and loops
+        forever when fewer than n negatives exist; here each row is checked first
+        (before: only the position with the fewest positives was, so another query
+        with fewer negatives than ``n`` hung; issue 24, case 20)."""
         rng = np.random.default_rng() if rng is None else rng
         u = np.asarray(utm, np.float64)
         single = u.ndim == 1
         u = u.reshape(2, -1)
         m, N, n = u.shape[1], self.numImages, int(n)
-        npos = self.cp.tree.query_ball_point(u.T, self.cp._radius, return_length=True)
-        if m and N - np.min(npos) < n:
-            raise ValueError(f"{self.name}: cannot sample {n} negatives from {N} images "
-                             f"({int(np.max(npos))} positives)")
+        if m:
+            counts = self.negatives(u)
+            j = int(np.argmin(counts))
+            if counts[j] < n:
+                who = labels[j] if labels is not None else f"position {j}"
+                nBad = int((counts < n).sum())
+                raise ValueError(f"{self.name}: cannot sample {option}={n} negatives: {who} has "
+                                 f"{int(counts[j])} negatives (database images farther than "
+                                 f"posDistThr={self.posDistThr:g} m, of {N})"
+                                 + (f"; {nBad} of {m} have fewer than {n}" if m > 1 else "")
+                                 + f"; set {option} to at most {int(counts[j])}")
         out = np.empty((m, n), np.int64)
         todo = np.arange(m)
         draw = n + n // 4 + 16

@@ -310,10 +310,12 @@ def _setup(dbTrain, dbVal, opts: TrainWeaklyOpts) -> _Session:
 
     savedMomentum = None
     if opts.startEpoch < 2 and ck is None:
+        check_negatives(dbTrain, dbVal, opts)
         with distributed.rank0_first("loadNet and addLayers"):  # rank 0 writes the cluster files
             net, obj, opts, auxData = _new_session(dbTrain, dbVal, opts)
     else:
         net, obj, opts, auxData = _continue_session(dbTrain, opts, ck, resumeBatch)
+        check_negatives(dbTrain, dbVal, opts)  # the saved nNegChoice
         savedMomentum = momentum_of(net)
     distributed.check_same(distributed.tensors_hash([w for l in net.layers for w in l.weights]),
                            "the network's weights")
@@ -369,6 +371,19 @@ def _new_session(dbTrain, dbVal, opts: TrainWeaklyOpts):
     auxData = {"epochStartTime": [], "numTrain": dbTrain.numQueries,
                "negCache": [np.zeros(0, np.int64) for _ in range(dbTrain.numQueries)]}
     return net, _new_obj(len(opts.recallNs)), opts, auxData
+
+
+def check_negatives(dbTrain, dbVal, opts: TrainWeaklyOpts) -> None:
+    """Every query that is mined (one with non-trivial positives) has ``nNegChoice``
+    negatives to sample, on dbTrain and, when rank losses are tested
+    (nTestRankSample > 0), on dbVal; else ValueError naming the dataset, the query,
+    its negatives and the option, before any feature is computed.  MATLAB (and matnet
+    before) looped forever in sampleNegs on such a query (issue 24, case 20)."""
+    dbs = [dbTrain] + ([dbVal] if opts.nTestRankSample > 0 and dbVal is not dbTrain else [])
+    for db in dbs:
+        pos = db.nontrivialPosQ(np.arange(db.numQueries))
+        mined = np.flatnonzero([p.size > 0 for p in pos])
+        db.check_negatives(opts.nNegChoice, "nNegChoice", queries=mined)
 
 
 def check_layer_options(opts: TrainWeaklyOpts, names: list[str]) -> None:
