@@ -1,4 +1,4 @@
-"""Recall@N on a Pitts30k-test-sized problem (random features): matnet.evaluate.testCore
+"""Recall@N on a Pitts30k-test-sized problem (random features): matnet.recall_at_n.testCore
 (batched exact search) against the original's structure, one search call per query
 (timed on a subset of queries and extrapolated linearly), in the same run.
 
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from matnet.datasets.db_base import dbBase
-from matnet.evaluate import RECALL_NS, testCore
+from matnet.recall_at_n import RECALL_NS, testCore
 
 
 class RandomDb(dbBase):

@@ -51,7 +51,7 @@ def child(a):
     """One search in this fresh process; prints a JSON record."""
     import torch
     from converters.bin_features import MappedBin, read_bin
-    from matnet.evaluate import rawNnSearch
+    from matnet.recall_at_n import rawNnSearch
     torch.set_num_threads(a.threads)
     folder = Path(a.dir)
     q = np.load(folder / "q.npy")

@@ -21,13 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .approximate_search import build_index
+from .search.approximate import build_index
 from .datasets.close_position import sqdist
-from .evaluate import RECALL_NS, testFromFn
+from .recall_at_n import RECALL_NS, testFromFn
+from .search import SearchOptions
 from .extract import _fingerprint, computeRepresentation, serialAllFeats
 from .images import resolve_image_path, vl_imreadjpeg
 from .precision import check_precision
-from .recall_plot import plot_recall_at_n
+from .plots import plot_recall_at_n
 
 PRINT_NS = (1, 5, 10, 20)
 PROTOCOLS = ("matlab", "vpr")
@@ -137,18 +138,17 @@ def extract_features(net, imPath, imageFns, outFn: Path, log=print, **kw) -> boo
 def evaluate_dataset(net, db, outDir, netName: str, dims=None, protocol: str = "matlab", useGPU=None,
                      batchSize: int = 16, qBatchSize: int | None = None, numThreads: int | None = None,
                      reference=None, netFile=None, log=print, precision: str = "exact",
-                     memoryCap=None, searchMethod: str = "exact", searchParams=None,
-                     searchCheckSample: int = 1000) -> dict:
+                     search: SearchOptions | None = None) -> dict:
     """Evaluate ``net`` (called ``netName``) on dataset ``db`` (any dbBase); files
     ``<outDir>/<netName>_<db.name>_{db,q}.bin``, ``..._recall.json`` and ``..._recall.png``.  ``dims``: dimensionalities to test
     (fewer than the network's D: cropToDim; default the full D).  ``reference(dims)`` ->
     ``{N: (recall %, count or None)}, source`` adds published numbers to the table,
     record and plot.  ``precision`` 'fast' extracts with a bf16 trunk (files tagged
-    ``_fast``); ``memoryCap`` is testFromFn's (a database file larger is streamed).
-    ``searchMethod`` / ``searchParams`` / ``searchCheckSample`` are testFromFn's (faiss
-    search, checked against exact search on that many sampled queries; not in MATLAB): the
-    method and parameters are checked before extraction, the record and plot are named
-    ``..._<method>_recall.*`` and each result holds the check as ``search_check``.
+    ``_fast``); ``search`` (:class:`~matnet.search.SearchOptions`, not in MATLAB): its
+    memoryCap is testFromFn's (a database file larger is streamed); a faiss method (checked
+    against exact search on checkSample sampled queries) and its parameters are checked
+    before extraction, the record and plot are named ``..._<method>_recall.*`` and each
+    result holds the check as ``search_check``.
     Returns the JSON record."""
     if protocol not in PROTOCOLS:
         raise EvaluationError(f"unknown protocol {protocol!r} (use {' or '.join(PROTOCOLS)})")
@@ -161,9 +161,11 @@ def evaluate_dataset(net, db, outDir, netName: str, dims=None, protocol: str = "
     if chk_db.missing or chk_q.missing:
         raise EvaluationError(f"{len(chk_db.missing)} database and {len(chk_q.missing)} query images of "
                               f"{db.name} are missing (first: {(chk_db.missing + chk_q.missing)[0]})")
-    if int(searchCheckSample) < 0:
-        raise EvaluationError(f"searchCheckSample must be >= 0, got {searchCheckSample}")
-    if searchMethod == "exact" and searchParams:
+    search = SearchOptions() if search is None else search
+    searchMethod, searchParams = search.method, search.params
+    if int(search.checkSample) < 0:
+        raise EvaluationError(f"searchCheckSample must be >= 0, got {search.checkSample}")
+    if search.exact and searchParams:
         raise EvaluationError(f"searchParams {searchParams} apply to a faiss searchMethod, not to 'exact'")
     useGPU = torch.cuda.is_available() if useGPU is None else bool(useGPU)
     tag = f"{netName}_{db.name}" + ("" if check_precision(precision) == "exact" else f"_{precision}")
@@ -201,8 +203,8 @@ def evaluate_dataset(net, db, outDir, netName: str, dims=None, protocol: str = "
     for d in (dims or [fullD]):
         crop = 0 if d >= fullD else int(d)
         recall, _, _, opts = testFromFn(test_db, str(dbFn), str(qFn), recallNs=RECALL_NS, cropToDim=crop,
-                                        memoryCap=memoryCap, searchMethod=searchMethod, searchParams=searchParams,
-                                        searchCheckSample=searchCheckSample)
+                                        memoryCap=search.memoryCap, searchMethod=searchMethod,
+                                        searchParams=searchParams, searchCheckSample=search.checkSample)
         recall = np.asarray(recall, dtype=np.float64)
         ref, source = reference(int(d)) if reference else ({}, None)
         log(f"\n{tag}, {d}-D ({'cropToDim %d' % crop if crop else 'full'}), protocol {protocol}"

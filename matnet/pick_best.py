@@ -6,8 +6,7 @@ import os
 import numpy as np
 
 from .datasets.local_paths import localPaths
-from .plot_results import plotResults
-from .recall_plot import plot_recall_at_n
+from .plots import plot_recall_at_n, plotResults
 from .train.checkpoint import load_checkpoint
 
 

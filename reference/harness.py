@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from matnet.evaluate import RECALL_NS
+from matnet.recall_at_n import RECALL_NS
 from reference.published import published
 
 # dataset name -> (spec name, db root folder under <root>, query batch size)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from converters.bin_features import write_bin
-from matnet.approximate_search import factory_string
-from matnet.evaluate import testFromFn
+from matnet.search.approximate import factory_string
+from matnet.recall_at_n import testFromFn
 from test_evaluate import make_db
 
 pytest.importorskip("faiss")

@@ -17,7 +17,7 @@ from converters.matfile import MatFileError, savemat
 from converters.native import load_native, save_native
 from matnet.cli import main as cli_main
 from matnet.datasets.db_base import dbBase
-from matnet.evaluate import testFromFn
+from matnet.recall_at_n import testFromFn
 from matnet.extract import serialAllFeats
 from matnet.images import ImageReadError, imread_uint8
 from matnet.layers import Layer

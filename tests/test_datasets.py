@@ -222,7 +222,7 @@ def test_dbTiny(shared_dir):
 
 
 def test_tokyo247_nms_in_testCore(tmp_path):
-    from matnet.evaluate import testCore
+    from matnet.recall_at_n import testCore
     # 3 panoramas x 12 cutouts; only panorama 2 is near the query
     utmDb = np.repeat([[0, 0, 1000], [1000, 500, 0]], 12, axis=1).astype(float)
     write_spec(tmp_path, "tokyo247", utmDb, [[1000], [0]])

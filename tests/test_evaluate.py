@@ -8,7 +8,7 @@ import pytest
 from converters.bin_features import BinFeatureError, read_bin, write_bin
 from converters.matfile import savemat
 from matnet.datasets import dbBase
-from matnet.evaluate import (RECALL_NS, rawNnSearch, recallAtN, testCore, testCoreRank,
+from matnet.recall_at_n import (RECALL_NS, rawNnSearch, recallAtN, testCore, testCoreRank,
                              testFromFn)
 
 

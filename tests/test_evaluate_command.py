@@ -12,7 +12,7 @@ from converters.network import save_net
 from dataset_makers import tiny_jpeg
 from matnet.cli import main as cli
 from matnet.commands.evaluate import parse_dataset
-from matnet.evaluate import RECALL_NS, sample_queries
+from matnet.recall_at_n import RECALL_NS, sample_queries
 from test_reference_harness import OUT, released_format_net
 
 N_PANO, N_Q = 4, 7

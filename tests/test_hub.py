@@ -9,7 +9,7 @@ from PIL import Image
 
 from converters.network import save_net
 from matnet import computeRepresentation
-from matnet.evaluate import relja_l2normalize_rows
+from matnet.recall_at_n import relja_l2normalize_rows
 from matnet.hub import file_sha256
 from matnet.synthetic.vgg16_netvlad import vgg16_netvlad
 

@@ -120,6 +120,17 @@ def test_the_checks_see_cycles_and_upward_imports():
     assert layer_of("matnet.train.train_weakly") == "pipeline" and layer_of("converters.native") == "converters"
 
 
+def test_search_is_below_the_matlab_functions():
+    """matnet.search (exact, streamed, approximate, memory sizing) serves recall_at_n
+    (testFromFn, testCore, rawNnSearch), never the other way."""
+    search = [m for m in GRAPH if m == "matnet.search" or m.startswith("matnet.search.")]
+    assert {"matnet.search.exact", "matnet.search.streamed", "matnet.search.approximate",
+            "matnet.search.memory"} <= set(search)
+    assert "matnet.search" in GRAPH["matnet.recall_at_n"]
+    up = [(m, d) for m in search for d in GRAPH[m] if d.startswith("matnet.") and not d.startswith("matnet.search")]
+    assert not up, up
+
+
 @pytest.mark.parametrize("first", ["converters", "matnet.cli"])
 def test_any_module_imports_first(first):
     """No import order hits a partially initialised module (fresh interpreter per entry point)."""

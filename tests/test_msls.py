@@ -9,7 +9,7 @@ from dataset_makers import MSLS_POST, make_msls_part, write_csv
 from matnet.commands.dataset import import_specs
 from matnet.datasets import dbMSLS
 from matnet.datasets.msls import MSLSError
-from matnet.evaluate import testCore
+from matnet.recall_at_n import testCore
 
 
 def two_cities(root):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from matnet.evaluate import testFromFn
+from matnet.recall_at_n import testFromFn
 from matnet.extract import computeRepresentation, serialAllFeats
 from matnet.layers import Conv, Normalize, layerVLAD
 from matnet.precision import forward, head_start, tf32

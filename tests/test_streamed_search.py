@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from converters.bin_features import BinFeatureError, MappedBin, write_bin
-from matnet.evaluate import rawNnSearch, testFromFn
-from matnet.exact_search import chunk_rows, smallest_k
-from matnet.memory import parse_bytes
+from matnet.recall_at_n import rawNnSearch, testFromFn
+from matnet.search.exact import smallest_k
+from matnet.search.memory import chunk_rows
+from matnet.search.memory import parse_bytes
 from test_evaluate import make_db
 
 

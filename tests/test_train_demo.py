@@ -2,7 +2,7 @@
 import argparse
 
 from matnet.commands import demo
-from matnet.recall_plot import plot_recall_at_n
+from matnet.plots import plot_recall_at_n
 
 
 def test_demo_chain_runs(tmp_path, capsys, monkeypatch):

@@ -53,7 +53,7 @@ def test_testNet_prints_one_line_unless_printLoss(tmp_path, capsys):
 
 def test_testFromFn_verbose_false_prints_nothing(tmp_path, capsys):
     from converters.bin_features import write_bin
-    from matnet.evaluate import testFromFn
+    from matnet.recall_at_n import testFromFn
     make_places(tmp_path, numImages=16, numQueries=8, imSize=(32, 40), splits=("val",))
     db = dbSynthetic("val", tmp_path)
     g = np.random.default_rng(1)

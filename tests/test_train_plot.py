@@ -1,7 +1,7 @@
 import numpy as np
 from PIL import Image
 
-from matnet.plot_results import _smooth, plotResults
+from matnet.plots import _smooth, plotResults
 from matnet.train.opts import TrainWeaklyOpts
 
 
@@ -35,7 +35,7 @@ def test_plot_results_png(tmp_path):
 
 def test_one_recall_scale_across_plots(tmp_path):
     """plotResults' recall panel and every recall@N plot share 0-100 %, whatever the values."""
-    from matnet.recall_plot import plot_recall_at_n
+    from matnet.plots import plot_recall_at_n
     opts = TrainWeaklyOpts(recallNs=[1, 5, 10], batchSize=4)
     low = np.array([[0.01, 0.02], [0.02, 0.03], [0.03, 0.04]])
     obj = {"train": {"loss": np.ones((1, 20)), "recall": low, "rankloss": np.array([[0.3, 0.2]])},

@@ -19,7 +19,7 @@ from matnet.cli import main as cli
 from matnet.commands.dataset import import_specs
 from matnet.datasets import dbSpec, dbTokyo247, dbVPR, db_from_spec
 from matnet.datasets.vpr_format import VPRFormatError, parse_name
-from matnet.evaluate import testCore
+from matnet.recall_at_n import testCore
 
 PITTS_FIELDS = ["whichSet", "dbImageFns", "utmDb", "qImageFns", "utmQ", "numImages", "numQueries",
                 "posDistThr", "posDistSqThr", "nonTrivPosDistSqThr"]

@@ -17,13 +17,13 @@ import torch
 
 from ..add_layers import addLayers
 from ..datasets.local_paths import env_name
-from ..evaluate import testFromFn
+from ..recall_at_n import testFromFn
 from ..extract import serialAllFeats
 from ..images import imread_uint8
 from ..pca import addPCA
 from ..pick_best import pickBestNet
 from ..pretrained import loadNet
-from ..recall_plot import plot_recall_at_n
+from ..plots import plot_recall_at_n
 from ..synthetic import dbSynthetic, make_places, save_tiny_net
 from ..train.opts import TrainWeaklyOpts
 from ..train.train_weakly import trainWeakly

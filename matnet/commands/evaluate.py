@@ -83,9 +83,11 @@ def parse_dataset(text: str, root=None, panoramaNMS: bool = False, timeFilter: b
     return dbMSLS(path, split or "val")
 
 
-def search_options(args) -> dict:
-    """evaluate_dataset's search keywords from the --search-* options; ValueError naming a bad one."""
-    from ..approximate_search import parse_search_params
+def search_options(args):
+    """evaluate_dataset's SearchOptions from --memory-cap and the --search-* options;
+    ValueError naming a bad one."""
+    from ..search import SearchOptions
+    from ..search.approximate import parse_search_params
     params = parse_search_params(args.search_params)
     if args.search_method == "exact" and (params or args.search_check_sample is not None):
         raise ValueError("--search-params and --search-check-sample apply to a faiss --search-method "
@@ -93,7 +95,7 @@ def search_options(args) -> dict:
     if args.search_check_sample is not None and args.search_check_sample < 0:
         raise ValueError(f"--search-check-sample {args.search_check_sample}: must be >= 0")
     sample = 1000 if args.search_check_sample is None else args.search_check_sample
-    return dict(searchMethod=args.search_method, searchParams=params, searchCheckSample=sample)
+    return SearchOptions(args.search_method, params, sample, args.memory_cap)
 
 
 def run(args) -> int:
@@ -104,5 +106,5 @@ def run(args) -> int:
     net = matnet.load_net(args.net)
     evaluate_dataset(net, db, Path(args.out), Path(args.net).stem, dims=args.dims, protocol=args.protocol,
                      useGPU=False if args.cpu else None, batchSize=args.batch_size, netFile=args.net,
-                     precision=args.precision, memoryCap=args.memory_cap, **search)
+                     precision=args.precision, search=search)
     return 0

@@ -119,7 +119,7 @@ def testNet(db, opts: TrainWeaklyOpts, ID: str, qFeat, dbFeat, log=None):
     """testNet.m: (recall per recallNs on nTestSample queries, rank loss on nTestRankSample).
     Prints one summary line (with ``printLoss`` also testCore's recall table), and
     writes it to ``log``; under torch.distributed rank 0 computes and hands it over."""
-    from ..evaluate import testCore, testCoreRank
+    from ..recall_at_n import testCore, testCoreRank
 
     def test():
         if opts.printLoss:
@@ -453,7 +453,7 @@ def _initial_features(s: _Session) -> None:
 
 def _test0(s: _Session) -> None:
     """obj.pretrain.{val,train}: testFromFn on the initial network's features."""
-    from ..evaluate import testFromFn
+    from ..recall_at_n import testFromFn
     opts, dbVal = s.opts, s.dbVal
     _checkpoint0_feats(s.net, dbVal.qPath, dbVal.qImageFns, opts.qCheckpoint0val, opts)
     _checkpoint0_feats(s.net, dbVal.dbPath, dbVal.dbImageFns, opts.dbCheckpoint0val, opts)
@@ -728,7 +728,7 @@ def _save_mid(net, obj, opts, auxData, ID, iEpoch, iBatch, rng, qFeat, dbFeat):
 
 def _draw(obj, opts, auxData):
     """plotResults, by rank 0 only."""
-    from ..plot_results import plotResults
+    from ..plots import plotResults
     distributed.on_rank0(lambda: plotResults(obj, opts, auxData, outFn=f"{opts.outPrefix}{opts.sessionID}_training.png")
                          and None, "plotResults")
 

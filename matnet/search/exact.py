@@ -1,5 +1,6 @@
-"""Exact k-nearest-neighbour search in squared L2 (yael_nn / rawNnSearch semantics) over a
-database held in memory or streamed from a ``.bin`` file in chunks, with a running top-k.
+"""Exact k-nearest-neighbour search in squared L2 (yael_nn / rawNnSearch semantics) with a
+running top-k over database chunks; a database in memory is one chunk (a streamed one:
+:mod:`matnet.search.streamed`).
 
 Both paths run the same code: distance blocks ``||q||^2 + ||x||^2 - 2 q.x`` (one matmul
 per block, on the GPU when one is used), the k smallest of each block in (distance, id)
@@ -9,12 +10,10 @@ gives the same ids and distances as the in-memory one.
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import torch
 
-SEARCH_BLOCK = 1 << 26  # distance-matrix entries computed at once (256 MiB of float32)
+from .memory import SEARCH_BLOCK
 
 
 def smallest_k(d: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,71 +73,30 @@ class KnnAccumulator:
         return self.ids.cpu().numpy().astype(np.int64), self.vals.cpu().numpy()
 
 
-QUERY_BLOCK = 1024  # queries per distance block in a streamed search
+def relja_l2normalize_rows(x: np.ndarray) -> np.ndarray:
+    """relja_l2normalize_col on rows: ``x / (||x|| + 1e-12)``."""
+    return x / (np.sqrt((x.astype(np.float32) ** 2).sum(axis=1, keepdims=True)) + 1e-12)
 
 
-def chunk_rows(D: int, nQ: int, memoryCap: int) -> int:
-    """Database rows per chunk so that two chunk buffers (one read ahead while the other
-    is searched), a block of distances (QUERY_BLOCK queries; with top-k's temporaries) and
-    the queries fit in ``memoryCap`` bytes."""
-    free = 0.9 * memoryCap - 4 * nQ * D  # a tenth left for the allocator and top-k's own buffers
-    per_row = 4 * 2 * D + 4 * min(nQ, QUERY_BLOCK)  # two rows of the buffers, float32 distances
-    if free < per_row:
-        raise MemoryError(f"memoryCap {memoryCap / 2**20:.0f} MiB is too small for {nQ} queries of "
-                          f"D={D} (needs at least {(4 * nQ * D + per_row) / 2**20:.1f} MiB)")
-    return int(free // per_row)
-
-
-def stream_chunks(db, rows: int, device: torch.device, transform=None, check=None):
-    """Yield ``(start, chunk tensor on device)`` over ``db`` (an N x D float32 array, or a
-    :class:`~converters.bin_features.MappedBin` streamed through its memory map), ``rows``
-    at a time.  A thread copies the next chunk into the other of two host buffers (pinned
-    for a GPU, whose copies are asynchronous) while this one is searched; a mapped file's
-    copied rows are released from the process (the page cache keeps them), so it holds
-    two buffers, not the file.  In that thread ``check(start, rows)`` may raise on bad
-    rows and ``transform(rows)`` (e.g. cropToDim) maps the host rows, numpy to numpy."""
-    arr = getattr(db, "array", db)
-    n = arr.shape[0]
-    D = arr.shape[1] if transform is None else transform(np.asarray(arr[:1])).shape[1]
-    cuda = device.type == "cuda"
-    bufs = [torch.empty((min(rows, n), D), dtype=torch.float32, pin_memory=cuda) for _ in range(2)]
-    copied = [None, None]  # CUDA events: the buffer's host-to-device copy has run
-
-    def fill(b: int, start: int) -> int:
-        if copied[b] is not None:
-            copied[b].synchronize()
-        stop = min(start + rows, n)
-        x = arr[start:stop]
-        if check is not None:
-            check(start, x)
-        bufs[b][:stop - start].numpy()[...] = x if transform is None else transform(x)
-        if hasattr(db, "release"):
-            db.release(start, stop)
-        return stop - start
-
-    starts = list(range(0, n, rows))
-    with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(fill, 0, 0) if starts else None
-        for i, start in enumerate(starts):
-            b = i % 2
-            x = bufs[b][:pending.result()]
-            if cuda:
-                x = x.to(device, non_blocking=True)
-                copied[b] = torch.cuda.Event()
-                copied[b].record()
-            if i + 1 < len(starts):
-                pending = pool.submit(fill, 1 - b, starts[i + 1])
-            yield start, x
-
-
-def knn_streamed(qt: torch.Tensor, db, k: int, device: torch.device, memoryCap: int, transform=None,
-                 check=None):
-    """Exact top-k of queries ``qt`` (nQ x D tensor on ``device``) over ``db`` streamed in
-    chunks that keep the search within ``memoryCap`` bytes (see :func:`chunk_rows`).
-    Returns (ids, ds) as numpy arrays."""
-    arr = getattr(db, "array", db)
-    rows = chunk_rows(arr.shape[1], qt.shape[0], memoryCap)
-    acc = KnnAccumulator(qt, k, block=rows * min(qt.shape[0], QUERY_BLOCK))
-    for start, x in stream_chunks(db, rows, device, transform, check):
-        acc.add(start, x)
+def knn_in_memory(qt: torch.Tensor, db, k: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k of queries ``qt`` (nQ x D tensor on ``device``) over ``db`` (an N x D
+    array or tensor), as one chunk.  Returns (ids, ds) as numpy arrays."""
+    dbt = torch.as_tensor(np.asarray(db, np.float32) if not torch.is_tensor(db) else db).to(device)
+    acc = KnnAccumulator(qt, k)
+    acc.add(0, dbt)
     return acc.result()
+
+
+class MemorySearcher:
+    """recallAtN's searcher over features in memory: the database moved to the device once,
+    each call an exact search of the queries asked for."""
+
+    def __init__(self, qFeat, dbFeat, device: torch.device):
+        self.dev = device
+        self.dbt = torch.as_tensor(np.ascontiguousarray(dbFeat, np.float32)).to(device)
+        self.qt = torch.as_tensor(np.ascontiguousarray(qFeat, np.float32))
+
+    def __call__(self, qIds, nTop):
+        q = self.qt[torch.as_tensor(np.asarray(qIds, np.int64))].to(self.dev, torch.float32)
+        with torch.no_grad():
+            return knn_in_memory(q, self.dbt, min(int(nTop), self.dbt.shape[0]), self.dev)

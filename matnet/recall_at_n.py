@@ -2,7 +2,8 @@
 
 Features are row-major N x D here (MATLAB's D x N columns); query and database ids
 are 0-based (1-based in MATLAB).  Search is exact L2 on all queries at once (torch
-matmul + top-k, on the GPU when there is one), never one call per query.
+matmul + top-k, on the GPU when there is one), never one call per query; the search
+itself (and what is not MATLAB's: streaming, faiss) lives in :mod:`matnet.search`.
 """
 from __future__ import annotations
 
@@ -16,25 +17,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from converters.bin_features import (BinFeatureError, MappedBin, bin_shape, check_features_finite,
-                                     read_bin)
+from converters.bin_features import BinFeatureError, bin_shape, read_bin
 
-from .exact_search import KnnAccumulator, knn_streamed
-from .memory import available_memory, default_memory_cap, parse_bytes
+from .search import SearchOptions, exact_searcher, knn, make_searcher
+from .search.exact import relja_l2normalize_rows
+from .search.memory import SEARCH_BLOCK, streaming_cap
+from .search.streamed import StreamedDb
 
 RECALL_NS = [1, 2, 3, 4, 5] + list(range(10, 101, 5))
-_SEARCH_BLOCK = 1 << 26  # testCoreRank: distance entries computed at once (256 MiB of float32)
 
 
 def _device(device=None) -> torch.device:
     if device is not None:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def relja_l2normalize_rows(x: np.ndarray) -> np.ndarray:
-    """relja_l2normalize_col on rows: ``x / (||x|| + 1e-12)``."""
-    return x / (np.sqrt((x.astype(np.float32) ** 2).sum(axis=1, keepdims=True)) + 1e-12)
 
 
 def rawNnSearch(q, db, k: int = 1, device=None, memoryCap=None):
@@ -55,16 +51,7 @@ def rawNnSearch(q, db, k: int = 1, device=None, memoryCap=None):
     shape = getattr(db, "shape", None) or np.shape(db)
     if qt.shape[1] != shape[1]:
         raise ValueError(f"query dimensionality {qt.shape[1]} != database dimensionality {shape[1]}")
-    k = min(int(k), shape[0])
-    with torch.no_grad():
-        if memoryCap is not None or isinstance(db, MappedBin):
-            cap = parse_bytes(memoryCap) if memoryCap is not None else default_memory_cap()
-            ids, ds = knn_streamed(qt, db, k, dev, cap)
-        else:
-            dbt = torch.as_tensor(np.asarray(db, np.float32) if not torch.is_tensor(db) else db).to(dev)
-            acc = KnnAccumulator(qt, k)
-            acc.add(0, dbt)
-            ids, ds = acc.result()
+    ids, ds = knn(qt, db, min(int(k), shape[0]), dev, memoryCap)
     return (ids[0], ds[0]) if single else (ids, ds)
 
 
@@ -123,81 +110,9 @@ def recallAtN(searcher, nQueries: int, isPos, ns, printN: int = 10, nSample=math
     return res, recalls
 
 
-class StreamedDb:
-    """A database ``.bin`` searched without loading it: rows streamed through its memory
-    map (:class:`~converters.bin_features.MappedBin`) in chunks within ``memoryCap``
-    bytes, checked for NaN/Inf as they pass, optionally cropped to ``crop`` dimensions and
-    L2-normalised again (testFromFn's cropToDim, the same numpy arithmetic as in memory)."""
-
-    def __init__(self, path, D: int, n: int, memoryCap: int, crop: int = 0):
-        self.mapped = MappedBin(path, D=D, n=n)
-        self.memoryCap, self.crop = int(memoryCap), int(crop)
-        self.shape = (n, crop or D)
-
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        return relja_l2normalize_rows(x[:, :self.crop]) if self.crop else x
-
-    def check(self, start: int, x: np.ndarray) -> None:
-        check_features_finite(self.mapped.path, x, first=start)
-
-    def rows(self, ids) -> np.ndarray:
-        """The (cropped) rows ``ids``, read from the map."""
-        return self.transform(np.asarray(self.mapped.array[np.asarray(ids)], np.float32))
-
-    def chunks(self):
-        """(start, rows) on the host, the file read once in chunks within memoryCap."""
-        n, D = self.mapped.shape
-        step = max(1, self.memoryCap // (8 * D))
-        for s in range(0, n, step):
-            x = np.array(self.mapped.array[s:s + step])
-            self.mapped.release(s, s + len(x))
-            self.check(s, x)
-            yield s, self.transform(x)
-
-    def search(self, qt: torch.Tensor, k: int, device) -> tuple[np.ndarray, np.ndarray]:
-        return knn_streamed(qt, self.mapped, k, device, self.memoryCap, self.transform, self.check)
-
-
-class _StreamedSearcher:
-    """recallAtN's searcher over a :class:`StreamedDb`: the first call searches all
-    ``queries`` (those recallAtN will ask for) in one pass over the file, with that
-    call's nTop; later calls read the result (a pass again only for more or other queries)."""
-
-    def __init__(self, qFeat, db: StreamedDb, queries, device):
-        self.qFeat, self.db, self.dev = qFeat, db, device
-        self.queries = np.asarray(queries, np.int64)
-        self.row = np.full(qFeat.shape[0], -1, np.int64)
-        self.k = 0
-
-    def __call__(self, qIds, nTop):
-        qIds = np.asarray(qIds, np.int64)
-        if nTop > self.k or (self.row[qIds] < 0).any():
-            self.queries = np.union1d(self.queries, qIds)
-            qt = torch.as_tensor(np.ascontiguousarray(self.qFeat[self.queries], np.float32)).to(self.dev)
-            with torch.no_grad():
-                self.ids, self.ds = self.db.search(qt, nTop, self.dev)
-            self.row[:] = -1
-            self.row[self.queries] = np.arange(self.queries.size)
-            self.k = nTop
-        r = self.row[qIds]
-        return self.ids[r, :nTop], self.ds[r, :nTop]
-
-
-def _search_fn(qFeat, dbFeat, device=None):
-    """Batched raw searcher over prepared features (the database is moved to the
-    device once)."""
-    dev = _device(device)
-    dbt = torch.as_tensor(np.ascontiguousarray(dbFeat, np.float32)).to(dev)
-    qt = torch.as_tensor(np.ascontiguousarray(qFeat, np.float32))
-
-    def searcher(qIds, nTop):
-        return rawNnSearch(qt[torch.as_tensor(np.asarray(qIds, np.int64))], dbt, nTop, device=dev)
-    return searcher
-
-
 def testCore(db, qFeat, dbFeat, nTestSample=math.inf, recallNs=RECALL_NS, printN: int = 10,
-             device=None, verbose: bool = True, searchMethod: str = "exact", searchParams=None,
-             searchCheckSample: int = 1000, searchCheck: dict | None = None):
+             device=None, verbose: bool = True, search: SearchOptions | None = None,
+             searchCheck: dict | None = None):
     """testCore.m: recall@N of nQ x D queries against N x D database features.
 
     Uses ``db.nnSearchPostprocess`` when the dataset has one (Tokyo 24/7 NMS, TokyoTM
@@ -205,34 +120,27 @@ def testCore(db, qFeat, dbFeat, nTestSample=math.inf, recallNs=RECALL_NS, printN
     nTested x len(recallNs).  ``dbFeat`` may be a :class:`StreamedDb` (a file larger than
     memory; the same result as in memory).
 
-    Not in MATLAB: ``searchMethod`` other than 'exact' searches with faiss ('flat',
-    'ivfpq' or an index_factory string, ``searchParams``; see
-    :mod:`matnet.approximate_search`); then recall@N of that search and of the exact one
-    on ``searchCheckSample`` sampled queries are printed side by side and stored in the
-    dict ``searchCheck`` when given (keys queries, recallNs, approximate, exact, index).
+    Not in MATLAB: ``search`` (:class:`~matnet.search.SearchOptions`) with a method other
+    than 'exact' searches with faiss ('flat', 'ivfpq' or an index_factory string, its
+    params; see :mod:`matnet.search.approximate`); then recall@N of that search and of the
+    exact one on ``search.checkSample`` sampled queries are printed side by side and stored
+    in the dict ``searchCheck`` when given (keys queries, recallNs, approximate, exact, index).
     """
     dev = _device(device)
-
-    def exact_searcher(queries):
-        if isinstance(dbFeat, StreamedDb):
-            return _StreamedSearcher(qFeat, dbFeat, queries, dev)
-        return _search_fn(qFeat, dbFeat, device)
+    search = SearchOptions() if search is None else search
 
     def wrap(raw):
         post = getattr(db, "nnSearchPostprocess", None)
         return (lambda q, n: post(raw, q, n)) if post is not None else raw
 
-    if searchMethod == "exact":
-        raw = exact_searcher(sample_queries(db.numQueries, nTestSample))
-    else:
-        from .approximate_search import FaissSearcher
-        raw = FaissSearcher(qFeat, dbFeat, searchMethod, searchParams, useGPU=dev.type == "cuda")
+    raw = make_searcher(qFeat, dbFeat, search, sample_queries(db.numQueries, nTestSample), dev)
     _, allRecalls = recallAtN(wrap(raw), db.numQueries, db.isPosQ, recallNs, printN, nTestSample,
                               verbose=verbose)
-    if searchMethod != "exact" and searchCheckSample:
-        nS = min(int(searchCheckSample), db.numQueries)
+    if not search.exact and search.checkSample:
+        nS = min(int(search.checkSample), db.numQueries)
         check = {"index": raw.spec, "queries": nS, "recallNs": list(np.asarray(recallNs).tolist())}
-        for name, searcher in (("approximate", raw), ("exact", exact_searcher(sample_queries(db.numQueries, nS)))):
+        exact = exact_searcher(qFeat, dbFeat, sample_queries(db.numQueries, nS), dev)
+        for name, searcher in (("approximate", raw), ("exact", exact)):
             _, r = recallAtN(wrap(searcher), db.numQueries, db.isPosQ, recallNs, printN, nS, verbose=False)
             check[name] = r.mean(0).tolist()
         if verbose:
@@ -281,7 +189,7 @@ def testCoreRank(db, qFeat, dbFeat, margin, nNegChoice, nTestSample=1000, rng=No
     dPos = torch.full((toTest.size,), math.inf, device=dev).scatter_reduce(0, owner_t, dpos_all, "amin")
     negs_t = torch.as_tensor(negs).to(dev)
     losses = torch.empty(toTest.size, device=dev)
-    chunk = max(1, _SEARCH_BLOCK // (negs.shape[1] * qt.shape[1]))
+    chunk = max(1, SEARCH_BLOCK // (negs.shape[1] * qt.shape[1]))
     with torch.no_grad():
         for s in range(0, toTest.size, chunk):
             x = db_rows(negs_t[s:s + chunk])  # c x nNeg x D
@@ -350,11 +258,10 @@ def testFromFn(db, dbFeatFn, qFeatFn, opts=None, verbose: bool = True, **overrid
     if crop > nDims:
         warnings.warn(f"cropToDim ({crop}) larger than the dimensionality ({nDims}) -- ignoring")
         crop = 0
-    cap = opts.get("memoryCap")
     bin_shape(dbFeatFn, D=nDims, n=nDb)  # a wrong file fails here, before any search
     dbBytes = os.path.getsize(dbFeatFn)
-    if dbBytes > (parse_bytes(cap) if cap is not None else available_memory() // 2):
-        cap = parse_bytes(cap) if cap is not None else default_memory_cap()
+    cap = streaming_cap(dbBytes, opts.get("memoryCap"))
+    if cap is not None:
         print(f"testFromFn: streaming {dbFeatFn} ({dbBytes / 2**20:.1f} MiB) within {cap / 2**20:.1f} MiB")
         dbFeat = StreamedDb(dbFeatFn, nDims, nDb, cap, crop)
     else:
@@ -368,10 +275,9 @@ def testFromFn(db, dbFeatFn, qFeatFn, opts=None, verbose: bool = True, **overrid
         rankloss, _ = testCoreRank(db, qFeat, dbFeat, opts["margin"], opts["nNegChoice"],
                                    nTestSample=opts["nTestRankSample"], verbose=verbose)
     check = {}
-    recall, allRecalls = testCore(db, qFeat, dbFeat, nTestSample=opts["nTestSample"],
-                                  recallNs=opts["recallNs"], searchMethod=opts["searchMethod"],
-                                  searchParams=opts["searchParams"], searchCheckSample=opts["searchCheckSample"],
-                                  searchCheck=check, verbose=verbose)
+    search = SearchOptions(opts["searchMethod"], opts["searchParams"], opts["searchCheckSample"], opts["memoryCap"])
+    recall, allRecalls = testCore(db, qFeat, dbFeat, nTestSample=opts["nTestSample"], recallNs=opts["recallNs"],
+                                  search=search, searchCheck=check, verbose=verbose)
     if check:
         opts["searchCheck"] = check
     return recall, rankloss, allRecalls, opts

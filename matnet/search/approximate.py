@@ -107,7 +107,7 @@ def build_index(method: str, params: dict | None, n: int, d: int):
 
 class FaissSearcher:
     """recallAtN's searcher over a faiss index of ``db`` (an N x D array, or an object with
-    ``shape``, ``rows(ids)`` and ``chunks()`` such as matnet.evaluate.StreamedDb)."""
+    ``shape``, ``rows(ids)`` and ``chunks()`` such as matnet.search.streamed.StreamedDb)."""
 
     def __init__(self, qFeat, db, method: str, params: dict | None = None, useGPU: bool = False):
         import faiss
