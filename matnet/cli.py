@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("matnet.commands.export", "write a network as ONNX, TorchScript, or the weight files of Patch-NetVLAD/pytorch-NetVlad and hloc"),
     "train": ("matnet.commands.train", "trainWeakly with every option under its MATLAB name (also under torchrun)"),
     "features": ("matnet.commands.features", "serialAllFeats: a dataset's or a list's image representations to a .bin (also under torchrun)"),
+    "report": ("matnet.commands.report", "compare two evaluations query by query: fixed/broken queries, McNemar's test, HTML"),
     "demo": ("matnet.commands.demo", "train and evaluate NetVLAD end to end on a synthetic dataset, offline, on the CPU"),
 }
 

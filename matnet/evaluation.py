@@ -28,6 +28,7 @@ from .search import SearchOptions
 from .extract import _fingerprint, computeRepresentation, serialAllFeats
 from .images import resolve_image_path, vl_imreadjpeg
 from .precision import check_precision
+from .prediction_files import check_save_predictions, save_prediction_files
 from .plots import plot_recall_at_n
 
 PRINT_NS = (1, 5, 10, 20)
@@ -138,7 +139,8 @@ def extract_features(net, imPath, imageFns, outFn: Path, log=print, **kw) -> boo
 def evaluate_dataset(net, db, outDir, netName: str, dims=None, protocol: str = "matlab", useGPU=None,
                      batchSize: int = 16, qBatchSize: int | None = None, numThreads: int | None = None,
                      reference=None, netFile=None, log=print, precision: str = "exact",
-                     search: SearchOptions | None = None) -> dict:
+                     search: SearchOptions | None = None, savePredictions: int = 0,
+                     savePredictionsImages: bool = True, onlyWrong: bool = False) -> dict:
     """Evaluate ``net`` (called ``netName``) on dataset ``db`` (any dbBase); files
     ``<outDir>/<netName>_<db.name>_{db,q}.bin``, ``..._recall.json`` and ``..._recall.png``.  ``dims``: dimensionalities to test
     (fewer than the network's D: cropToDim; default the full D).  ``reference(dims)`` ->
@@ -149,6 +151,12 @@ def evaluate_dataset(net, db, outDir, netName: str, dims=None, protocol: str = "
     against exact search on checkSample sampled queries) and its parameters are checked
     before extraction, the record and plot are named ``..._<method>_recall.*`` and each
     result holds the check as ``search_check``.
+    ``savePredictions`` N (not in MATLAB; VPR-methods-evaluation's num_preds_to_save):
+    each query's top-N of the recall's own search written as ``<stem>_predictions.csv``,
+    panels in ``<stem>_predictions/`` (``savePredictionsImages``; ``onlyWrong``: queries
+    wrong at 1 only) and ``<stem>_report.html`` (see :mod:`matnet.prediction_files`;
+    with several ``dims`` the stem ends in ``_<d>d``); each result names its files
+    (``predictions_csv``...), and the record too when there is one result.
     Returns the JSON record."""
     if protocol not in PROTOCOLS:
         raise EvaluationError(f"unknown protocol {protocol!r} (use {' or '.join(PROTOCOLS)})")
@@ -162,6 +170,7 @@ def evaluate_dataset(net, db, outDir, netName: str, dims=None, protocol: str = "
         raise EvaluationError(f"{len(chk_db.missing)} database and {len(chk_q.missing)} query images of "
                               f"{db.name} are missing (first: {(chk_db.missing + chk_q.missing)[0]})")
     search = SearchOptions() if search is None else search
+    savePredictions = check_save_predictions(savePredictions, RECALL_NS)
     searchMethod, searchParams = search.method, search.params
     if int(search.checkSample) < 0:
         raise EvaluationError(f"searchCheckSample must be >= 0, got {search.checkSample}")
@@ -204,7 +213,8 @@ def evaluate_dataset(net, db, outDir, netName: str, dims=None, protocol: str = "
         crop = 0 if d >= fullD else int(d)
         recall, _, _, opts = testFromFn(test_db, str(dbFn), str(qFn), recallNs=RECALL_NS, cropToDim=crop,
                                         memoryCap=search.memoryCap, searchMethod=searchMethod,
-                                        searchParams=searchParams, searchCheckSample=search.checkSample)
+                                        searchParams=searchParams, searchCheckSample=search.checkSample,
+                                        savePredictions=savePredictions)
         recall = np.asarray(recall, dtype=np.float64)
         ref, source = reference(int(d)) if reference else ({}, None)
         log(f"\n{tag}, {d}-D ({'cropToDim %d' % crop if crop else 'full'}), protocol {protocol}"
@@ -220,8 +230,18 @@ def evaluate_dataset(net, db, outDir, netName: str, dims=None, protocol: str = "
             if ref:
                 ns = sorted(ref)
                 curves[f"published {d}-D"] = (ns, [ref[n][0] / 100 for n in ns])
+        if "predictions" in opts:
+            stem = Path(f"{recordBase}_{d}d" if len(dims or [fullD]) > 1 else recordBase)
+            info = {"network": netName, "network file": netFile or "", "dataset": f"{db.name} ({db.numQueries} "
+                    f"queries, {db.numImages} database images)", "protocol": protocol, "dimensions": d,
+                    "search": searchMethod, "post-processing": record["search_postprocess"] or "none",
+                    "record": f"{recordBase.name}_recall.json"}
+            res.update(save_prediction_files(db, test_db, opts["predictions"], stem, RECALL_NS, recall, info,
+                                             savePredictionsImages, onlyWrong, log=log))
         record["results"].append(res)
         curves[f"ours {d}-D"] = (RECALL_NS, recall)
+    if len(record["results"]) == 1 and "predictions_csv" in record["results"][0]:
+        record["predictions_csv"] = record["results"][0]["predictions_csv"]
     write_json(Path(f"{recordBase}_recall.json"), record)
     title = f"{tag} ({protocol} protocol" + (")" if searchMethod == "exact" else f", search {searchMethod})")
     plot_recall_at_n(Path(f"{recordBase}_recall.png"), curves, title)

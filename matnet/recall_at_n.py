@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from converters.bin_features import BinFeatureError, bin_shape, read_bin
 
+from .predictions import PredictionRecorder
 from .search import SearchOptions, exact_searcher, knn, make_searcher
 from .search.exact import relja_l2normalize_rows
 from .search.memory import SEARCH_BLOCK, streaming_cap
@@ -112,7 +113,7 @@ def recallAtN(searcher, nQueries: int, isPos, ns, printN: int = 10, nSample=math
 
 def testCore(db, qFeat, dbFeat, nTestSample=math.inf, recallNs=RECALL_NS, printN: int = 10,
              device=None, verbose: bool = True, search: SearchOptions | None = None,
-             searchCheck: dict | None = None):
+             searchCheck: dict | None = None, savePredictions: int = 0, predictions: dict | None = None):
     """testCore.m: recall@N of nQ x D queries against N x D database features.
 
     Uses ``db.nnSearchPostprocess`` when the dataset has one (Tokyo 24/7 NMS, TokyoTM
@@ -125,6 +126,11 @@ def testCore(db, qFeat, dbFeat, nTestSample=math.inf, recallNs=RECALL_NS, printN
     params; see :mod:`matnet.search.approximate`); then recall@N of that search and of the
     exact one on ``search.checkSample`` sampled queries are printed side by side and stored
     in the dict ``searchCheck`` when given (keys queries, recallNs, approximate, exact, index).
+
+    Not in MATLAB: ``savePredictions`` N > 0 keeps each tested query's first N results of
+    the very search recallAtN scores (after the dataset's post-processing; N at most
+    max(recallNs)) in the dict ``predictions`` (keys queries, ids, ds; see
+    :class:`~matnet.predictions.PredictionRecorder`).
     """
     dev = _device(device)
     search = SearchOptions() if search is None else search
@@ -133,9 +139,17 @@ def testCore(db, qFeat, dbFeat, nTestSample=math.inf, recallNs=RECALL_NS, printN
         post = getattr(db, "nnSearchPostprocess", None)
         return (lambda q, n: post(raw, q, n)) if post is not None else raw
 
+    if savePredictions and int(savePredictions) > int(np.max(recallNs)):
+        raise ValueError(f"savePredictions {savePredictions} exceeds the largest recall N ({int(np.max(recallNs))}): "
+                         f"the predictions come from the recall's own search")
     raw = make_searcher(qFeat, dbFeat, search, sample_queries(db.numQueries, nTestSample), dev)
-    _, allRecalls = recallAtN(wrap(raw), db.numQueries, db.isPosQ, recallNs, printN, nTestSample,
+    searcher = wrap(raw)
+    if savePredictions:
+        searcher = PredictionRecorder(searcher, int(savePredictions), db.numQueries)
+    _, allRecalls = recallAtN(searcher, db.numQueries, db.isPosQ, recallNs, printN, nTestSample,
                               verbose=verbose)
+    if savePredictions and predictions is not None:
+        predictions.update(searcher.result())
     if not search.exact and search.checkSample:
         nS = min(int(search.checkSample), db.numQueries)
         check = {"index": raw.spec, "queries": nS, "recallNs": list(np.asarray(recallNs).tolist())}
@@ -204,7 +218,8 @@ def testCoreRank(db, qFeat, dbFeat, margin, nNegChoice, nTestSample=1000, rng=No
 
 TEST_OPTS = {"nTestRankSample": 0, "nTestSample": math.inf, "recallNs": RECALL_NS,
              "margin": 0.1, "nNegChoice": 1000, "cropToDim": 0, "memoryCap": None,
-             "searchMethod": "exact", "searchParams": None, "searchCheckSample": 1000}
+             "searchMethod": "exact", "searchParams": None, "searchCheckSample": 1000,
+             "savePredictions": 0}
 
 
 def _opts_dict(opts) -> dict:
@@ -231,7 +246,10 @@ def testFromFn(db, dbFeatFn, qFeatFn, opts=None, verbose: bool = True, **overrid
     default (None) streams files larger than half the available memory, within a quarter
     of it.  ``searchMethod`` / ``searchParams`` / ``searchCheckSample`` (not in MATLAB):
     approximate search with faiss, its recall next to the exact one on a query sample
-    (see :func:`testCore`; the comparison is returned in ``opts['searchCheck']``).  Returns ``(recall, rankloss,
+    (see :func:`testCore`; the comparison is returned in ``opts['searchCheck']``).
+    ``savePredictions`` N (not in MATLAB): the first N results of each tested query from
+    the same search, returned in ``opts['predictions']`` ({queries, ids, ds}; see
+    :mod:`matnet.predictions`).  Returns ``(recall, rankloss,
     allRecalls, opts)``: mean recall per N, the rank loss (None unless
     nTestRankSample > 0), per-query recalls, the options used.  Feature files must
     hold exactly numQueries / numImages vectors (MATLAB silently reads the first
@@ -274,12 +292,15 @@ def testFromFn(db, dbFeatFn, qFeatFn, opts=None, verbose: bool = True, **overrid
     if opts["nTestRankSample"] > 0:
         rankloss, _ = testCoreRank(db, qFeat, dbFeat, opts["margin"], opts["nNegChoice"],
                                    nTestSample=opts["nTestRankSample"], verbose=verbose)
-    check = {}
+    check, preds = {}, {}
     search = SearchOptions(opts["searchMethod"], opts["searchParams"], opts["searchCheckSample"], opts["memoryCap"])
     recall, allRecalls = testCore(db, qFeat, dbFeat, nTestSample=opts["nTestSample"], recallNs=opts["recallNs"],
-                                  search=search, searchCheck=check, verbose=verbose)
+                                  search=search, searchCheck=check, verbose=verbose,
+                                  savePredictions=int(opts["savePredictions"] or 0), predictions=preds)
     if check:
         opts["searchCheck"] = check
+    if preds:
+        opts["predictions"] = preds
     return recall, rankloss, allRecalls, opts
 
 

@@ -15,9 +15,14 @@ Search (not in MATLAB): exact by default; --search-method flat | ivfpq | <faiss 
 searches with faiss instead and checks it against exact search on --search-check-sample
 queries: both recalls are printed and stored as "search_check" in the JSON record
 (<out>/<net>_<dataset>_<method>_recall.json), so the loss of an approximate index is visible.
+
+Predictions (not in MATLAB): --save-predictions N writes each query's top-N (the recall's own
+search), a JPEG panel per query and one self-contained HTML report beside the JSON record;
+`matnet report A.json B.json` compares two such runs (docs/reports.md).
 """
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 
@@ -57,6 +62,16 @@ def add_arguments(p) -> None:
                    help="with a faiss --search-method: recall@N of that search and of exact search on COUNT "
                    "sampled queries (all when fewer), printed side by side and stored as search_check (index, queries, "
                    "recallNs, approximate, exact) in the JSON record; 0 skips the check. Default 1000")
+    p.add_argument("--save-predictions", "--num_preds_to_save", dest="save_predictions", type=int, default=0,
+                   metavar="N", help="each query's top-N of the recall's own search (after Tokyo 24/7's NMS / "
+                   "TokyoTM's time filter) as <stem>_predictions.csv, one JPEG panel per query in "
+                   "<stem>_predictions/ and a self-contained <stem>_report.html (not in MATLAB; N <= 100)")
+    p.add_argument("--save-predictions-images", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --save-predictions: write the panels (default; --no-save-predictions-images: "
+                   "CSV and report only)")
+    p.add_argument("--only-wrong", "--save_only_wrong_preds", dest="only_wrong", action="store_true",
+                   help="with --save-predictions: panels only for queries whose top-1 is wrong (the CSV and "
+                   "report keep every query)")
 
 
 def parse_dataset(text: str, root=None, panoramaNMS: bool = False, timeFilter: bool = False):
@@ -102,9 +117,12 @@ def run(args) -> int:
     import matnet
     from ..evaluation import evaluate_dataset
     search = search_options(args)
+    if args.only_wrong and not args.save_predictions:
+        raise ValueError("--only-wrong applies to --save-predictions N")
     db = parse_dataset(args.dataset, args.root, args.panorama_nms, args.time_filter)
     net = matnet.load_net(args.net)
     evaluate_dataset(net, db, Path(args.out), Path(args.net).stem, dims=args.dims, protocol=args.protocol,
                      useGPU=False if args.cpu else None, batchSize=args.batch_size, netFile=args.net,
-                     precision=args.precision, search=search)
+                     precision=args.precision, search=search, savePredictions=args.save_predictions,
+                     savePredictionsImages=args.save_predictions_images, onlyWrong=args.only_wrong)
     return 0
