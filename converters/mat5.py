@@ -6,7 +6,8 @@ storage type that holds them (the class stays ``double``): the released spec fil
 stamps as int32.  Other writers (scipy, mat-io) store doubles as doubles, or change the
 class when given integers; this one reproduces MATLAB's bytes: each variable zlib-compressed,
 char as UTF-8, empty names as zero-length elements, data of up to 4 bytes in the small
-element format, struct field names padded to the longest name + 1.
+element format, struct field names padded to the longest name + 1; text
+that is not ASCII as UTF-16 (see ``_char``).
 
 Values: ``str`` -> char row; ``float``/``int``/numeric ndarray (float64 or integer) ->
 double (compacted); a list of ``str`` -> N x 1 cell of char rows (as ``dbImageFns``);
@@ -24,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 # MAT v5 data types and array classes
-miINT8, miUINT8, miINT16, miUINT16, miINT32, miUINT32, miDOUBLE, miMATRIX, miCOMPRESSED, miUTF8 = 1, 2, 3, 4, 5, 6, 9, 14, 15, 16
+miINT8, miUINT8, miINT16, miUINT16, miINT32, miUINT32, miDOUBLE, miMATRIX, miCOMPRESSED, miUTF8, miUTF16 = \
+    1, 2, 3, 4, 5, 6, 9, 14, 15, 16, 17
 mxCELL, mxSTRUCT, mxCHAR, mxDOUBLE = 1, 2, 4, 6
 
 # storage MATLAB picks for all-integer doubles, first that holds every value (the order
@@ -67,9 +69,18 @@ def _double(a: np.ndarray) -> bytes:
 
 
 def _char(s: str) -> bytes:
+    """A char row.  ASCII text as miUTF8 (one byte per character, as the released specs
+    hold their names); any other text as miUTF16, dimensions = UTF-16 code units, which
+    is MATLAB's own char width.  Multi-byte UTF-8 under a character count (this writer
+    before, scipy's savemat) is read cut short by mat-io (so matnet's reader) and refused
+    or garbled by MATLAB (R2020b+: "Cannot read file"); mat-io writes non-ASCII text as
+    miUTF16 too (issue 24, case 15)."""
     if not s:
         return _matrix(mxCHAR, (0, 0), struct.pack("<II", miUTF8, 0))
-    return _matrix(mxCHAR, (1, len(s)), _element(miUTF8, s.encode("utf-8")))
+    if s.isascii():
+        return _matrix(mxCHAR, (1, len(s)), _element(miUTF8, s.encode("ascii")))
+    data = s.encode("utf-16-le", errors="surrogatepass")
+    return _matrix(mxCHAR, (1, len(data) // 2), _element(miUTF16, data))
 
 
 def _value(v, where: str) -> bytes:

@@ -112,3 +112,35 @@ def test_import_msls_and_bad_inputs(tmp_path):
         dbMSLS(tmp_path, "val", cities=["cph"], subtask="s2w")
     with pytest.raises(MSLSError, match="whichSet must be train or val"):
         dbMSLS(tmp_path, "test")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-Infinity"])
+def test_msls_non_finite_coordinates_named(tmp_path, value):
+    """Case 14: NaN/Inf eastings reached scipy's KD-tree, whose message names no file."""
+    two_cities(tmp_path)
+    post = tmp_path / "train_val" / "sf" / "database" / "postprocessed.csv"
+    lines = post.read_text().splitlines()
+    cells = lines[3].split(",")
+    cells[2] = value
+    lines[3] = ",".join(cells)
+    post.write_text("\n".join(lines) + "\n")
+    with pytest.raises(MSLSError, match=r"sf/database/postprocessed.csv: row 3 \(line 4\), column easting: "
+                                        + f"'{value}' is not a finite number"):
+        dbMSLS(tmp_path, "val")
+
+
+def test_msls_csv_encodings(tmp_path):
+    """Case 14: a UTF-8 byte-order mark made the first column '\\ufeff' (invisible in the
+    message); a cp1252 file gave a UnicodeDecodeError naming no file."""
+    two_cities(tmp_path)
+    post = tmp_path / "train_val" / "cph" / "query" / "postprocessed.csv"
+    text = post.read_text()
+    no_index = "".join(line.split(",", 1)[1] + "\n" for line in text.splitlines())  # "key" first
+    post.write_bytes(b"\xef\xbb\xbf" + no_index.encode())
+    with pytest.warns(UserWarning):
+        assert dbMSLS(tmp_path, "val").numQueries == 3  # read as utf-8-sig
+    raw = tmp_path / "train_val" / "cph" / "query" / "raw.csv"
+    post.write_text(text)
+    raw.write_bytes(raw.read_bytes().replace(b"2016-06-01", b"2016-06-01 caf\xe9", 1))  # cp1252 e-acute
+    with pytest.raises(MSLSError, match=r"cph/query/raw.csv: not UTF-8 text \(line 2, byte \d+: b'\\xe9'\); save it as UTF-8"):
+        dbMSLS(tmp_path, "val")

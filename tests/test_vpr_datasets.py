@@ -326,3 +326,103 @@ def test_utm_inverse_against_the_tokyo_tm_names(shared_dir):
     assert np.abs(lat - ll[:, 0]).max() < 1e-7 and np.abs(lon - ll[:, 1]).max() < 1e-7  # 6 decimals in the names
     lat, lon = utm_to_latlon([500000.0], [0.0], 31)  # the equator on a central meridian
     np.testing.assert_allclose([lat[0], lon[0]], [0.0, 3.0], atol=1e-12)
+
+
+# ---------------------------------------------------------------- issue 24: odd inputs
+
+def test_symlink_loop_in_a_vpr_folder_refused(tmp_path):
+    """Case 3: a link to a folder above it listed each image ~41 times (16,400 of 400)."""
+    root = tmp_path / "d"
+    make_vpr(root, "test", [[0.0, 5.0, 10.0], [0.0, 0.0, 0.0]], [[1.0], [0.0]])
+    base = root / "images" / "test" / "database"
+    (base / "sub").mkdir()
+    os.symlink("..", base / "sub" / "loop")
+    with pytest.raises(VPRFormatError, match=r"database/sub/loop: a symbolic link to .*database.*loop"):
+        dbVPR(root, "test")
+    os.unlink(base / "sub" / "loop")
+    # a link to a folder outside, reached once: followed, each image once
+    outside = tmp_path / "more"
+    tiny_jpeg(outside / vpr_name(20.0, 0.0), 3)
+    os.symlink(outside, base / "sub" / "more")
+    db = dbVPR(root, "test")
+    assert db.numImages == 4 and len(set(db.dbImageFns)) == 4
+    # the same real folder twice (a second link to it): refused, naming both
+    os.symlink(outside, base / "again")
+    with pytest.raises(VPRFormatError, match=r"database/sub/more.*database/again|database/again.*database/sub/more"):
+        dbVPR(root, "test")
+
+
+@pytest.mark.parametrize("name, message", [
+    ("0584000.00@4477000.00@17@T@@@@@@@@@@@.jpg", r"file name does not start with '@'.*northing would be '4477000.00'"),
+    ("@0584000.00@4477000.00@17@T@@@@@@@@@@@x@.jpg", r"file name has 15 fields between .@. signs, the VPR format has 14"),
+    ("@nan@4477000.00@17@T@@@@@@@@@@@.jpg", r"utm_east field 'nan' is not a finite number"),
+    ("@0584000.00@inf@17@T@@@@@@@@@@@.jpg", r"utm_north field 'inf' is not a finite number"),
+    ("@0584000.00@4477000.00@T@17@@@@@@@@@@@.jpg", r"zone field 'T' is not a UTM zone"),
+    ("@0584000.00@4477000.00@17@T@40.4.1@@@@@@@@@@.jpg", r"lat field '40.4.1' is not a finite number"),
+])
+def test_vpr_names_parsed_strictly(tmp_path, name, message):
+    """Case 4 (and 14's VPR part): a name without the leading '@' was read with
+    northing = the zone (17); NaN/Inf reached scipy with no file named."""
+    with pytest.raises(VPRFormatError, match=re.escape(name) + ": " + message):
+        parse_name(tmp_path / name)
+    root = tmp_path / "d"
+    make_vpr(root, "test", [[0.0, 5.0], [0.0, 0.0]], [[1.0], [0.0]])
+    tiny_jpeg(root / "images" / "test" / "database" / name, 0)
+    with pytest.raises(VPRFormatError, match=re.escape(name) + ": " + message):
+        dbVPR(root, "test")
+
+
+def _char_types(fn):
+    """(mat5 data type, decoded text) of every char row in a v5 MAT file written by savemat5."""
+    b = payload(fn)
+    out = []
+    for m in re.finditer(rb"\x06\x00\x00\x00\x08\x00\x00\x00\x04\x00\x00\x00\x00\x00\x00\x00", b):
+        i = m.end()  # after the array flags: dims, name, data
+        _, n = struct.unpack_from("<II", b, i)
+        j = i + 8 + n + (-n % 8)
+        j += 8  # empty name
+        t, n = struct.unpack_from("<II", b, j)
+        if t >> 16:
+            t, n, data = t & 0xFFFF, t >> 16, b[j + 4:j + 4 + (t >> 16)]
+        else:
+            data = b[j + 8:j + 8 + n]
+        out.append((t, data.decode("utf-8" if t == 16 else "utf-16-le")))
+    return out
+
+
+def test_non_ascii_names_round_trip(tmp_path):
+    """Case 15: names with non-ASCII characters were written as multi-byte UTF-8 with the
+    character count as dimensions; matnet's reader cut them short (scipy read them), so
+    evaluate said the images were missing.  MATLAB writes char data as UTF-8 only when
+    every character is ASCII, as UTF-16 otherwise: so does the writer now."""
+    root, specs = tmp_path / "ü", tmp_path / "specs"
+    notes = [{"note": n} for n in ("Zürich_été", "京都", "plain", "Ελλάδα")]
+    db_names, q_names = make_vpr(root, "test", [[0.0, 5.0, 10.0, 15.0], [0.0] * 4], [[1.0], [0.0]], db_extra=notes)
+    assert import_specs("vpr", root, "u", specs, log=lambda *a: None)
+    fn = specs / "u_test.mat"
+    want = ["images/test/database/" + n for n in sorted(db_names)]
+    assert load_dbstruct(fn)["dbImageFns"] == want                          # matnet's reader
+    assert [x[0] for x in scipy.io.loadmat(fn)["dbStruct"][0, 0]["dbImageFns"][:, 0]] == want  # scipy
+    types = dict((s, t) for t, s in _char_types(fn))
+    assert types["images/test/database/" + vpr_name(10.0, 0.0, note="plain")] == 16    # miUTF8
+    assert types["images/test/database/" + vpr_name(0.0, 0.0, note="Zürich_été")] == 17  # miUTF16
+    db = dbSpec(fn, root)
+    assert all(os.path.isfile(db.dbPath + f) for f in db.dbImageFns)        # evaluate finds the images
+
+
+def test_export_a_spec_imported_from_a_vpr_folder(tmp_path):
+    """Case 16: every spec imported from a VPR folder was refused (its names hold '@');
+    now the labels of the original names are kept and the round trip is exact."""
+    root, specs, out = tmp_path / "mine", tmp_path / "specs", tmp_path / "vpr"
+    extra = [{"zone": 17, "letter": "T", "pano_id": "p1", "note": "nx"}, {}, {"heading": "90"}]
+    db_names, q_names = make_vpr(root, "test", [[584000.0, 584005.0, 584010.0], [4477000.0] * 3],
+                                 [[584001.0], [4477000.0]], db_extra=extra)
+    import_specs("vpr", root, "mine", specs, log=lambda *a: None)
+    assert cli(["dataset", "export", "--spec", str(specs / "mine_test.mat"), "--root", str(root),
+                "--out", str(out)]) == 0
+    exported = sorted(os.listdir(out / "images" / "test" / "database"))
+    assert exported == sorted(db_names)  # the same names: labels kept, UTM as written
+    import_specs("vpr", out, "again", specs, log=lambda *a: None)
+    a, b = load_dbstruct(specs / "mine_test.mat"), load_dbstruct(specs / "again_test.mat")
+    assert a["dbImageFns"] == b["dbImageFns"] and a["qImageFns"] == b["qImageFns"]
+    np.testing.assert_array_equal(a["utmDb"], b["utmDb"])

@@ -19,6 +19,8 @@ no positive ever crosses cities, in matnet and in MATLAB reading an imported spe
 from __future__ import annotations
 
 import csv
+import io
+import math
 import warnings
 from pathlib import Path
 
@@ -47,13 +49,35 @@ def read_csv(path: Path, need: tuple[str, ...]) -> list[dict]:
     """Rows of an MSLS CSV as dicts; missing file or columns are errors naming it."""
     if not path.is_file():
         raise MSLSError(f"{path}: file not found")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-        cols = rows[0].keys() if rows else []
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark is not part of the first column's name
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise MSLSError(f"{path}: not UTF-8 text (line {line}, byte {e.start}: {data[e.start:e.start + 1]!r}); "
+                        f"save it as UTF-8 (the MSLS files are)") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows = list(reader)
+    cols = reader.fieldnames or []
     missing = [c for c in need if c not in cols]
     if missing:
         raise MSLSError(f"{path}: missing column(s) {', '.join(missing)} (has {', '.join(c for c in cols if c) or 'none'})")
     return rows
+
+
+def coordinate(row: dict, column: str, i: int, path: Path) -> float:
+    """``row[column]`` as a finite float, else MSLSError naming the file, the data row
+    (1-based, and its line: the header is line 1) and the column (NaN/Inf reached
+    scipy's KD-tree, whose message names no file: issue 24, case 14)."""
+    v = row.get(column)
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        x = None
+    if x is None or not math.isfinite(x):
+        raise MSLSError(f"{path}: row {i + 1} (line {i + 2}), column {column}: {v!r} is not a "
+                        f"{'number' if x is None else 'finite number'}")
+    return x
 
 
 def is_true(v) -> bool:
@@ -81,10 +105,8 @@ def read_part(folder_: Path, excludePanos: bool = True, subtask: str = "all") ->
         if k in seen:
             raise MSLSError(f"{folder_ / 'postprocessed.csv'}: duplicate image key {k}")
         seen.add(k)
-    try:
-        utm = np.array([[float(r["easting"]) for r in post], [float(r["northing"]) for r in post]]).reshape(2, -1)
-    except ValueError as e:
-        raise MSLSError(f"{folder_ / 'postprocessed.csv'}: easting/northing not a number ({e})") from None
+    utm = np.array([[coordinate(r, c, i, folder_ / "postprocessed.csv") for i, r in enumerate(post)]
+                    for c in ("easting", "northing")], np.float64).reshape(2, -1)
     idx = np.flatnonzero(keep)
     return {"keys": [keys[i] for i in idx], "utm": utm[:, idx],
             "night": np.array([is_true(post[i].get("night", "")) for i in idx], bool), "pano": pano[idx],

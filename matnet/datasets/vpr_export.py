@@ -15,7 +15,8 @@ the downloader writes them, see :mod:`matnet.datasets.utm_inverse`):
   yaw/30 (as the downloader); queries note = their file number;
 * TokyoTM: zone 54S, pano_id, lat/lon from the name, timestamp = the YYYYMM time
   stamp, tile = yaw/30, note = ``<yaw>_<pitch>``;
-* any other spec: UTM only, note = the spec's name (``/`` as ``+``).
+* a spec imported from a VPR folder (names ``@utm...@``): the labels of its names;
+* any other spec: UTM only, note = the spec's name (``/`` and ``@`` as ``+``).
 
 UTM is written with 2 decimals, so positions come back to within 0.005 m.
 """
@@ -32,7 +33,7 @@ from converters.dbstruct import DbStructError
 from ..images import resolve_image_path
 from .spec import db_from_spec
 from .utm_inverse import utm_to_latlon
-from .vpr_format import make_name
+from .vpr_format import VPRFormatError, make_name, parse_name
 
 _PITTS_NAME = re.compile(r"^(\d+)_pitch(\d+)_yaw(\d+)$")
 _TOKYO247_DB = re.compile(r"^(.{22})_(\d+)_(\d+)$")
@@ -54,7 +55,15 @@ def labels(kind: str, fn: str, timestamp=None) -> dict:
         return dict(zone=54, letter="S", pano_id=m[1], lat=m[3], lon=m[4],
                     timestamp=str(timestamp if timestamp is not None else m[2]),
                     tile=f"{int(m[5]) // 30:02d}", note=f"{m[5]}_{m[6]}")
-    return dict(note=os.path.splitext(fn)[0].replace("/", "+"))
+    try:  # a spec imported from a VPR folder: its names hold the labels, keep them
+        f = parse_name(fn)
+    except VPRFormatError:
+        f = None
+    if f is not None:
+        f = {k: v for k, v in f.items() if k not in ("utm_east", "utm_north")}
+        f["zone"] = int(f["zone"]) if f["zone"] else None
+        return f
+    return dict(note=os.path.splitext(fn)[0].replace("/", "+").replace("@", "+"))
 
 
 def dataset_kind(db) -> str:

@@ -14,7 +14,7 @@ to the folder per line) when that file exists, else every ``.jpg/.jpeg/.png`` fi
 """
 from __future__ import annotations
 
-import glob
+import math
 import os
 import re
 from pathlib import Path
@@ -29,15 +29,35 @@ class VPRFormatError(ValueError):
     """A folder or file name that does not follow the VPR folder format."""
 
 
+def _finite(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
 def parse_name(path) -> dict[str, str]:
     """The 14 label fields of an image file name (missing trailing fields are '').  The
     name is split at ``@`` (VPR-methods-evaluation splits the whole path; only the file
-    name is used here, so an ``@`` in a folder name is harmless)."""
+    name is used here, so an ``@`` in a folder name is harmless).
+
+    Parsed strictly (VPRFormatError naming the file and the field): the name starts
+    with ``@`` (else every field shifts: the probe read northing = the zone), holds at
+    most 14 fields, UTM east/north are finite numbers, a zone is 1..60, lat/lon are
+    finite numbers when present.  VPR-methods-evaluation reads fields 1 and 2 as floats
+    and accepts any of these silently (issue 24, cases 4 and 14)."""
     name = os.path.basename(str(path))
     parts = name.split("@")
     if len(parts) < 4:
         raise VPRFormatError(f"{path}: file name has no UTM fields (expected "
                              f"@<utm_east>@<utm_north>@...@.jpg)")
+    if parts[0]:
+        raise VPRFormatError(f"{path}: file name does not start with '@' (expected "
+                             f"@<utm_east>@<utm_north>@...@.jpg; read as it is, northing would be "
+                             f"{parts[1]!r})")
+    if len(parts) - 2 > len(FIELDS):
+        raise VPRFormatError(f"{path}: file name has {len(parts) - 2} fields between '@' signs, the VPR "
+                             f"format has {len(FIELDS)} ({', '.join(FIELDS)})")
     fields = dict(zip(FIELDS, parts[1:-1]))
     for k in ("utm_east", "utm_north"):
         try:
@@ -45,6 +65,14 @@ def parse_name(path) -> dict[str, str]:
         except ValueError:
             raise VPRFormatError(f"{path}: {k} field {fields[k]!r} is not a number (expected "
                                  f"@<utm_east>@<utm_north>@...@.jpg)") from None
+        if not _finite(fields[k]):
+            raise VPRFormatError(f"{path}: {k} field {fields[k]!r} is not a finite number")
+    for k in ("lat", "lon"):
+        if fields.get(k) and not _finite(fields[k]):
+            raise VPRFormatError(f"{path}: {k} field {fields[k]!r} is not a finite number")
+    zone = fields.get("zone", "")
+    if zone and not (zone.isdigit() and 1 <= int(zone) <= 60):
+        raise VPRFormatError(f"{path}: zone field {zone!r} is not a UTM zone (1..60)")
     return {k: fields.get(k, "") for k in FIELDS}
 
 
@@ -92,10 +120,44 @@ def list_images(folder) -> list[str]:
             raise VPRFormatError(f"{listing}: {len(missing)} of {len(rels)} listed images are not in "
                                  f"{folder}, first: {missing[0]}")
     else:
-        found = glob.glob(os.path.join(glob.escape(str(folder)), "**", "*"), recursive=True)
-        rels = sorted(os.path.relpath(p, folder) for p in found
-                      if os.path.splitext(p)[1].lower() in IMAGE_EXTENSIONS and os.path.isfile(p))
+        rels = sorted(walk_images(folder))
     if not rels:
         raise VPRFormatError(f"{folder}: no images (.jpg/.jpeg/.png) in the folder"
                              + (f" nor in {listing}" if listing.is_file() else ""))
     return rels
+
+
+def walk_images(folder) -> list[str]:
+    """Image files (extension case-insensitive, hidden names skipped) below ``folder``,
+    relative to it, following symbolic links to folders.  A link that leads back to a
+    folder it is in (a loop), or a second way into a folder already listed, is refused
+    naming the link(s): glob's ``**`` followed such a loop until the path grew too
+    long, listing each image ~41 times (issue 24, case 3)."""
+    folder = Path(folder)
+    out = []
+    seen: dict[tuple[int, int], str] = {}
+
+    def visit(d: str, rel: str, ancestors: tuple) -> None:
+        st = os.stat(d)
+        key = (st.st_dev, st.st_ino)
+        shown = os.path.join(folder, rel) if rel else str(folder)
+        if key in ancestors:
+            raise VPRFormatError(f"{shown}: a symbolic link to {os.path.realpath(d)}, a folder it is in "
+                                 f"(a loop: its images would be listed again and again); remove the link")
+        if key in seen:
+            raise VPRFormatError(f"{shown} and {seen[key]} are the same folder ({os.path.realpath(d)}): "
+                                 f"its images would be listed twice; remove one of the links")
+        seen[key] = shown
+        with os.scandir(d) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            r = os.path.join(rel, e.name) if rel else e.name
+            if e.is_dir(follow_symlinks=True):
+                visit(e.path, r, ancestors + (key,))
+            elif os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS and e.is_file(follow_symlinks=True):
+                out.append(r)
+
+    visit(str(folder), "", ())
+    return out
