@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .images import _to_rgb_uint8, mean_colour
+from .layers.base import add_epsilon
 from .layers.heads import layerWholeL2Normalize
 from .nettools import netOutputDim
 from .simplenn import SimpleNN
@@ -98,7 +99,7 @@ class DescriptorNet(nn.Module):
         y = y.permute(0, 1, 3, 2).reshape(y.shape[0], -1)  # MATLAB's reshape(res(end).x, [], N)
         if self.dims:
             y = y[:, :self.dims]
-            y = y / (torch.linalg.vector_norm(y, dim=1, keepdim=True) + EPS)
+            y = y / add_epsilon(torch.linalg.vector_norm(y, dim=1, keepdim=True), EPS)
         return y
 
     preprocess = staticmethod(preprocess)

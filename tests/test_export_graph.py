@@ -120,5 +120,90 @@ def test_export_errors(net_file, tmp_path, capsys):
     assert main(["export", str(tmp_path / "missing.mat"), "--format", "onnx", str(tmp_path / "x.onnx")]) == 1
     assert "missing.mat" in capsys.readouterr().err
     assert main(["export", str(net_file[False]), "--format", "hloc", str(tmp_path / "x.mat")]) == 1
-    assert "hloc: the network has 14 layers" in capsys.readouterr().err
+    assert "hloc: layer 1 ('conv1'): expected 3x3x3 filters" in capsys.readouterr().err  # the first layer that differs
     assert not list(tmp_path.iterdir())
+
+
+# -- the zoo: every layer kind, both formats, three sizes other than the traced one ----------
+
+from helpers.export_zoo import KINDS, SIZES as ZOO_SIZES, TRACE_HW, images, zoo_net  # noqa: E402
+
+from matnet.export.graph import ExportMismatch, export_graph, graph_runner, probe_sizes  # noqa: E402
+from matnet.simplenn import vl_simplenn  # noqa: E402
+
+
+def exported_errors(path, fmt, net, dims, sizes=ZOO_SIZES):
+    """Relative error per descriptor of the written file against matnet, at ``sizes``."""
+    run = graph_runner(path, fmt)
+    model = DescriptorNet(net, dims).eval()
+    errs = []
+    for i, (n, h, w) in enumerate(sizes):
+        x = images(n, h, w, seed=30 + i)
+        got = run(x)
+        with torch.no_grad():
+            want = model(x).numpy()
+        assert got.shape == want.shape and not np.isnan(got).any()
+        errs.append(np.linalg.norm(got - want, axis=1) / np.linalg.norm(want, axis=1))
+    return float(np.concatenate(errs).max())
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_zoo_export_equals_matnet(kind, fmt, tmp_path):
+    net, dims = zoo_net(kind)
+    assert all((h, w) != TRACE_HW for _, h, w in ZOO_SIZES)
+    out, verified = export_graph(net, tmp_path / f"{kind}.{fmt}", fmt, dims=dims)
+    assert verified is not None and verified.error <= 1e-4
+    assert exported_errors(out, fmt, net, dims) <= 1e-5
+
+
+def cluster_mass(net, x):
+    """Per image and cluster, the total soft assignment (sum over pixels) of the VLAD layer."""
+    res = vl_simplenn(net, x)
+    vi = next(i for i, l in enumerate(net.layers) if l.class_name in ("layerVLAD", "layerVLADv2"))
+    feats, layer = res[vi], net.layers[vi]  # res[vi]: the VLAD layer's input (after preL2)
+    d, k = layer.D, layer.K
+    logits = torch.einsum("ndhw,dk->nkhw", feats, layer.weights[0].reshape(d, k))
+    if layer.class_name == "layerVLADv2":
+        logits = logits + layer.weights[1].reshape(1, k, 1, 1)
+    return torch.softmax(logits, 1).sum((2, 3))
+
+
+@pytest.mark.parametrize("pre", [True, False])
+def test_head_with_empty_clusters(pre, tmp_path):
+    """Clusters without assignment: the intra-normalisation's and the L2's 1e-12 decide
+    their values, and the exports keep them (a folded epsilon gave 0.2-0.56 or NaN)."""
+    net, _ = zoo_net("vladv2" if pre else "no_prel2")
+    x = images(2, 24, 30, seed=5)
+    with torch.no_grad():
+        mass = cluster_mass(net, x)
+    assert (mass < 1e-6).sum() >= 2, mass  # some clusters receive (almost) nothing
+    for fmt in ("onnx", "torchscript"):
+        out, _ = export_graph(net, tmp_path / f"net.{fmt}", fmt, verify=False)
+        got = graph_runner(out, fmt)(x)
+        with torch.no_grad():
+            want = DescriptorNet(net).eval()(x).numpy()
+        assert not np.isnan(got).any()
+        assert rel_err(got, want) <= 1e-5
+
+
+def test_export_refuses_what_differs(tmp_path, capsys, monkeypatch):
+    """A graph that differs from matnet is refused: exit 1, no file, the worst descriptor named.
+    Simulated by the epsilons written plainly again (the optimiser folds them)."""
+    import matnet.layers.base as base
+    net, _ = zoo_net("no_prel2")
+    f = save_net(net, tmp_path / "net.safetensors")
+    monkeypatch.setattr(base, "exporting", lambda: False)  # add_epsilon writes t + eps; the layers still export
+    out = tmp_path / "net.onnx"
+    assert main(["export", str(f), "--format", "onnx", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "does not compute matnet's descriptors" in err and "flat grey image" in err, err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["net.safetensors"]
+
+
+def test_no_verify_says_so(net_file, tmp_path, capsys):
+    out = tmp_path / "net.pt"
+    assert main(["export", str(net_file[False]), "--format", "torchscript", str(out), "--no-verify"]) == 0
+    assert "NOT verified (--no-verify)" in capsys.readouterr().out and out.exists()
+    assert main(["export", str(net_file[False]), "--format", "torchscript", str(out)]) == 0
+    assert "verified against matnet: worst relative error" in capsys.readouterr().out

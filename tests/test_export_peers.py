@@ -174,9 +174,16 @@ def test_layout_errors_name_the_layer(tmp_path):
     net = vgg16_netvlad(WIDTHS, num_clusters=5, pca_dim=None, vladv2=True, image_size=(48, 64))
     with pytest.raises(ValueError, match="no assignment bias"):
         export_hloc(net, tmp_path / "v2.mat")
-    del net.layers[31]  # no intra-normalisation
-    with pytest.raises(LayoutError, match="has 32 layers"):
+    del net.layers[31]  # no intra-normalisation: the first layer that differs is named, not a count
+    with pytest.raises(LayoutError, match="hloc: layer 32 \\('postL2'\\): expected the intra normalisation"):
         export_hloc(net, tmp_path / "x.mat")
+    del net.layers[20:]  # cut inside the trunk
+    with pytest.raises(LayoutError, match="the network ends at layer 20 \\('conv4_2'\\); layer 21 should be a relu"):
+        export_hloc(net, tmp_path / "x.mat")
+    net = vgg16_netvlad(WIDTHS, num_clusters=5, pca_dim=4, image_size=(48, 64))
+    net.layers.append(net.layers[-1])
+    with pytest.raises(LayoutError, match="layer 36 \\('finalL2'\\): a layer after the final L2"):
+        export_patchnetvlad(net, tmp_path / "x.pth.tar")
     net = vgg16_netvlad(WIDTHS, num_clusters=5, pca_dim=None, image_size=(48, 64))
     net.layers[31], net.layers[32] = net.layers[32], net.layers[31]
     with pytest.raises(LayoutError, match="layer 32 \\('postL2'\\): expected the intra normalisation"):

@@ -11,6 +11,12 @@ reads) for use outside matnet.
   hloc          the *_struct.mat hloc's NetVLAD extractor reads; place it as
                 <torch hub dir>/netvlad/VGG16-NetVLAD-Pitts30K.mat
 
+onnx and torchscript files are verified before they get their name: the written file
+(run by onnxruntime / torch.jit.load) and matnet describe two probe images (noise and a
+flat grey image) at two sizes other than the traced one; above 1e-4 relative error the
+file is removed and the command fails naming the worst descriptor.  --no-verify skips
+this (for networks too large to run twice), and says so.
+
 --dims D keeps the first D dimensions, L2-normalised again (testFromFn's cropToDim;
 after WPCA, the leading components).  The peers' formats need the released layout
 (VGG16 to conv5_3, NetVLAD head, optional WPCA); see matnet.export for what differs."""
@@ -21,6 +27,7 @@ import time
 from converters.network import load_net
 
 from ..export import FORMATS
+from ..export.graph import WRITERS, export_graph
 
 
 def add_arguments(p) -> None:
@@ -30,6 +37,8 @@ def add_arguments(p) -> None:
     p.add_argument("output", help="output file (written to a temporary name, then renamed)")
     p.add_argument("--dims", type=int, default=None, metavar="D",
                    help="descriptor dimensions to keep (cropToDim; default all)")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="onnx/torchscript: do not run the written file against matnet before keeping it")
 
 
 def run(args) -> int:
@@ -37,7 +46,13 @@ def run(args) -> int:
         raise ValueError(f"--dims must be positive, got {args.dims}")
     t0 = time.perf_counter()
     net = load_net(args.network)
-    out = FORMATS[args.format](net, args.output, dims=args.dims)
+    check = ""
+    if args.format in WRITERS:
+        out, verified = export_graph(net, args.output, args.format, dims=args.dims, verify=args.verify)
+        check = f"; verified against matnet: {verified}" if verified else \
+            "; NOT verified (--no-verify): the file was not run against matnet"
+    else:
+        out = FORMATS[args.format](net, args.output, dims=args.dims)
     print(f"{args.network} -> {out} ({args.format}{f', {args.dims} dims' if args.dims else ''}, "
-          f"{time.perf_counter() - t0:.1f} s)")
+          f"{time.perf_counter() - t0:.1f} s{check})")
     return 0

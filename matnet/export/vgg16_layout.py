@@ -76,17 +76,23 @@ def parse_vgg16_netvlad(net: SimpleNN, target: str) -> VGG16NetVLAD:
         return LayoutError(f"{target}: layer {i + 1} ('{name}'): {problem} (the {target} layout is VGG16 "
                            f"conv1_1..conv5_3, preL2, NetVLAD, intra-normalisation, L2[, WPCA, L2])")
 
-    if len(layers) not in (WPCA_POS, WPCA_POS + 2):
-        raise LayoutError(f"{target}: the network has {len(layers)} layers; the layout has {WPCA_POS} "
-                          f"(without WPCA) or {WPCA_POS + 2} (VGG16 trunk, NetVLAD head, WPCA)")
+    def at(i, expected):
+        """layers[i], or the error that the network ends before it."""
+        if i >= len(layers):
+            last = f"layer {len(layers)} ('{layers[-1].name}')" if layers else "no layer"
+            raise LayoutError(f"{target}: the network ends at {last}; layer {i + 1} should be {expected} "
+                              f"(the {target} layout is VGG16 conv1_1..conv5_3, preL2, NetVLAD, "
+                              f"intra-normalisation, L2[, WPCA, L2])")
+        return layers[i]
+
     order = _trunk_order(layers[:TRUNK_LEN])
     convs, conv_index, cin = [], [], 3
     for j, kind in enumerate(VGG16_TRUNK):
-        i = order[j]
-        layer = layers[i]
+        i = order[j] if j < len(order) else j
+        layer = at(i, {"C": "a convolution", "R": "a relu", "P": "a 2x2 max pool"}[kind])
         if kind == "C":
             if not isinstance(layer, Conv):
-                raise fail(i, f"expected a convolution, found {layer.type}")
+                raise fail(i, f"expected a convolution, found {layer.class_name or layer.type}")
             w = layer.weights[0]
             if tuple(w.shape[:3]) != (3, 3, cin) or layer.stride != (1, 1) or layer.pad != (1, 1, 1, 1) \
                     or layer.dilate != (1, 1) or len(layer.weights) < 2 or layer.weights[1].numel() != w.shape[3]:
@@ -102,14 +108,14 @@ def parse_vgg16_netvlad(net: SimpleNN, target: str) -> VGG16NetVLAD:
                   and layer.stride == (2, 2) and not any(layer.pad)):
             raise fail(i, "expected a 2x2 max pool with stride 2, no padding")
     d = cin
-    if not _is_l2_normalize(layers[TRUNK_LEN], d):
+    if not _is_l2_normalize(at(TRUNK_LEN, "the preL2 normalisation"), d):
         raise fail(TRUNK_LEN, "expected the preL2 normalisation (normalize [2D 1e-12 1 0.5])")
-    vlad = layers[VLAD_POS]
+    vlad = at(VLAD_POS, "layerVLAD or layerVLADv2")
     if not isinstance(vlad, (layerVLAD, layerVLADv2)) or vlad.D != d:
         raise fail(VLAD_POS, f"expected layerVLAD or layerVLADv2 on {d}-D features")
-    if not _is_l2_normalize(layers[VLAD_POS + 1], d):
+    if not _is_l2_normalize(at(VLAD_POS + 1, "the intra normalisation"), d):
         raise fail(VLAD_POS + 1, "expected the intra normalisation (normalize [2D 1e-12 1 0.5])")
-    if not isinstance(layers[VLAD_POS + 2], layerWholeL2Normalize):
+    if not isinstance(at(VLAD_POS + 2, "layerWholeL2Normalize"), layerWholeL2Normalize):
         raise fail(VLAD_POS + 2, "expected layerWholeL2Normalize")
     wpca = None
     if len(layers) > WPCA_POS:
@@ -117,8 +123,10 @@ def parse_vgg16_netvlad(net: SimpleNN, target: str) -> VGG16NetVLAD:
         if not isinstance(wpca, Conv) or tuple(wpca.weights[0].shape[:3]) != (1, 1, vlad.vladDim) \
                 or wpca.stride != (1, 1) or any(wpca.pad) or len(wpca.weights) < 2:
             raise fail(WPCA_POS, f"expected a 1x1x{vlad.vladDim} convolution with biases (WPCA)")
-        if not isinstance(layers[WPCA_POS + 1], layerWholeL2Normalize):
+        if not isinstance(at(WPCA_POS + 1, "layerWholeL2Normalize after WPCA"), layerWholeL2Normalize):
             raise fail(WPCA_POS + 1, "expected layerWholeL2Normalize after WPCA")
+    if len(layers) > WPCA_POS + 2:
+        raise fail(WPCA_POS + 2, f"a layer after the final L2 normalisation (the layout ends at layer {WPCA_POS + 2})")
     return VGG16NetVLAD(convs, conv_index, vlad, wpca, average_colour(net))
 
 

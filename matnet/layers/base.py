@@ -49,6 +49,23 @@ def exporting() -> bool:
     return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_exporting()
 
 
+def add_epsilon(t: torch.Tensor, eps: float) -> torch.Tensor:
+    """``t + eps`` (MATLAB's ``+ 1e-12`` of relja_l2normalize_col, a normalize's kappa),
+    kept through graph optimisers.
+
+    Outside export it is ``t + eps``.  While exporting, the constant enters as
+    ``eps * (t == t)``: a tensor that equals ``eps`` wherever ``t`` is a number (and
+    leaves a NaN a NaN), but whose value depends on the data, so no optimiser can fold
+    it.  A plain ``t + 1e-12`` is not safe there: torch.onnx's graph optimiser
+    (onnxscript's ``x + 0 -> x`` rule, which compares constants with an absolute
+    tolerance of 1e-8) deletes it, and a cluster or pixel with (almost) nothing in it is
+    then scaled up to unit norm, or becomes 0/0 = NaN.  The export keeps the optimiser
+    on; only the epsilon is structured so that it cannot be removed."""
+    if exporting():
+        return t + (t == t).to(t.dtype) * eps
+    return t + eps
+
+
 class LayerError(ValueError):
     """A layer struct or a layer input that cannot be used; the message names the layer."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Layer, exporting, register_class
+from .base import Layer, add_epsilon, exporting, register_class
 from .normalize import Normalize, channel_sumsq, fused_prenorm
 
 EPS = 1e-12  # relja_l2normalize_col: x / (||x|| + 1e-12)
@@ -16,7 +16,7 @@ def matlab_flatten(x: torch.Tensor) -> torch.Tensor:
 
 
 def _norm(x: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.vector_norm(x, dim=1, keepdim=True) + EPS
+    return add_epsilon(torch.linalg.vector_norm(x, dim=1, keepdim=True), EPS)
 
 
 class _WholeL2(torch.autograd.Function):
@@ -38,10 +38,11 @@ class _WholeL2(torch.autograd.Function):
 
 
 def _normalized_whole_l2(x, kappa, alpha, beta):
-    """:class:`_NormalizedWholeL2`'s forward as plain ops (for a tracer)."""
+    """:class:`_NormalizedWholeL2`'s forward as plain ops (for a tracer); the epsilons
+    (kappa, 1e-12) through :func:`~matnet.layers.base.add_epsilon`."""
     sumsq = (x * x).sum(1, keepdim=True)
-    r = (sumsq * alpha + kappa).pow(-beta)
-    return x * (r / ((r * r * sumsq).sum((1, 2, 3), keepdim=True).sqrt() + EPS))
+    r = add_epsilon(sumsq * alpha, kappa).pow(-beta)
+    return x * (r / add_epsilon((r * r * sumsq).sum((1, 2, 3), keepdim=True).sqrt(), EPS))
 
 
 class _NormalizedWholeL2(torch.autograd.Function):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import Layer, exporting, register_type
+from .base import Layer, add_epsilon, exporting, register_type
 
 
 SUMSQ_BLOCK = 1 << 18  # elements of channel_sumsq's accumulator (1 MiB of float32: stays in the cache)
@@ -117,8 +117,8 @@ class Normalize(Layer):
         m1 = (self.depth - 1) // 2
         m2 = self.depth - m1 - 1
         if self.sums_all_channels(c):
-            if exporting():  # the same forward, as plain ops a tracer can record
-                return x * (self.kappa + self.alpha * (x * x).sum(1, keepdim=True)).pow(-self.beta)
+            if exporting():  # the same forward, as plain ops a tracer can record (kappa kept)
+                return x * add_epsilon(self.alpha * (x * x).sum(1, keepdim=True), self.kappa).pow(-self.beta)
             return _ChannelNorm.apply(x, self.kappa, self.alpha, self.beta)
         # window sums from a float64 running sum: no cancellation trouble
         cs = torch.nn.functional.pad((x * x).double().cumsum(1), (0, 0, 0, 0, 1, 0))
@@ -126,4 +126,4 @@ class Normalize(Layer):
         hi = (t + m2).clamp(max=c - 1) + 1
         lo = (t - m1).clamp(min=0)
         s = (cs.index_select(1, hi) - cs.index_select(1, lo)).to(x.dtype)
-        return x * (self.kappa + self.alpha * s).pow(-self.beta)
+        return x * add_epsilon(self.alpha * s, self.kappa).pow(-self.beta)

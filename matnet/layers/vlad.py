@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..layout import matlab_shape
-from .base import Layer, LayerError, _as_list, exporting, register_class
+from .base import Layer, LayerError, _as_list, add_epsilon, exporting, register_class
 from .normalize import Normalize, channel_sumsq, fused_prenorm
 
 # The MATLAB classdef properties, in declaration order (relja_saveobj writes them all).
@@ -56,7 +56,7 @@ def _prenorm_maps(x, prenorm, rows: bool, plain: bool = False):
     N x HW x 1 (rows) or N x 1 x HW maps; ``plain``: with ops any tracer records."""
     kappa, alpha, beta = prenorm
     sumsq = (x * x).sum(1) if plain else channel_sumsq(x)
-    q = sumsq.reshape(x.shape[0], -1).unsqueeze(2 if rows else 1) * alpha + kappa
+    q = add_epsilon(sumsq.reshape(x.shape[0], -1).unsqueeze(2 if rows else 1) * alpha, kappa)
     return q.pow(-beta), q
 
 
