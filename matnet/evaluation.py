@@ -10,6 +10,7 @@ as failures.  Both report recall at MATLAB's recallNs (1:5, 10:5:100).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -25,7 +26,8 @@ from .search.approximate import build_index
 from .datasets.close_position import sqdist
 from .recall_at_n import RECALL_NS, testFromFn
 from .search import SearchOptions
-from .extract import _fingerprint, computeRepresentation, serialAllFeats
+from .search.memory import chunk_rows, parse_bytes, streaming_cap
+from .extract import _fingerprint, computeRepresentation, seconds_per_image, serialAllFeats
 from .images import resolve_image_path, vl_imreadjpeg
 from .precision import check_precision
 from .prediction_files import check_save_predictions, save_prediction_files
@@ -110,24 +112,132 @@ def recall_table(recallNs, recall, nQ, reference=None) -> str:
     return "\n".join(lines)
 
 
+def method_slug(searchMethod: str) -> str:
+    """A search method as a file-name part: runs of other characters than letters and
+    digits as ``-`` (``IVF4096,PQ64`` -> ``IVF4096-PQ64``)."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", str(searchMethod)).strip("-")
+
+
+def result_stem(network: str, dataset: str, protocol: str, searchMethod: str = "exact",
+                precision: str = "exact") -> str:
+    """The stem of an evaluation's result files: ``<net>_<dataset>[_fast]_<protocol>[_<method>]``
+    (the method only when it is not ``exact``; ``_fast`` for the bf16 precision).  The
+    record is ``<stem>_recall.json``, the plot ``<stem>_recall.png``, the predictions
+    ``<stem>_predictions.csv``, ``<stem>_predictions/`` and ``<stem>_report.html``.
+    ``network`` is the name :func:`network_name` gives in the output folder, so two
+    different networks whose files have the same name never share a stem.  Before (issue
+    24): ``<net>_<dataset>[_<method>]``, so a ``vpr`` run and a ``matlab`` run kept only the
+    second's files."""
+    tag = f"{network}_{dataset}" + ("" if check_precision(precision) == "exact" else f"_{precision}")
+    if protocol not in PROTOCOLS:
+        raise EvaluationError(f"unknown protocol {protocol!r} (use {' or '.join(PROTOCOLS)})")
+    return f"{tag}_{protocol}" + ("" if searchMethod == "exact" else f"_{method_slug(searchMethod)}")
+
+
+def feature_stem(network: str, dataset: str, precision: str = "exact") -> str:
+    """The stem of an evaluation's feature files ``<stem>_{db,q}.bin``: they do not depend
+    on the protocol nor the search, so every protocol and search reuses them."""
+    return f"{network}_{dataset}" + ("" if check_precision(precision) == "exact" else f"_{precision}")
+
+
+def network_name(outDir, name: str, netFile=None) -> str:
+    """The name of network file ``netFile`` (called ``name``, its file stem) in the
+    result and feature files of ``outDir``: ``name`` itself unless another network file
+    of that name already wrote there, then ``<name>-<8 hex of sha1(resolved path)>``.
+    The first run claims a name by creating ``<outDir>/<name>.network`` (the resolved
+    path; created atomically, so of two concurrent runs one wins), later runs of the same
+    file find their name there.  Without ``netFile`` (a network given as an object)
+    ``name`` is used as it is.  Two networks ``a/net.mat`` and ``b/net.mat`` evaluated
+    into one folder overwrote each other's features and results (issue 24, case 11)."""
+    if netFile is None:
+        return name
+    outDir = Path(outDir)
+    resolved = str(Path(netFile).expanduser().resolve())
+    hashed = f"{name}-{hashlib.sha1(resolved.encode()).hexdigest()[:8]}"
+    for candidate in (name, hashed):
+        claim = outDir / f"{candidate}.network"
+        try:
+            tmp = outDir / f".{candidate}.network.{os.getpid()}.tmp"
+            tmp.write_text(resolved + "\n")
+            try:
+                os.link(tmp, claim)  # atomic: fails when the name is taken
+            finally:
+                tmp.unlink(missing_ok=True)
+            return candidate
+        except FileExistsError:
+            try:
+                holder = claim.read_text().strip()
+            except OSError as e:
+                raise EvaluationError(f"{claim}: cannot read which network owns the name {candidate!r}: {e}") from e
+            if holder == resolved:
+                return candidate
+    raise EvaluationError(f"{outDir}: the names {name!r} and {hashed!r} are both taken by other network files "
+                          f"({outDir / (name + '.network')}, {outDir / (hashed + '.network')})")
+
+
+def check_dims(dims, fullD: int, netName: str) -> list[int]:
+    """``--dims`` values as ints within 1..fullD (the descriptor's length), else
+    EvaluationError naming the value and both bounds; none given = [fullD].  Before
+    (issue 24): -5 dropped the last 5 values (a Python slice), 0 and values above the
+    length ran the full descriptor but recorded and plotted the asked number ("4096-D
+    (full)" for a 2048-D network)."""
+    if not dims:
+        return [int(fullD)]
+    out = []
+    for d in dims:
+        if isinstance(d, bool) or not float(d).is_integer() or not 1 <= int(d) <= fullD:
+            raise EvaluationError(f"--dims {d}: must be between 1 and {fullD}, the length of {netName}'s "
+                                  f"descriptor ({fullD} values)")
+        out.append(int(d))
+    return out
+
+
+def check_memory_cap(memoryCap, nImages: int, nQueries: int, D: int):
+    """``--memory-cap`` checked before any extraction: a positive size (bytes or '8GB'),
+    and, when the database file (nImages x D float32) would be streamed under it, large
+    enough for the queries and one chunk; EvaluationError naming the option and the
+    smallest cap that works otherwise.  Before (issue 24): refused, or a MemoryError
+    traceback, only after the whole extraction."""
+    if memoryCap is None:
+        return None
+    try:
+        cap = parse_bytes(memoryCap)
+    except ValueError as e:
+        raise EvaluationError(f"--memory-cap {memoryCap}: {e}") from None
+    if streaming_cap(4 * D * nImages, cap) is not None:
+        try:
+            chunk_rows(D, nQueries, cap)
+        except MemoryError as e:
+            raise EvaluationError(f"--memory-cap {memoryCap}: too small to search {nQueries} queries of "
+                                  f"{D} values: {e}") from None
+    return cap
+
+
 def write_json(path: Path, record: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(record, indent=1))
     os.replace(tmp, path)
 
 
-def extract_features(net, imPath, imageFns, outFn: Path, log=print, **kw) -> bool:
-    """serialAllFeats into ``outFn``, skipped when ``outFn`` is complete for this network,
-    image list and precision (its ``.done.json`` sidecar holds serialAllFeats' fingerprint).
-    Returns whether anything was computed."""
-    precision = kw.get("precision", "exact")
+def features_complete(net, imPath, imageFns, outFn: Path, precision: str = "exact") -> bool:
+    """Is ``outFn`` complete for this network, image list and precision (its
+    ``.done.json`` sidecar holds serialAllFeats' fingerprint)?"""
     fp = _fingerprint(net, str(imPath), list(imageFns)) + ("" if precision == "exact" else f"+{precision}")
     done = Path(str(outFn) + ".done.json")
     try:
-        ok = json.loads(done.read_text()).get("fingerprint") == fp and outFn.is_file()
+        return json.loads(done.read_text()).get("fingerprint") == fp and Path(outFn).is_file()
     except (OSError, ValueError):
-        ok = False
-    if ok:
+        return False
+
+
+def extract_features(net, imPath, imageFns, outFn: Path, log=print, **kw) -> bool:
+    """serialAllFeats into ``outFn``, skipped when ``outFn`` is complete for this network,
+    image list and precision (see :func:`features_complete`).  Returns whether anything
+    was computed."""
+    precision = kw.get("precision", "exact")
+    fp = _fingerprint(net, str(imPath), list(imageFns)) + ("" if precision == "exact" else f"+{precision}")
+    done = Path(str(outFn) + ".done.json")
+    if features_complete(net, imPath, imageFns, outFn, precision):
         log(f"{outFn}: complete for this network and image list, reused")
         return False
     done.unlink(missing_ok=True)
@@ -141,9 +251,19 @@ def evaluate_dataset(net, db, outDir, netName: str, dims=None, protocol: str = "
                      reference=None, netFile=None, log=print, precision: str = "exact",
                      search: SearchOptions | None = None, savePredictions: int = 0,
                      savePredictionsImages: bool = True, onlyWrong: bool = False) -> dict:
-    """Evaluate ``net`` (called ``netName``) on dataset ``db`` (any dbBase); files
-    ``<outDir>/<netName>_<db.name>_{db,q}.bin``, ``..._recall.json`` and ``..._recall.png``.  ``dims``: dimensionalities to test
-    (fewer than the network's D: cropToDim; default the full D).  ``reference(dims)`` ->
+    """Evaluate ``net`` (called ``netName``, read from ``netFile``) on dataset ``db`` (any
+    dbBase).  Files in ``outDir``, named after :func:`network_name` (``netName``, or
+    ``netName-<hash>`` when another network file of that name already wrote there):
+    features ``<net>_<db.name>[_fast]_{db,q}.bin`` (:func:`feature_stem`), the record
+    ``<stem>_recall.json`` and plot ``<stem>_recall.png`` with ``stem`` =
+    :func:`result_stem` (network, dataset, protocol, search method).  ``dims``:
+    dimensionalities to test, each within 1..D (fewer than the network's D: cropToDim;
+    default the full D), refused before any extraction otherwise, as a ``memoryCap`` that
+    cannot work.  The extraction time is estimated from a measured batch (not printed
+    when both feature files are reused); ``images_per_second`` is null when nothing was
+    extracted.  The record is written last, after the plot and the predictions, and a
+    previous record of the same stem is removed first: a record on disk always belongs
+    to the files beside it (an interrupted run leaves none).  ``reference(dims)`` ->
     ``{N: (recall %, count or None)}, source`` adds published numbers to the table,
     record and plot.  ``precision`` 'fast' extracts with a bf16 trunk (files tagged
     ``_fast``); ``search`` (:class:`~matnet.search.SearchOptions`, not in MATLAB): its
@@ -176,48 +296,69 @@ def evaluate_dataset(net, db, outDir, netName: str, dims=None, protocol: str = "
         raise EvaluationError(f"searchCheckSample must be >= 0, got {search.checkSample}")
     if search.exact and searchParams:
         raise EvaluationError(f"searchParams {searchParams} apply to a faiss searchMethod, not to 'exact'")
+    if search.memoryCap is not None:
+        try:
+            parse_bytes(search.memoryCap)
+        except ValueError as e:
+            raise EvaluationError(f"--memory-cap {search.memoryCap}: {e}") from None
     useGPU = torch.cuda.is_available() if useGPU is None else bool(useGPU)
-    tag = f"{netName}_{db.name}" + ("" if check_precision(precision) == "exact" else f"_{precision}")
-    base = outDir / tag
-    dbFn, qFn = Path(f"{base}_db.bin"), Path(f"{base}_q.bin")
-    recordBase = base
-    t0 = time.perf_counter()
-    rep = computeRepresentation(net, vl_imreadjpeg(resolve_image_path(Path(db.dbPath) / db.dbImageFns[0])),
-                                useGPU=useGPU, precision=precision)
-    per_image = time.perf_counter() - t0
+    first = vl_imreadjpeg(resolve_image_path(Path(db.dbPath) / db.dbImageFns[0]))
+    fullD = int(computeRepresentation(net, first, useGPU=useGPU, precision=precision).size)
+    dims = check_dims(dims, fullD, netName)
+    for d in sorted(set(dims)):
+        check_memory_cap(search.memoryCap, db.numImages, db.numQueries, d)
+    name = network_name(outDir, netName, netFile)
+    if name != netName:
+        log(f"another network file named {netName} has results in {outDir}: this one's files are named {name}")
+    tag = feature_stem(name, db.name, precision)
+    dbFn, qFn = outDir / f"{tag}_db.bin", outDir / f"{tag}_q.bin"
+    recordBase = outDir / result_stem(name, db.name, protocol, searchMethod, precision)
     if searchMethod != "exact":  # a bad method fails now, not after the extraction
-        for d in sorted({min(int(d), rep.size) for d in (dims or [rep.size])}):
+        for d in sorted(set(dims)):
             spec = build_index(searchMethod, searchParams, db.numImages, d)[0]
             log(f"search {searchMethod}, {d}-D: faiss index {spec}")
-        recordBase = outDir / (tag + "_" + re.sub(r"[^A-Za-z0-9]+", "-", searchMethod).strip("-"))
-    total = db.numImages + db.numQueries
-    log(f"estimated extraction time: {per_image * total / 3600:.1f} h ({per_image:.2f} s/image x {total} images, "
-        f"{'GPU' if useGPU else 'CPU'})")
+    todo = [(db.dbPath, db.dbImageFns, dbFn), (db.qPath, db.qImageFns, qFn)]
+    todo = [t for t in todo if not features_complete(net, t[0], t[1], t[2], precision)]
+    if todo:
+        total = sum(len(t[1]) for t in todo)
+        n = max(1, min(int(batchSize), total))
+        per_image = seconds_per_image(net, first, n, useGPU=useGPU, precision=precision)
+        log(f"estimated extraction time: {per_image * total / 3600:.2f} h ({per_image:.3f} s/image x {total} images, "
+            f"measured on a batch of {n} after a warm-up image, decoding not included; "
+            f"{'GPU' if useGPU else 'CPU'})")
     t0 = time.perf_counter()
     kw = dict(useGPU=useGPU, numThreads=numThreads, precision=precision)
-    extract_features(net, db.dbPath, db.dbImageFns, dbFn, log=log, batchSize=batchSize, **kw)
-    extract_features(net, db.qPath, db.qImageFns, qFn, log=log, batchSize=qBatchSize or batchSize, **kw)
-    extract_s = time.perf_counter() - t0
-    fullD = os.path.getsize(qFn) // (4 * db.numQueries)
+    computed = 0
+    for imPath, fns, fn, bs in ((db.dbPath, db.dbImageFns, dbFn, batchSize),
+                                (db.qPath, db.qImageFns, qFn, qBatchSize or batchSize)):
+        if extract_features(net, imPath, fns, fn, log=log, batchSize=bs, **kw):
+            computed += len(fns)
+    extract_s = time.perf_counter() - t0 if computed else None
+    fileD = os.path.getsize(qFn) // (4 * db.numQueries)
+    if fileD != fullD:
+        raise EvaluationError(f"{qFn}: holds {fileD} values per image, the network gives {fullD}")
     test_db = db if protocol == "matlab" else PlainKnn(db)
-    record = {"network": netName, "network_file": None if netFile is None else str(netFile), "dataset": db.name, "spec": str(getattr(db, "specFn", "")),
+    record = {"network": name, "network_file": None if netFile is None else str(netFile), "dataset": db.name, "spec": str(getattr(db, "specFn", "")),
               "protocol": protocol, "posDistThr": float(db.posDistThr if protocol == "matlab" else VPR_POS_DIST),
               "search_postprocess": type(db).__name__ if protocol == "matlab" and
               hasattr(db, "nnSearchPostprocess") else None,
               "num_queries": int(db.numQueries), "num_images": int(db.numImages), "dims_full": int(fullD),
-              "recallNs": RECALL_NS, "device": "GPU" if useGPU else "CPU", "precision": precision, "extract_seconds": extract_s,
-              "images_per_second": total / extract_s if extract_s > 0 else None, "search_method": searchMethod,
-              "search_params": dict(searchParams or {}), "results": []}
+              "recallNs": RECALL_NS, "device": "GPU" if useGPU else "CPU", "precision": precision,
+              "features_reused": not computed, "images_extracted": computed, "extract_seconds": extract_s,
+              "images_per_second": computed / extract_s if computed and extract_s > 0 else None,
+              "search_method": searchMethod, "search_params": dict(searchParams or {}), "results": []}
+    recordFn, plotFn = Path(f"{recordBase}_recall.json"), Path(f"{recordBase}_recall.png")
+    recordFn.unlink(missing_ok=True)  # from here on, no record until this run's is complete
     curves = {}
-    for d in (dims or [fullD]):
-        crop = 0 if d >= fullD else int(d)
+    for d in dims:
+        crop = 0 if d == fullD else int(d)
         recall, _, _, opts = testFromFn(test_db, str(dbFn), str(qFn), recallNs=RECALL_NS, cropToDim=crop,
                                         memoryCap=search.memoryCap, searchMethod=searchMethod,
                                         searchParams=searchParams, searchCheckSample=search.checkSample,
                                         savePredictions=savePredictions)
         recall = np.asarray(recall, dtype=np.float64)
         ref, source = reference(int(d)) if reference else ({}, None)
-        log(f"\n{tag}, {d}-D ({'cropToDim %d' % crop if crop else 'full'}), protocol {protocol}"
+        log(f"\n{recordBase.name}, {d}-D ({'cropToDim %d' % crop if crop else 'full'}), protocol {protocol}"
             + ("" if searchMethod == "exact" else f", search {searchMethod}") + ":")
         log(recall_table(RECALL_NS, recall, db.numQueries, ref))
         res = {"dims": int(d), "cropToDim": crop, "recall": recall.tolist(),
@@ -231,19 +372,19 @@ def evaluate_dataset(net, db, outDir, netName: str, dims=None, protocol: str = "
                 ns = sorted(ref)
                 curves[f"published {d}-D"] = (ns, [ref[n][0] / 100 for n in ns])
         if "predictions" in opts:
-            stem = Path(f"{recordBase}_{d}d" if len(dims or [fullD]) > 1 else recordBase)
-            info = {"network": netName, "network file": netFile or "", "dataset": f"{db.name} ({db.numQueries} "
+            stem = Path(f"{recordBase}_{d}d" if len(dims) > 1 else recordBase)
+            info = {"network": name, "network file": netFile or "", "dataset": f"{db.name} ({db.numQueries} "
                     f"queries, {db.numImages} database images)", "protocol": protocol, "dimensions": d,
                     "search": searchMethod, "post-processing": record["search_postprocess"] or "none",
-                    "record": f"{recordBase.name}_recall.json"}
+                    "record": recordFn.name}
             res.update(save_prediction_files(db, test_db, opts["predictions"], stem, RECALL_NS, recall, info,
                                              savePredictionsImages, onlyWrong, log=log))
         record["results"].append(res)
         curves[f"ours {d}-D"] = (RECALL_NS, recall)
     if len(record["results"]) == 1 and "predictions_csv" in record["results"][0]:
         record["predictions_csv"] = record["results"][0]["predictions_csv"]
-    write_json(Path(f"{recordBase}_recall.json"), record)
-    title = f"{tag} ({protocol} protocol" + (")" if searchMethod == "exact" else f", search {searchMethod})")
-    plot_recall_at_n(Path(f"{recordBase}_recall.png"), curves, title)
-    log(f"\nwrote {recordBase}_recall.json and {recordBase}_recall.png")
+    title = f"{recordBase.name} ({protocol} protocol" + (")" if searchMethod == "exact" else f", search {searchMethod})")
+    plot_recall_at_n(plotFn, curves, title)
+    write_json(recordFn, record)  # last: the mark of a finished run
+    log(f"\nwrote {recordFn} and {plotFn}")
     return record

@@ -101,6 +101,29 @@ def computeRepresentation(net: SimpleNN, im, useGPU=None, precision: str = "exac
     return y.permute(0, 1, 3, 2).reshape(-1).float().cpu().numpy()
 
 
+def seconds_per_image(net: SimpleNN, im, batchSize: int, useGPU=None, precision: str = "exact") -> float:
+    """The network's time per image, measured on one batch of ``batchSize`` copies of
+    ``im`` (vl_imreadjpeg's float32 H x W x 3) after an untimed warm-up image (first
+    calls allocate and initialise kernels: timing the very first image overestimated a
+    run ~100 times).  Decoding is not included."""
+    import time
+    device = compute_device(useGPU)
+    im = np.asarray(im, np.float32)
+    if im.ndim == 2:
+        im = im[:, :, None]
+    if im.shape[2] == 1:
+        im = np.repeat(im, 3, axis=2)
+    batch = np.ascontiguousarray(np.clip(im, 0, 255).astype(np.uint8)[None])
+    mean = _mean(net)
+    n = max(1, int(batchSize))
+    with _on(net, device):
+        _forward(net, batch, mean, device, precision).cpu()
+        many = np.repeat(batch, n, axis=0)
+        t0 = time.perf_counter()
+        _forward(net, many, mean, device, precision).cpu()
+        return (time.perf_counter() - t0) / n
+
+
 def _settings(v, h) -> None:
     """Feed a layer setting (number, string, array, list, dict) to hash ``h``
     deterministically; other objects by type name only (no memory addresses)."""

@@ -69,9 +69,9 @@ def test_evaluate_both_protocols_equal_brute_force(tmp_path, capsys):
         assert cli(["evaluate", "--net", str(net_file), "--dataset", spec, "--root", str(root), "--out", str(out),
                     "--protocol", protocol, "--dims", str(OUT), "--dims", "5", "--cpu", "--batch-size", "4"]) == 0
         printed = capsys.readouterr().out
-        rec = json.loads((out / "tiny_tokyo247_recall.json").read_text())
+        rec = json.loads((out / f"tiny_tokyo247_{protocol}_recall.json").read_text())
         assert rec["protocol"] == protocol and rec["recallNs"] == RECALL_NS and rec["num_queries"] == N_Q
-        assert (out / "tiny_tokyo247_recall.png").stat().st_size > 1000
+        assert (out / f"tiny_tokyo247_{protocol}_recall.png").stat().st_size > 1000
         dbF, qF = read_bin(out / "tiny_tokyo247_db.bin", D=OUT), read_bin(out / "tiny_tokyo247_q.bin", D=OUT)
         for res, crop in zip(rec["results"], (0, 5)):
             d, q = (dbF, qF) if not crop else (dbF[:, :5] / np.linalg.norm(dbF[:, :5], axis=1, keepdims=True),
@@ -88,12 +88,12 @@ def test_evaluate_both_protocols_equal_brute_force(tmp_path, capsys):
                 "--out", str(tmp_path / "vpr")]) == 0
     assert cli(["evaluate", "--net", str(net_file), "--dataset", f"vpr:{tmp_path / 'vpr'}:test", "--out", str(out),
                 "--protocol", "vpr", "--dims", "5", "--cpu"]) == 0
-    rec = json.loads((out / "tiny_vpr_test_recall.json").read_text())
+    rec = json.loads((out / "tiny_vpr_test_vpr_recall.json").read_text())
     np.testing.assert_allclose(rec["results"][0]["recall"], seen["vpr", 5], atol=1e-12)
     # ... and with the panorama ids of its names, the matlab protocol gives Tokyo 24/7's numbers
     assert cli(["evaluate", "--net", str(net_file), "--dataset", f"vpr:{tmp_path / 'vpr'}:test", "--out", str(out),
                 "--panorama-nms", "--dims", "5", "--cpu"]) == 0
-    rec = json.loads((out / "tiny_vpr_test_recall.json").read_text())
+    rec = json.loads((out / "tiny_vpr_test_matlab_recall.json").read_text())
     assert rec["protocol"] == "matlab" and rec["search_postprocess"] == "dbVPR"
     np.testing.assert_allclose(rec["results"][0]["recall"], seen["matlab", 5], atol=1e-12)
 
@@ -126,7 +126,7 @@ def test_evaluate_search_methods_report_their_check(tmp_path, capsys):
     base = ["evaluate", "--net", str(net_file), "--dataset", f"spec:{specs / 'tokyo247.mat'}", "--root", str(root),
             "--out", str(out), "--cpu", "--batch-size", "8"]
     assert cli(base) == 0
-    exact = json.loads((out / "tiny_tokyo247_recall.json").read_text())
+    exact = json.loads((out / "tiny_tokyo247_matlab_recall.json").read_text())
     assert exact["search_method"] == "exact" and "search_check" not in exact["results"][0]
     dbF, qF = read_bin(out / "tiny_tokyo247_db.bin", D=OUT), read_bin(out / "tiny_tokyo247_q.bin", D=OUT)
     pano = np.arange(N_PANO * 12) // 12
@@ -137,7 +137,7 @@ def test_evaluate_search_methods_report_their_check(tmp_path, capsys):
     assert cli(base + ["--search-method", "flat", "--search-check-sample", "5"]) == 0
     printed = capsys.readouterr().out
     assert "reused" in printed and "search Flat vs exact on 5 sampled queries" in printed
-    flat = json.loads((out / "tiny_tokyo247_flat_recall.json").read_text())
+    flat = json.loads((out / "tiny_tokyo247_matlab_flat_recall.json").read_text())
     assert flat["search_method"] == "flat" and flat["search_params"] == {}
     np.testing.assert_allclose(flat["results"][0]["recall"], exact["results"][0]["recall"], atol=1e-12)
     check = flat["results"][0]["search_check"]
@@ -146,13 +146,13 @@ def test_evaluate_search_methods_report_their_check(tmp_path, capsys):
     sample = sample_queries(N_Q, 5)
     np.testing.assert_allclose(check["exact"], brute_force_recall(dbF, qF[sample], utm_db, utm_q[:, sample],
                                                                   RECALL_NS, pano), atol=1e-12)
-    assert (out / "tiny_tokyo247_flat_recall.png").stat().st_size > 1000
-    assert json.loads((out / "tiny_tokyo247_recall.json").read_text()) == exact  # the exact record is kept
+    assert (out / "tiny_tokyo247_matlab_flat_recall.png").stat().st_size > 1000
+    assert json.loads((out / "tiny_tokyo247_matlab_recall.json").read_text()) == exact  # the exact record is kept
 
     for method, params, index, name in (("ivfpq", "nlist=4, m=3,nbits=4,nprobe=1", "IVF4,PQ3x4", "ivfpq"),
                                         ("IVF2,Flat", "nprobe=2", "IVF2,Flat", "IVF2-Flat")):
         assert cli(base + ["--search-method", method, "--search-params", params]) == 0
-        rec = json.loads((out / f"tiny_tokyo247_{name}_recall.json").read_text())
+        rec = json.loads((out / f"tiny_tokyo247_matlab_{name}_recall.json").read_text())
         check = rec["results"][0]["search_check"]
         assert check["index"] == index and check["queries"] == N_Q  # default 1000: every query
         assert check["exact"] == exact["results"][0]["recall"]

@@ -105,8 +105,8 @@ def test_harness_end_to_end(tmp_path, capsys):
         want = net(torch.as_tensor(im, dtype=torch.float32).permute(2, 0, 1)[None]).reshape(-1).numpy()
     np.testing.assert_allclose(db_feats[3], want, rtol=1e-4, atol=1e-5)
 
-    on_disk = json.loads((out / "tiny_released_pitts30k_test_recall.json").read_text())
-    assert (out / "tiny_released_pitts30k_test_recall.png").stat().st_size > 1000
+    on_disk = json.loads((out / "tiny_released_pitts30k_test_matlab_recall.json").read_text())
+    assert (out / "tiny_released_pitts30k_test_matlab_recall.png").stat().st_size > 1000
     for res, crop in zip(on_disk["results"], [0, 5]):
         assert res["cropToDim"] == crop
         want = independent_recall(db_feats, q_feats, utm_db, utm_q, RECALL_NS, crop)

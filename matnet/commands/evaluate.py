@@ -6,15 +6,16 @@
                              TokyoTM/ for the released specs, the dataset root for imported ones)
 
 Extracts features with serialAllFeats (resumable; reused when complete), prints recall@1/5/10/20,
-writes <out>/<net>_<dataset>_recall.json (recall at MATLAB's recallNs, the protocol) and
-_recall.png.  --protocol matlab: testFromFn with the dataset's rules (Tokyo 24/7 NMS, TokyoTM
+writes <out>/<net>_<dataset>_<protocol>[_<method>]_recall.json (recall at MATLAB's recallNs; the
+record, written last) and _recall.png (matnet.evaluation.result_stem; <net> gets a hash suffix
+when another network file of the same name already wrote into --out).  --protocol matlab: testFromFn with the dataset's rules (Tokyo 24/7 NMS, TokyoTM
 time filter; on vpr: datasets with --panorama-nms / --time-filter); vpr: plain kNN within 25 m
 as gmberton/VPR-methods-evaluation.
 
 Search (not in MATLAB): exact by default; --search-method flat | ivfpq | <faiss index_factory>
 searches with faiss instead and checks it against exact search on --search-check-sample
 queries: both recalls are printed and stored as "search_check" in the JSON record
-(<out>/<net>_<dataset>_<method>_recall.json), so the loss of an approximate index is visible.
+(<out>/<net>_<dataset>_<protocol>_<method>_recall.json), so the loss of an approximate index is visible.
 
 Predictions (not in MATLAB): --save-predictions N writes each query's top-N (the recall's own
 search), a JPEG panel per query and one self-contained HTML report beside the JSON record;
@@ -50,7 +51,7 @@ def add_arguments(p) -> None:
                    "streamed under --memory-cap); flat (faiss IndexFlatL2, also exact); ivfpq (faiss "
                    "IVF<nlist>,PQ<m>x<nbits>: approximate, compressed); or any faiss index_factory string, e.g. "
                    "'IVF4096,PQ64', 'HNSW32', 'OPQ64,IVF4096,PQ64'. Checked before any extraction; the record is "
-                   "then <net>_<dataset>_<method>_recall.json")
+                   "then <net>_<dataset>_<protocol>_<method>_recall.json")
     p.add_argument("--search-params", metavar="NAME=INT,...",
                    help="faiss parameters, comma-separated integers: nlist (ivfpq: k-means cells, default 4 sqrt(N), "
                    "at most 65536), m (ivfpq: codes per vector, default D/16 rounded down to a divisor of D), "
