@@ -101,3 +101,61 @@ def netPrepareForTrain(net: SimpleNN, backPropToLayer: int = 1) -> SimpleNN:
                 l.weightDecay = [1.0] * len(l.weights)
         l.precious = i1 >= backPropToLayer - 1 and i1 < n and net.layers[i1].type != "relu"
     return net.train()
+
+
+def size_free_problem(net: SimpleNN, channels: int = 3) -> tuple[int, str] | None:
+    """The first layer that cannot run at *any* image size, as (0-based index, reason),
+    or None.  Not in MATLAB (where such a network fails inside vl_simplenn).
+
+    Follows the channel count (and, once a layer fixes it, the spatial size) from an
+    input of ``channels`` channels without running anything: a convolution whose
+    filters do not divide the channels (or whose filters do not split into the groups),
+    a VLAD layer on the wrong number of channels, a VLAD layer without weights, a WPCA
+    (1x1 conv after layerWholeL2Normalize) whose input size is not the descriptor's,
+    a filter or pool larger than a fixed-size input (after a VLAD layer or a total
+    pool).  Where the channels depend on the image size (layerWholeL2Normalize on a
+    conv map) or a layer type is unknown here, the rest is not checked; a size below
+    the receptive field is not a problem here (it shows when the network runs)."""
+    from .layers import (Conv, Dropout, Normalize, Pool, ReLU, Softmax, layerTotalAvgPool,
+                         layerTotalMaxPool, layerVLAD, layerVLADv2, layerWholeL2Normalize)
+    c, h, w = channels, None, None  # None: depends on the image size
+
+    def out_size(n, k, lo, hi, stride, dilate=1):
+        return None if n is None else (n + lo + hi - dilate * (k - 1) - 1) // stride + 1
+
+    for i, layer in enumerate(net.layers):
+        if isinstance(layer, Conv):
+            fh, fw, cin, cout = (int(v) for v in layer.weights[0].shape)
+            if c is not None:
+                if c % cin:
+                    what = "a WPCA/projection layer: its input has" if (fh, fw) == (1, 1) and h == 1 and w == 1 \
+                        else "input has"
+                    return i, (f"{what} {c} channels, filters expect {cin}"
+                               + ("" if "WPCA" in what else " (or a multiple of it for grouped convolution)"))
+                if cout % (c // cin):
+                    return i, f"{cout} filters cannot be split into {c // cin} groups of {cin} input channels"
+            t, b, l, r = layer.pad
+            h, w = (out_size(h, fh, t, b, layer.stride[0], layer.dilate[0]),
+                    out_size(w, fw, l, r, layer.stride[1], layer.dilate[1]))
+            if (h is not None and h < 1) or (w is not None and w < 1):
+                return i, f"{fh}x{fw} filters are larger than its fixed-size input"
+            c = cout
+        elif isinstance(layer, Pool):
+            t, b, l, r = layer.pad
+            h, w = out_size(h, layer.pool[0], t, b, layer.stride[0]), out_size(w, layer.pool[1], l, r, layer.stride[1])
+            if (h is not None and h < 1) or (w is not None and w < 1):
+                return i, f"pool {layer.pool[0]}x{layer.pool[1]} is larger than its fixed-size input"
+        elif isinstance(layer, (layerVLAD, layerVLADv2)):
+            if not len(layer.weights):
+                return i, "no weights"
+            if c is not None and c != layer.D:
+                return i, f"input has {c} channels, the layer has D={layer.D}"
+            c, h, w = layer.D, 1, layer.K
+        elif isinstance(layer, (layerTotalMaxPool, layerTotalAvgPool)):
+            h = w = 1
+        elif isinstance(layer, layerWholeL2Normalize):
+            c = None if None in (c, h, w) else c * h * w
+            h = w = 1
+        elif not isinstance(layer, (ReLU, Dropout, Softmax, Normalize)):
+            return None  # a layer this check does not know: stop here
+    return None

@@ -17,15 +17,19 @@ def getBestEpoch(recalls, recallNs, N: int = 5, epochs=None) -> int:
     Values within 1e-6 of the maximum count as equal.
 
     ``epochs`` (optional, not in MATLAB): the epoch each column was measured after;
-    a history that lacks an epoch is refused, naming it (MATLAB would silently
-    return the wrong epoch, a column's index)."""
-    if epochs is not None:
-        epochs = [int(e) for e in epochs]
-        check_epochs(epochs, max(epochs, default=0), "getBestEpoch")
+    a history that lacks an epoch, or whose column count is not the number of
+    ``epochs``, is refused, naming both (MATLAB would silently return the wrong
+    epoch, a column's index)."""
     recalls = np.asarray(recalls, dtype=np.float64)
     recallNs = [int(n) for n in np.asarray(recallNs).reshape(-1)]
     if recalls.ndim == 1:
         recalls = recalls[:, None]
+    if epochs is not None:
+        epochs = [int(e) for e in epochs]
+        if recalls.ndim == 2 and len(epochs) != recalls.shape[1]:
+            raise ValueError(f"getBestEpoch: the recall history has {recalls.shape[1]} columns but {len(epochs)} "
+                             f"epochs were tested ({_epoch_list(epochs)})")
+        check_epochs(epochs, max(epochs, default=0), "getBestEpoch")
     if recalls.shape[0] != len(recallNs):
         raise ValueError(f"getBestEpoch: recalls has {recalls.shape[0]} rows but there are "
                          f"{len(recallNs)} recallNs")
@@ -56,6 +60,10 @@ def check_epochs(epochs: list[int], nEpochs: int, where: str) -> None:
                          f"no recall for epoch {', '.join(map(str, missing)) or '?'}{fix}")
 
 
+def _epoch_list(epochs) -> str:
+    return ", ".join(map(str, epochs)) if epochs else "none"
+
+
 def history_epochs(outPrefix: str, sessionID: str, obj: dict, opts, auxData: dict) -> tuple[list[int], int]:
     """(the epoch of each validation recall column, the number of epochs trained) of
     a run.  Epochs trained are counted from the batch losses (numTrain // batchSize
@@ -67,15 +75,20 @@ def history_epochs(outPrefix: str, sessionID: str, obj: dict, opts, auxData: dic
     if nRecall == nEpochs:
         return list(range(1, nEpochs + 1)), nEpochs
     epochs, before = [], 0
+    latest = f"{outPrefix}{sessionID}_latest.mat"
     for e in range(1, nEpochs + 1):
         fn = f"{outPrefix}{sessionID}_ep{e:06d}_latest.mat"
         if not os.path.isfile(fn):
-            raise ValueError(f"{outPrefix}{sessionID}_latest.mat: the recall history has {nRecall} columns for "
+            raise ValueError(f"{latest}: the recall history has {nRecall} columns for "
                              f"{nEpochs} trained epochs, and {fn} (needed to tell which is missing) does not exist")
         n = np.asarray(load_checkpoint(fn, what=("obj",))["obj"]["val"]["recall"]).size // len(opts.recallNs)
         if n > before:
             epochs.append(e)
         before = max(before, n)
+    if len(epochs) != nRecall:  # the files and the history disagree: no column can be trusted
+        raise ValueError(f"{latest}: the recall history has {nRecall} columns, but the per-epoch checkpoints "
+                         f"({sessionID}_ep*_latest.mat) say {len(epochs)} epochs were tested "
+                         f"({_epoch_list(epochs)}); pickBestNet cannot tell which column is which epoch")
     return epochs, nEpochs
 
 
@@ -97,7 +110,7 @@ def pickBestNet(sessionID: str, N: int = 5, verbose: int = 2, outPrefix=None):
         raise ValueError(f"pickBestNet: this code assumes epochTestFrequency==1 (it is {opts.epochTestFrequency})")
     epochs, nEpochs = history_epochs(outPrefix, sessionID, obj, opts, res["auxData"])
     check_epochs(epochs, nEpochs, f"pickBestNet: {outPrefix}{sessionID}_latest.mat")
-    bestEpoch = getBestEpoch(obj["val"]["recall"], opts.recallNs, N)
+    bestEpoch = getBestEpoch(obj["val"]["recall"], opts.recallNs, N, epochs=epochs)
     if verbose > 0:
         _print_table(sessionID, bestEpoch, obj, opts)
     if verbose > 1:

@@ -42,6 +42,14 @@ def test_getBestEpoch_refuses_a_history_missing_an_epoch():
         getBestEpoch(r, NS, 5, epochs=[1, 3])  # without the check: column 2 -> "epoch 2", really epoch 3
 
 
+def test_getBestEpoch_refuses_columns_that_disagree_with_the_epochs():
+    r = np.array([[.1, .3], [.2, .4], [.5, .7], [.8, .9]])
+    with pytest.raises(ValueError, match=r"2 columns but 3 epochs were tested \(1, 2, 3\)"):
+        getBestEpoch(r, NS, 5, epochs=[1, 2, 3])
+    with pytest.raises(ValueError, match=r"2 columns but 1 epochs were tested \(1\)"):
+        getBestEpoch(r, NS, 5, epochs=[1])
+
+
 def _save_epochs(tmp_path, recalls_per_epoch):
     """Checkpoints ep1..epE whose val recall history is recalls_per_epoch[e-1] (nR x ncols)."""
     import torch
@@ -76,6 +84,23 @@ def test_pickBestNet_names_the_epoch_whose_tests_are_missing(tmp_path):
     # complete: the best (epoch 3) is picked
     _save_epochs(tmp_path, [c1, np.hstack([c1, c1]), np.hstack([c1, c1, c3])])
     assert pickBestNet("gap", 5, verbose=0, outPrefix=str(tmp_path) + "/")[0] == 3
+
+
+def test_pickBestNet_refuses_a_latest_history_shorter_than_the_epoch_files(tmp_path):
+    """The per-epoch files say epochs 1-3 were tested, <session>_latest.mat's history has 2
+    columns (its losses count 3 epochs): refused naming both, where trusting the files and
+    indexing the shorter history picked a wrong epoch."""
+    from matnet.pick_best import pickBestNet
+    from matnet.train.checkpoint import load_checkpoint, saveNet
+    c = [np.array([[v], [v], [v], [v]]) for v in (.1, .2, .9)]
+    _save_epochs(tmp_path, [c[0], np.hstack(c[:2]), np.hstack(c)])
+    res = load_checkpoint(tmp_path / "gap_latest.mat")
+    obj = res["obj"]
+    obj["val"]["recall"] = np.hstack(c[:2])  # epoch 3's column lost from the history
+    saveNet(res["net"], obj, res["opts"], res["auxData"], "other")
+    with pytest.raises(ValueError, match=r"gap_latest\.mat: the recall history has 2 columns, but the per-epoch "
+                                         r"checkpoints .* say 3 epochs were tested \(1, 2, 3\)"):
+        pickBestNet("gap", 5, verbose=0, outPrefix=str(tmp_path) + "/")
 
 
 def test_pickBestNet_from_checkpoints(tmp_path):
