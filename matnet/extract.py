@@ -60,15 +60,37 @@ def _on(net: SimpleNN, device: torch.device):
         net.train(was_training)
 
 
-def _forward(net: SimpleNN, ims_uint8: np.ndarray, mean: np.ndarray, device, precision="exact") -> torch.Tensor:
-    """N x H x W x 3 uint8 -> N x D float32 (MATLAB order) on ``device``, not waited
-    for: a GPU gets the images from pinned memory asynchronously.  The NHWC buffer
-    viewed as NCHW is channels_last, the fast layout for CPU convolutions."""
-    x = torch.from_numpy(ims_uint8)
-    if device.type == "cuda":
+def batch_tensor(ims, device: torch.device) -> torch.Tensor:
+    """The N x H x W x 3 uint8 images of a batch as one tensor: stacked straight into
+    pinned (page-locked) memory for a GPU, so that :func:`_forward`'s copy to the device
+    is asynchronous (from pageable memory a copy waits for the GPU to finish its
+    queue); a plain stack on the CPU."""
+    if device.type != "cuda":
+        return torch.from_numpy(np.stack(ims))
+    t = torch.empty((len(ims),) + tuple(ims[0].shape), dtype=torch.uint8, pin_memory=True)
+    np.stack(ims, out=t.numpy())
+    return t
+
+
+def device_mean(mean: np.ndarray, device: torch.device) -> torch.Tensor:
+    """The average colour as a 1 x 3 x 1 x 1 tensor on ``device`` (copied there once
+    per extraction, not once per batch: a small copy from pageable memory waits for
+    everything queued on the GPU)."""
+    return torch.from_numpy(np.ascontiguousarray(mean, np.float32)).to(device).view(1, 3, 1, 1)
+
+
+def _forward(net: SimpleNN, ims_uint8, mean, device, precision="exact") -> torch.Tensor:
+    """N x H x W x 3 uint8 (array, or :func:`batch_tensor`'s tensor) -> N x D float32
+    (MATLAB order) on ``device``, not waited for: a GPU gets the images from pinned
+    memory asynchronously.  ``mean``: 3 values, or :func:`device_mean`'s tensor.  The
+    NHWC buffer viewed as NCHW is channels_last, the fast layout for CPU convolutions."""
+    x = ims_uint8 if torch.is_tensor(ims_uint8) else torch.from_numpy(ims_uint8)
+    if device.type == "cuda" and not x.is_pinned():
         x = x.pin_memory()
     x = x.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
-    x = x - torch.from_numpy(mean).to(device).view(1, 3, 1, 1)
+    if not torch.is_tensor(mean):
+        mean = device_mean(mean, device)
+    x = x - mean.to(device)
     with torch.no_grad():
         y = precision_forward(net, x, precision)
     # MATLAB H x W x C per image, column-major: C slowest, then W, then H
@@ -391,6 +413,7 @@ def _extract(net: SimpleNN, imPath, imageFns, outFn, useGPU, numThreads, batchSi
     chunk = batchSize * _CHUNK_BATCHES
     try:
         _check_images(paths[start:], imPath)
+        mean_t = device_mean(mean, device)
         with _on(net, device), ThreadPoolExecutor(numThreads) as pool, \
                 tqdm(total=n, initial=start, desc="serialAllFeats", unit="im", smoothing=0.1,
                      disable=not distributed.is_rank0()) as bar:
@@ -408,8 +431,8 @@ def _extract(net: SimpleNN, imPath, imageFns, outFn, useGPU, numThreads, batchSi
                     for b in range(0, len(idx), batchSize):
                         sel = idx[b:b + batchSize]
                         names = [paths[s + i] for i in sel]
-                        feats = _forward_named(net, np.stack([ims[i] for i in sel]), mean, device, names,
-                                               precision)
+                        feats = _forward_named(net, batch_tensor([ims[i] for i in sel], device), mean_t,
+                                               device, names, precision)
                         if ck.D is None:
                             ck.D = feats.shape[1]
                         if feats.shape[1] != ck.D:

@@ -39,9 +39,60 @@ def head_start(net) -> int:
     return len(net.layers)
 
 
+def _new_api():
+    """torch's per-backend fp32_precision settings (torch >= 2.9) as (object, attribute)
+    pairs for cuBLAS matmuls and cuDNN convolutions, or None on an older torch."""
+    try:
+        pairs = (torch.backends.cuda.matmul, torch.backends.cudnn.conv)
+        for obj in pairs:
+            getattr(obj, "fp32_precision")
+        return pairs
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def _resolved(obj, parents) -> str:
+    """An fp32_precision setting with 'none' inherited from the parents (cuDNN's, then
+    torch.backends'); 'none' at the top means IEEE float32."""
+    v = obj.fp32_precision
+    for p in parents:
+        if v != "none":
+            break
+        v = getattr(p, "fp32_precision", "none")
+    return v
+
+
+def tf32_state() -> dict:
+    """Whether TF32 is allowed now for float32 matmuls (cuBLAS) and convolutions
+    (cuDNN): ``{'matmul': bool, 'conv': bool}``, read through torch's newer
+    fp32_precision settings where they exist (reading the older ``allow_tf32`` flags
+    raises once anything used the newer ones inconsistently)."""
+    pairs = _new_api()
+    if pairs is not None:
+        mm, conv = pairs
+        return {"matmul": _resolved(mm, (torch.backends,)) == "tf32",
+                "conv": _resolved(conv, (torch.backends.cudnn, torch.backends)) == "tf32"}
+    return {"matmul": bool(torch.backends.cuda.matmul.allow_tf32), "conv": bool(torch.backends.cudnn.allow_tf32)}
+
+
 @contextmanager
 def tf32(allowed: bool):
-    """TF32 for float32 matmuls and convolutions on the GPU on or off; restored afterwards."""
+    """TF32 for float32 matmuls and convolutions on the GPU on or off; restored afterwards.
+    Through torch's fp32_precision settings ('tf32' / 'ieee') where they exist: the
+    older ``allow_tf32`` flags cannot be read once a program or library has used those
+    (torch raises a RuntimeError), and writing them would make the newer ones unreadable
+    for the caller; the old values are put back either way."""
+    pairs = _new_api()
+    if pairs is not None:
+        old = [obj.fp32_precision for obj in pairs]
+        for obj in pairs:
+            obj.fp32_precision = "tf32" if allowed else "ieee"
+        try:
+            yield
+        finally:
+            for obj, v in zip(pairs, old):
+                obj.fp32_precision = v
+        return
     old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = allowed
     try:

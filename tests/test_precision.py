@@ -10,7 +10,7 @@ from PIL import Image
 from matnet.recall_at_n import testFromFn
 from matnet.extract import computeRepresentation, serialAllFeats
 from matnet.layers import Conv, Normalize, layerVLAD
-from matnet.precision import forward, head_start, tf32
+from matnet.precision import forward, head_start, tf32, tf32_state
 from matnet.synthetic.db import dbSynthetic
 from matnet.synthetic.places import make_places
 from matnet.synthetic.vgg16_netvlad import vgg16_netvlad
@@ -133,7 +133,29 @@ def test_precision_checked_and_tf32_restored(net, tmp_path):
     assert TrainWeaklyOpts(precision="fast").precision == "fast"
     old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     with tf32(True):
-        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        assert tf32_state() == {"matmul": True, "conv": True}
         with tf32(False):
-            assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
-    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == old
+            assert tf32_state() == {"matmul": False, "conv": False}
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == old  # readable again
+    assert tf32_state() == {"matmul": old[0], "conv": old[1]}
+
+
+def test_tf32_with_the_newer_torch_settings():
+    """A program that set TF32 through torch's fp32_precision settings (torch >= 2.9):
+    reading the older allow_tf32 flags would raise there; tf32() and tf32_state() use
+    the newer ones and put the program's values back."""
+    mm = getattr(torch.backends.cuda.matmul, "fp32_precision", None)
+    if mm is None:
+        pytest.skip("this torch has no fp32_precision settings")
+    conv = torch.backends.cudnn.conv.fp32_precision
+    try:
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
+        torch.backends.cudnn.conv.fp32_precision = "ieee"
+        with tf32(False):
+            assert tf32_state() == {"matmul": False, "conv": False}
+            assert torch.backends.cudnn.conv.fp32_precision == "ieee"
+        assert tf32_state() == {"matmul": True, "conv": False}
+        assert (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision) == ("tf32", "ieee")
+    finally:
+        torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = mm, conv
+    assert torch.backends.cuda.matmul.allow_tf32 in (True, False)  # consistent again

@@ -620,6 +620,53 @@ def _all_reduce_grads(net) -> None:
         w.grad = g.clone() if has > 0 else None
 
 
+class TupleTrainer:
+    """trainWeakly's inner loop outside a training session, for benchmarks and ``matnet
+    selftest --gpu``: the same functions as trainWeakly's batches (mining on a feature
+    cache, the tuples' images read as trainWeakly reads them, forward in
+    ``opts.precision``, MatConvNet's dz/dy, backward, MatConvNet's SGD step), on ``net``
+    prepared as trainWeakly prepares it (moved to ``device``, netPrepareForTrain and the
+    backprop depth of ``opts.backPropToLayer``: a 1-based index or a layer name).
+    Nothing is saved and no option is checked beyond what the step needs.
+
+    ``set_cache(qFeat, dbFeat)`` (numpy, nQ x D and N x D) sets the cache the negatives
+    are mined on, ``refresh_cache()`` computes it as trainWeakly's cache refresh does
+    (computeAllFeats through ``opts.outPrefix``), ``batch(qIDs, lr, rng)`` runs one batch
+    and returns its loss, ``close()`` stops the image-reading threads."""
+
+    def __init__(self, net, dbTrain, opts: TrainWeaklyOpts, device=None):
+        bp = opts.backPropToLayer
+        bp = 1 if bp is None else whichLayer(net, bp) + 1 if isinstance(bp, str) else int(bp)
+        self.opts = opts.replace(backPropToLayer=bp)
+        self.device = compute_device(opts.useGPU) if device is None else torch.device(device)
+        self.db = dbTrain
+        self.net = netPrepareForTrain(net.to(self.device), bp)
+        set_backprop_depth(self.net, bp)
+        self.loader = _ImageLoader(net.meta["normalization"]["averageImage"], opts.numThreads)
+        first = self.loader([dbTrain.dbPath + dbTrain.dbImageFns[0]])[0]
+        self.origImS = min(first.shape[:2])
+        self.auxData = {"negCache": [np.zeros(0, np.int64) for _ in range(dbTrain.numQueries)]}
+        self.qFeat = self.dbFeat = None
+
+    def set_cache(self, qFeat: np.ndarray, dbFeat: np.ndarray) -> None:
+        self.qFeat = torch.from_numpy(np.ascontiguousarray(qFeat, np.float32)).to(self.device)
+        self.dbFeat = torch.from_numpy(np.ascontiguousarray(dbFeat, np.float32)).to(self.device)
+
+    def refresh_cache(self, ID: str = "cache") -> None:
+        """computeAllFeats on the training set with the current network (the refresh)."""
+        self.set_cache(*computeAllFeats(self.db, self.net, self.opts, ID))
+
+    def batch(self, qIDs, lr: float, rng: np.random.Generator) -> float:
+        """One batch of trainWeakly's epoch loop (see ``_train_batch``); the batch loss."""
+        if self.qFeat is None:
+            raise ValueError("TupleTrainer.batch: no feature cache (call set_cache or refresh_cache first)")
+        return _train_batch(self.net, self.db, qIDs, self.qFeat, self.dbFeat, self.auxData, self.opts, rng,
+                            self.loader, self.origImS, lr, self.device)
+
+    def close(self) -> None:
+        self.loader.pool.shutdown(wait=True)
+
+
 # ----- the end-of-epoch save and tests
 
 def _end_of_epoch(s: _Session, iEpoch: int) -> None:
