@@ -1,8 +1,15 @@
 """``matnet selftest``: build a small VGG-like SimpleNN from MATLAB-style layer structs,
 swap relu/max-pool as loadNet does, run one random image through ``vl_simplenn`` and
-print the layer table.  Needs no data and no network access."""
+print the layer table.  Needs no data and no network access.
+
+``matnet selftest --gpu [--out DIR] [--device cuda|cpu] [--small]``: the GPU suite
+(:mod:`matnet.gpu_suite`): exactness of the GPU path against the CPU, extraction,
+training and search throughput, torchrun; ``gpu_report.json`` and ``gpu_report.md``
+under --out (about 8 minutes on one H100).  Without CUDA and without --device it says
+so and exits with status 2; ``--device cpu --small`` is the CI run."""
 from __future__ import annotations
 
+import argparse
 import time
 
 import numpy as np
@@ -29,12 +36,45 @@ def tiny_vgg_structs(seed: int = 0) -> list[dict]:
     return layers
 
 
+def _use_gpu(v: str) -> str:
+    if v not in ("true", "false", "auto"):
+        raise argparse.ArgumentTypeError(f"invalid choice: {v!r} (choose from 'true', 'false', 'auto')")
+    return {"true": "cuda", "false": "cpu"}.get(v, v)
+
+
 def add_arguments(p) -> None:
     p.add_argument("--height", type=int, default=120, help="test image height (default: %(default)s)")
     p.add_argument("--width", type=int, default=160, help="test image width (default: %(default)s)")
+    g = p.add_argument_group("GPU suite")
+    g.add_argument("--gpu", action="store_true", help="run the GPU suite (exactness and throughput of the GPU path)")
+    g.add_argument("--out", metavar="DIR", default="gpu_suite",
+                   help="folder of gpu_report.json and gpu_report.md (default: %(default)s)")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
+                   help="where the suite runs: cuda (auto is cuda) or cpu (default: cuda, exit status 2 without it)")
+    g.add_argument("--useGPU", dest="device", metavar="{true,false,auto}", default=argparse.SUPPRESS, type=_use_gpu,
+                   help="MATLAB spelling of --device: true = cuda, false = cpu")
+    g.add_argument("--small", action="store_true",
+                   help="small sizes: a VGG16-shaped network with fewer channels, 64x80 images (the CPU run of CI)")
+
+
+def run_gpu_suite(args) -> int:
+    import sys
+
+    import torch
+    device = "cuda" if args.device in (None, "auto") else args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        print(f"matnet selftest --gpu: no CUDA device is visible to torch {torch.__version__} (CUDA build: "
+              f"{torch.version.cuda or 'none'}); run `matnet selftest --gpu --device cpu --small` for the CPU "
+              f"checks", file=sys.stderr)
+        return 2
+    from ..gpu_suite import run_suite
+    rec = run_suite(args.out, device, small=args.small)
+    return 0 if rec.ok else 1
 
 
 def run(args) -> int:
+    if getattr(args, "gpu", False):
+        return run_gpu_suite(args)
     net = SimpleNN.from_structs(tiny_vgg_structs(),
                                 meta={"normalization": {"averageImage": np.array([[[123.68, 116.779, 103.939]]],
                                                                                  np.float32)}})

@@ -48,7 +48,10 @@ class KnnAccumulator:
 
     def add(self, start: int, x: torch.Tensor) -> None:
         """Database rows ``start .. start + len(x) - 1`` (a tensor on the device of q)."""
-        xn = (x * x).sum(1)
+        # squared norms in row blocks: x * x of a whole in-memory database is a second copy
+        # of it (16 GB for 1M x 4096 on a GPU)
+        xn = torch.cat([(c * c).sum(1) for c in x.split(max(1, self.block // max(1, x.shape[1])))]) \
+            if x.numel() > self.block else (x * x).sum(1)
         rows = max(1, self.block // max(1, x.shape[0]))  # queries per distance block
         k = min(self.k, x.shape[0])
         vals, ids = [], []
