@@ -72,8 +72,8 @@ def recall_table(recallNs, runs) -> str:
         cells = "".join(f'<td id="recall-{k}-{n}" data-recall="{r!r}" class="{"hl" if n in HIGHLIGHT_NS else ""}">'
                         f'{100 * r:.2f}</td>' for n, r in zip(recallNs, (float(x) for x in rec)))
         body.append(f"<tr><th>{html.escape(label)}</th>{cells}</tr>")
-    return (f'<table id="recall-table"><thead><tr><th>recall@N (%)</th>{head}</tr></thead>'
-            f'<tbody>{"".join(body)}</tbody></table>')
+    return (f'<div class="scroll"><table id="recall-table"><thead><tr><th>recall@N (%)</th>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>')
 
 
 def run_columns(pred: Predictions, panelUrl: str | None, panelFiles: dict | None, dbNames: dict) -> dict:
@@ -181,6 +181,8 @@ h1{font-size:20px}h2{font-size:17px;margin-top:24px}
 table{border-collapse:collapse}
 #summary th{text-align:left;padding:1px 10px 1px 0;color:#555;font-weight:normal}
 #recall-table{margin:8px 0;font-size:13px}#recall-table td,#recall-table th{border:1px solid #ccc;padding:2px 5px;text-align:right}
+.scroll{overflow-x:auto;max-width:100%}
+#changes{margin:8px 0}#changes td,#changes th{border:1px solid #ccc;padding:2px 8px;text-align:right}
 #recall-table .hl{background:#eef3ff;font-weight:bold}
 #filters button{margin:2px;padding:3px 9px;border:1px solid #888;border-radius:12px;background:#f6f6f6;cursor:pointer}
 #filters button.on{background:#1f5fd6;color:#fff;border-color:#1f5fd6}
