@@ -6,10 +6,11 @@ Layout: little-endian float32, no header; the D values of image 1, then image 2,
 from __future__ import annotations
 
 import mmap
-import os
 from pathlib import Path
 
 import numpy as np
+
+from .atomic_file import atomic_write
 
 DTYPE = np.dtype("<f4")
 
@@ -24,16 +25,10 @@ def write_bin(path, feats) -> None:
     if feats.ndim != 2:
         raise BinFeatureError(f"{path}: features must be N x D, got shape {feats.shape}")
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "wb") as f:
+        with atomic_write(path) as f:
             f.write(feats.data)  # not ndarray.tofile, which can lose a disk-full error
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
     except OSError as e:
-        if tmp.exists() and not tmp.is_symlink():
-            tmp.unlink()
         raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
 
 

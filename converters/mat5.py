@@ -15,14 +15,14 @@ double (compacted); a list of ``str`` -> N x 1 cell of char rows (as ``dbImageFn
 """
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 import time
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from .atomic_file import atomic_write
 
 # MAT v5 data types and array classes
 miINT8, miUINT8, miINT16, miUINT16, miINT32, miUINT32, miDOUBLE, miMATRIX, miCOMPRESSED, miUTF8, miUTF16 = \
@@ -132,16 +132,6 @@ def savemat5(path, mdict: dict) -> Path:
         z = zlib.compress(_named(name, _value(v, name)))
         out.append(struct.pack("<II", miCOMPRESSED, len(z)) + z)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(b"".join(out))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        f.write(b"".join(out))
     return path

@@ -32,8 +32,6 @@ is the only place that knows about it.
 from __future__ import annotations
 
 import importlib.metadata
-import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -49,6 +47,8 @@ from matio.utils.matheaders import read_mat_header
 from matio.utils.matclass import (EmptyMatStruct, MatlabContainerMap, MatlabEnumerationArray,
                                   MatlabFunction, MatlabObject, MatlabOpaque, MatlabOpaqueArray,
                                   MatlabOpaqueProperty, MatWriteWarning)
+
+from .atomic_file import atomic_path
 
 __all__ = ["MatObject", "MatFileError", "loadmat", "savemat", "whosmat", "filewrapper_version"]
 
@@ -417,22 +417,14 @@ def savemat(path, mdict: dict, format: str = "7.3") -> Path:
     enc = _Encoder(path)
     data = {k: enc(v, k) for k, v in mdict.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
     try:
-        with warnings.catch_warnings():
+        with atomic_path(path) as tmp, warnings.catch_warnings():
             warnings.simplefilter("error", category=MatWriteWarning)
-            matio.save_to_mat(tmp, data, version=versions[format],
+            matio.save_to_mat(str(tmp), data, version=versions[format],
                               saveobj_classes=sorted(enc.saveobj_classes))
-        if format == "7.3":
-            _write_v73_header_text(tmp)
-        os.replace(tmp, path)
+            if format == "7.3":
+                _write_v73_header_text(tmp)
     except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
         if isinstance(e, (MatFileError, KeyboardInterrupt)):
             raise
         raise MatFileError(f"{path}: cannot write MAT file: {type(e).__name__}: {e}") from e

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from safetensors.numpy import save_file
 from matnet.layers import LayerError, layer_from_struct  # registers every layer type and class
 from matnet.simplenn import SimpleNN
 
+from .atomic_file import atomic_path
 from .matfile import MatFileError, MatObject, layers_error
 
 __all__ = ["save_native", "load_native", "FORMAT"]
@@ -106,17 +105,8 @@ def save_native(net: SimpleNN, path) -> Path:
               for i, layer in enumerate(net.layers)]
     doc = {"format": FORMAT, "layers": layers, "meta": pack(dict(net.meta), "meta")}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(pack.tensors, tmp, metadata={"matnet": json.dumps(doc)})
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(pack.tensors, str(tmp), metadata={"matnet": json.dumps(doc)})
     return path
 
 

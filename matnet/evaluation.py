@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from converters.atomic_file import write_text
+
 from .search.approximate import build_index
 from .datasets.close_position import sqdist
 from .recall_at_n import RECALL_NS, testFromFn
@@ -214,9 +216,7 @@ def check_memory_cap(memoryCap, nImages: int, nQueries: int, D: int):
 
 
 def write_json(path: Path, record: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(record, indent=1))
 
 
 def features_complete(net, imPath, imageFns, outFn: Path, precision: str = "exact") -> bool:

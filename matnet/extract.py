@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from converters.atomic_file import atomic_write, write_text
+
 from . import distributed
 from .images import ImageNetworkError, imread_uint8, mean_colour, resolve_image_path
 from .nettools import netPrepareForTest
@@ -236,10 +238,9 @@ class _Checkpoint:
             self.f.flush()
             os.fsync(self.f.fileno())
         self.done += feats.shape[0]
-        tmp = Path(str(self.meta) + ".tmp")
-        with self._writing(tmp):
-            tmp.write_text(json.dumps({"fingerprint": self.fp, "nImages": self.n, "D": self.D, "done": self.done}))
-            os.replace(tmp, self.meta)
+        with self._writing(self.meta):
+            write_text(self.meta, json.dumps({"fingerprint": self.fp, "nImages": self.n, "D": self.D,
+                                              "done": self.done}))
 
     def finish(self, outFn: Path) -> None:
         with self._writing(outFn):
@@ -362,9 +363,7 @@ def _serial_all_feats_sharded(net, imPath, imageFns, outFn, useGPU, numThreads, 
             _extract(net, imPath, imageFns[mine.start:mine.stop], part, useGPU, numThreads, batchSize, precision)
         else:  # more ranks than chunks of images
             part.write_bytes(b"")
-        tmp = Path(f"{done}.tmp")
-        tmp.write_text(json.dumps({"fingerprint": fp, "images": [mine.start, mine.stop]}))
-        os.replace(tmp, done)
+        write_text(done, json.dumps({"fingerprint": fp, "images": [mine.start, mine.stop]}))
     sizes = distributed.all_gather_json(part.stat().st_size, "serialAllFeats: shards done")
     shards = [distributed.shard(len(imageFns), max(1, int(batchSize)) * _CHUNK_BATCHES, rr, W) for rr in range(W)]
     dims = {sz // (4 * len(sh)) for sz, sh in zip(sizes, shards) if len(sh)}
@@ -374,20 +373,15 @@ def _serial_all_feats_sharded(net, imPath, imageFns, outFn, useGPU, numThreads, 
                          f"images (use a network ending in a fixed-size head or images of one size)")
 
     def merge():
-        tmp = Path(f"{outFn}.{os.getpid()}.merge.tmp")
-        try:
-            with open(tmp, "wb") as out:
-                for rr, size in enumerate(sizes):
-                    p = Path(f"{outFn}.shard{rr}of{W}")
-                    if not p.is_file() or p.stat().st_size != size:
-                        raise FileNotFoundError(
-                            f"{p}: rank {rr}'s shard ({size} bytes) is not visible from rank 0; "
-                            f"the output folder must be on a filesystem every rank shares")
-                    with open(p, "rb") as f:
-                        shutil.copyfileobj(f, out, 1 << 24)
-            os.replace(tmp, outFn)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_write(outFn) as out:
+            for rr, size in enumerate(sizes):
+                p = Path(f"{outFn}.shard{rr}of{W}")
+                if not p.is_file() or p.stat().st_size != size:
+                    raise FileNotFoundError(
+                        f"{p}: rank {rr}'s shard ({size} bytes) is not visible from rank 0; "
+                        f"the output folder must be on a filesystem every rank shares")
+                with open(p, "rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 24)
         for rr in range(W):
             Path(f"{outFn}.shard{rr}of{W}").unlink(missing_ok=True)
             Path(f"{outFn}.shard{rr}of{W}.json").unlink(missing_ok=True)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from converters.atomic_file import atomic_write
 from converters.artefacts import read_clusters, read_train_descs, write_clusters, write_train_descs
 
 from .images import subtract_average, vl_imreadjpeg
@@ -52,9 +53,8 @@ def _prefetched(paths, workers: int = 4):
 
 
 def _save_partial(path, descs: np.ndarray, done: int, trainIDs: np.ndarray):
-    tmp = f"{path}.tmp.npz"
-    np.savez(tmp, descs=descs, done=np.int64(done), trainIDs=trainIDs)
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        np.savez(f, descs=descs, done=np.int64(done), trainIDs=trainIDs)
 
 
 def _load_partial(path, trainIDs: np.ndarray):

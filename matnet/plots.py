@@ -4,10 +4,9 @@ every matnet plot uses (percent, 0 to 100), so plots of different runs and split
 by eye."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
+
+from converters.atomic_file import atomic_path
 
 RECALL_LIMITS = (0.0, 100.0)
 RECALL_LABEL = "recall@N (%)"
@@ -37,11 +36,11 @@ def plot_recall_at_n(path, curves: dict, title: str):
     ax.set_title(title, fontsize=9)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=80, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return fig
 
 
@@ -114,10 +113,10 @@ def plotResults(obj: dict, opts, auxData: dict | None = None, outFn=None, w: int
         ax.set_xlabel("epoch")
         ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
-    if outFn is not None:
-        outFn = Path(outFn)
-        tmp = outFn.with_name(outFn.name + ".tmp.png")
-        fig.savefig(tmp, dpi=80)
-        tmp.replace(outFn)
-    plt.close(fig)
+    try:
+        if outFn is not None:
+            with atomic_path(outFn) as tmp:
+                fig.savefig(tmp, format="png", dpi=80)
+    finally:
+        plt.close(fig)
     return fig

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from ddp_worker import use_simple_head
+from converters.atomic_file import GLOB as TEMPORARIES
 from matnet import distributed
 from matnet.datasets.local_paths import env_name
 from matnet.synthetic import dbSynthetic, make_places, save_tiny_net
@@ -184,7 +185,8 @@ def test_mid_epoch_save_of_two_processes_resumes_in_one(runs, data, monkeypatch)
 def test_extraction_shards_merge_to_the_same_bytes(runs):
     for which in ("db", "q"):
         assert (runs / f"two_{which}.bin").read_bytes() == (runs / f"one_{which}.bin").read_bytes()
-    assert not [p.name for p in runs.iterdir() if ".shard" in p.name or ".partial" in p.name or ".tmp" in p.name]
+    assert not [p.name for p in runs.iterdir() if ".shard" in p.name or ".partial" in p.name]
+    assert not list(runs.glob(TEMPORARIES))
 
 
 def test_only_rank0_writes_the_log(runs):

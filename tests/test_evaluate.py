@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from converters.atomic_file import GLOB as TEMPORARIES
 from converters.bin_features import BinFeatureError, read_bin, write_bin
 from converters.matfile import savemat
 from matnet.datasets import dbBase
@@ -190,7 +191,7 @@ def test_bin_round_trip_matlab_order(tmp_path):
     np.testing.assert_array_equal(read_bin(tmp_path / "f.bin", D=4), feats)
     with pytest.raises(BinFeatureError, match="not a multiple of D=5"):
         read_bin(tmp_path / "f.bin", D=5)
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not list(tmp_path.glob(TEMPORARIES))
 
 
 # ---------------------------------------------------------------- testCoreRank

@@ -8,6 +8,7 @@ import torch
 
 import converters
 import matnet
+from converters.atomic_file import GLOB as TEMPORARIES
 from converters.matfile import MatFileError, MatObject, loadmat, savemat
 from matnet.train.checkpoint import saveNet
 from matnet.train.opts import TrainWeaklyOpts
@@ -68,7 +69,7 @@ def test_load_net_every_kind_by_content(tmp_path):
 def test_save_net_by_extension_round_trip(tmp_path, name, fmt, objects):
     net = matnet.load_net(savemat(tmp_path / "src.mat", {"net": released_net()}))
     out = matnet.save_net(net, tmp_path / name, **({"format": fmt} if fmt else {}))
-    assert out == tmp_path / name and not list(tmp_path.glob("*.tmp"))
+    assert out == tmp_path / name and not list(tmp_path.glob(TEMPORARIES))
     back = matnet.load_net(out)
     torch.testing.assert_close(_forward(back), _forward(net), rtol=0, atol=0)
     assert [l.name for l in back.layers] == [l.name for l in net.layers]

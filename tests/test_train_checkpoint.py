@@ -1,6 +1,7 @@
 import numpy as np
 import torch
 
+from converters.atomic_file import GLOB as TEMPORARIES
 from converters.matfile import loadmat
 from matnet.simplenn import SimpleNN
 from matnet.train.checkpoint import load_checkpoint, saveNet
@@ -26,7 +27,7 @@ def test_checkpoint_as_matlab_saves_it(tmp_path):
     assert np.asarray(raw["opts"]["recallNs"]).shape == (1, 2) and raw["opts"]["sessionID"] == "ab12"
     # the latest copy is identical and no temporary file is left
     assert (tmp_path / "ab12_latest.mat").read_bytes() == (tmp_path / "ab12_ep000001_latest.mat").read_bytes()
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not list(tmp_path.glob(TEMPORARIES))
     back = load_checkpoint(tmp_path / "ab12_latest.mat")
     assert [c.tolist() for c in back["auxData"]["negCache"]] == [[4, 0], [], [2]]
     assert back["opts"].to_dict() == opts.to_dict()

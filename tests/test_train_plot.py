@@ -1,6 +1,7 @@
 import numpy as np
 from PIL import Image
 
+from converters.atomic_file import GLOB as TEMPORARIES
 from matnet.plots import _smooth, plotResults
 from matnet.train.opts import TrainWeaklyOpts
 
@@ -30,7 +31,7 @@ def test_plot_results_png(tmp_path):
                        "val": {"recall": r[:, :1] * 0.4, "rankloss": np.float64(0.6)}}
     plotResults(obj, opts, {"numTrain": 40}, outFn=tmp_path / "b.png")
     assert (tmp_path / "b.png").stat().st_size > (tmp_path / "a.png").stat().st_size
-    assert not list(tmp_path.glob("*.tmp.png"))
+    assert not list(tmp_path.glob(TEMPORARIES))
 
 
 def test_one_recall_scale_across_plots(tmp_path):
@@ -47,4 +48,4 @@ def test_one_recall_scale_across_plots(tmp_path):
     assert panel.get_ylim() == ax2.get_ylim() == (0.0, 100.0)
     assert panel.get_ylabel() == ax2.get_ylabel() == "recall@N (%)"
     np.testing.assert_allclose(ax2.lines[0].get_ydata(), [50, 60, 70])  # fractions drawn as percent
-    assert Image.open(tmp_path / "r.png").size[0] > 100 and not list(tmp_path.glob("*.tmp.png"))
+    assert Image.open(tmp_path / "r.png").size[0] > 100 and not list(tmp_path.glob(TEMPORARIES))

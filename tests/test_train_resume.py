@@ -25,7 +25,7 @@ from matnet.train.checkpoint import load_checkpoint
 OPTS = dict(netID="tiny", layerName="conv3", batchSize=2, nNegChoice=8, nNegCap=3, nNegCache=4, margin=0.5,
             learningRate=0.05, useGPU=False, numThreads=2, saveFrequency=4, compFeatsFrequency=6,
             nTestSample=1000, nTestRankSample=12, recallNs=[1, 2, 5, 10], backPropToLayer="conv2", test0=False)
-LEFTOVER = re.compile(r".*(\.tmp|\.partial|\.partial\.json|\.lock|_(train|val)_(q|db)\.bin)$")
+LEFTOVER = re.compile(r".*(\.matnet-tmp|\.partial|\.partial\.json|\.lock|_(train|val)_(q|db)\.bin)$")
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,8 @@ def test_killed_in_checkpoint0_extraction_resumes_where_it_stopped(env, monkeypa
     opts = {**OPTS, "computeBatchSize": 1}
     q0 = f"{dbT.name}_tiny_conv3_vlad_preL2_intra_q.bin"
     # 12 queries, computeBatchSize 1: two chunks of 8 and 4 images; killed while writing the second
-    _killed_run(data, out, [q0 + ".partial", 2], sessionID="c0", nEpoch=1, computeBatchSize=1)
+    # (fsyncs: chunk 1's rows, its .partial.json, chunk 2's rows)
+    _killed_run(data, out, [q0 + ".partial", 3], sessionID="c0", nEpoch=1, computeBatchSize=1)
     assert not (out / q0).exists() and (out / (q0 + ".partial")).exists()
     from matnet import extract
     real, starts = extract._Checkpoint.resume, {}

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from converters.atomic_file import GLOB as TEMPORARIES
 from matnet.datasets.local_paths import env_name
 from matnet.layers.heads import layerTotalMaxPool, layerWholeL2Normalize
 from matnet.simplenn import SimpleNN
@@ -113,7 +114,7 @@ def test_interrupted_mid_epoch_then_resumed(env, monkeypatch):
         torch.testing.assert_close(x, y, rtol=0, atol=0)
     np.testing.assert_array_equal(a["obj"]["train"]["loss"], b["obj"]["train"]["loss"])
     np.testing.assert_array_equal(a["obj"]["train"]["recall"], b["obj"]["train"]["recall"])
-    assert not list(out.glob("*.tmp")) and not list(out.glob("*_cache_*.bin"))
+    assert not list(out.glob(TEMPORARIES)) and not list(out.glob("*_cache_*.bin"))
 
 
 def test_bad_options(env):
@@ -225,7 +226,7 @@ def test_concurrent_checkpoint0_writers_do_not_corrupt(env):
     [t.join() for t in ts]
     f = read_bin(fn, n=dbT.numQueries)
     assert f.shape == (dbT.numQueries, 32) and np.all(np.isfinite(f))
-    assert not [p for p in out.iterdir() if ".tmp" in p.name or ".partial" in p.name]
+    assert not [p for p in out.iterdir() if ".partial" in p.name] and not list(out.glob(TEMPORARIES))
 
 
 def test_nNegChoice_above_a_querys_negatives_refused_before_any_feature(env, monkeypatch):

@@ -28,6 +28,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+from converters.atomic_file import atomic_path, write_text
 from converters.dbstruct import DbStructError
 
 from ..images import resolve_image_path
@@ -110,17 +111,12 @@ def export_vpr(specFn, root, outDir, copy: bool = False, force: bool = False, lo
         target.mkdir(parents=True, exist_ok=True)
         for src, name in rows:
             dst = target / name
-            tmp = target / f".{name}.tmp"
-            if tmp.is_symlink() or tmp.exists():
-                tmp.unlink()
-            if copy:
-                shutil.copyfile(src, tmp)
-            else:
-                os.symlink(src.resolve(), tmp)
-            os.replace(tmp, dst)
+            with atomic_path(dst, sync=copy) as tmp:
+                if copy:
+                    shutil.copyfile(src, tmp)
+                else:
+                    os.symlink(src.resolve(), tmp)
         listing = split / f"{part}_images_paths.txt"
-        tmp = listing.with_name(listing.name + ".tmp")
-        tmp.write_text("".join(name + "\n" for _, name in rows))
-        os.replace(tmp, listing)
+        write_text(listing, "".join(name + "\n" for _, name in rows))
         log(f"{target}: {len(rows)} images ({'copied' if copy else 'linked'}), order in {listing.name}")
     return split

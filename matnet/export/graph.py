@@ -15,13 +15,14 @@ and refuses the file above :data:`PROBE_TOLERANCE` relative error.
 """
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from converters.atomic_file import atomic_path
 
 from ..descriptor_net import DescriptorNet
 from ..simplenn import SimpleNN
@@ -131,20 +132,16 @@ def verify_export(path, fmt: str, net: SimpleNN, dims: int | None = None,
     return v
 
 
-def _atomic(out, write, check=None) -> Path:
-    """Call ``write(tmp_path)``, then ``check(tmp_path)`` (which raises to refuse the
-    file), then rename the temporary file to ``out``; on any error nothing is left."""
+def write_atomically(out, write, check=None) -> Path:
+    """Call ``write(tmp_path)`` (a str), then ``check(tmp_path)`` (which raises to refuse the
+    file), then rename the temporary file to ``out`` (its folder created when missing); on
+    any error nothing is left (:func:`converters.atomic_file.atomic_path`)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = str(out.with_name(f".{out.name}.{os.getpid()}.tmp"))  # created by write(): umask permissions
-    try:
-        write(tmp)
+    with atomic_path(out) as tmp:
+        write(str(tmp))
         if check is not None:
-            check(tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+            check(str(tmp))
     return out
 
 
@@ -189,7 +186,7 @@ def export_graph(net: SimpleNN, out, fmt: str, dims: int | None = None, opset: i
 
     def check(tmp):
         found.append(verify_export(tmp, fmt, net, dims))
-    path = _atomic(out, WRITERS[fmt](net, dims, opset), check if verify else None)
+    path = write_atomically(out, WRITERS[fmt](net, dims, opset), check if verify else None)
     return path, (found[0] if found else None)
 
 

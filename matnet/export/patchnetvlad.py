@@ -46,7 +46,7 @@ import torch
 from ..layout import conv_filters_to_torch
 from ..nn import NetVLAD
 from ..simplenn import SimpleNN
-from .graph import _atomic
+from .graph import write_atomically
 from .vgg16_layout import VGG16_WIDTHS, parse_vgg16_netvlad, wpca_rows
 
 TARGET = "patchnetvlad"
@@ -95,4 +95,4 @@ def export_patchnetvlad(net: SimpleNN, out, dims: int | None = None):
     epoch = np.asarray(net.meta.get("epoch", 0), dtype=np.float64).reshape(-1)
     ckpt = {"epoch": int(epoch[0]) if epoch.size else 0, "best_score": 0.0,
             "state_dict": patchnetvlad_state_dict(net, dims)}
-    return _atomic(out, lambda tmp: torch.save(ckpt, tmp))
+    return write_atomically(out, lambda tmp: torch.save(ckpt, tmp))

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from converters.atomic_file import atomic_write
 from converters.matfile import savemat
 
 PX_PER_M = 2.0  # facade pixels per metre along the street
@@ -98,9 +99,8 @@ def _occlude(im: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
 
 def _save_jpg(path: Path, im: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(np.clip(im + 0.5, 0, 255).astype(np.uint8)).save(tmp, format="JPEG", quality=92)
-    tmp.replace(path)
+    with atomic_write(path) as f:
+        Image.fromarray(np.clip(im + 0.5, 0, 255).astype(np.uint8)).save(f, format="JPEG", quality=92)
 
 
 def make_split(root, spec: SplitSpec, imSize=(64, 80), dbSpacing: float = 5.0,

@@ -3,13 +3,12 @@ obj, opts and auxData as MATLAB's trainWeakly saves them (-v7.3, atomic)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
 
+from converters.atomic_file import atomic_path
 from converters.matfile import loadmat, savemat, whosmat
 from converters.network import net_from_vars, net_to_struct
 
@@ -19,11 +18,6 @@ from .opts import TrainWeaklyOpts
 def checkpointFn(opts: TrainWeaklyOpts, ID: str) -> str:
     """``<outPrefix><sessionID>_<ID>.mat`` (ID e.g. 'ep000003_latest' or 'latest')."""
     return f"{opts.outPrefix}{opts.sessionID}_{ID}.mat"
-
-
-def unique_tmp(fn) -> str:
-    """A temporary name next to ``fn`` that no other process uses."""
-    return f"{fn}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
 
 
 def _obj_to_mat(obj: dict) -> dict:
@@ -82,9 +76,8 @@ def saveNet(net, obj: dict, opts: TrainWeaklyOpts, auxData: dict, ID: str, descr
     latest = checkpointFn(opts, "latest")
     savemat(fn, {"net": net_to_struct(net), "obj": _obj_to_mat(obj), "opts": opts.to_struct(),
                  "auxData": _aux_to_mat(auxData)})  # atomic (a temporary file renamed)
-    tmp = unique_tmp(latest)
-    shutil.copyfile(fn, tmp)
-    os.replace(tmp, latest)
+    with atomic_path(latest) as tmp:
+        shutil.copyfile(fn, tmp)
     return fn
 
 

@@ -40,6 +40,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from converters.atomic_file import temporary_regex
+
 from .. import distributed
 from ..extract import compute_device, serialAllFeats
 from ..images import ImageNetworkError, imread_uint8, mean_colour  # the reader serialAllFeats uses
@@ -816,8 +818,9 @@ def remove_session_temporaries(opts: TrainWeaklyOpts) -> None:
     complete feature files of computeAllFeats (deleted after reading)."""
     folder = os.path.dirname(opts.outPrefix) or "."
     base = re.escape(os.path.basename(opts.outPrefix) + opts.sessionID)
-    ours = rf"\.?{base}_(latest\.mat|ep\d{{6}}_latest\.mat|ep\d{{6}}_cache_b\d{{6}}_(q|db)\.bin|{_FEATS})"
-    temporary = re.compile(rf"{ours}(\.[^/]*)?\.(tmp|partial|partial\.json|shard\d+of\d+(\.json)?)")
+    ours = rf"{base}_(latest\.mat|ep\d{{6}}_latest\.mat|ep\d{{6}}_cache_b\d{{6}}_(q|db)\.bin|{_FEATS})"
+    resumable = r"\.shard\d+of\d+(\.json)?|(\.shard\d+of\d+)?\.partial(\.json)?"  # serialAllFeats' state
+    temporary = re.compile(rf"{ours}({resumable})|{temporary_regex(rf'{ours}({resumable})?')}")
     features = re.compile(rf"{base}_{_FEATS}")
     for name in os.listdir(folder):
         if temporary.fullmatch(name) or features.fullmatch(name):
