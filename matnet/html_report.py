@@ -26,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .predictions import Predictions, atomic_write
+from converters.atomic_file import atomic_write
+
+from .predictions import Predictions
 
 HIGHLIGHT_NS = (1, 5, 10, 20, 25)
 DB_NAMES_BUDGET = 2_000_000  # characters of database names embedded at most

@@ -27,8 +27,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
+from converters.atomic_file import atomic_write
+
 from .images import resolve_image_path
-from .predictions import Predictions, atomic_write
+from .predictions import Predictions
 
 QUERY_COLOUR = (30, 90, 230)
 CORRECT_COLOUR = (0, 170, 0)

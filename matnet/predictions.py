@@ -28,25 +28,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
-try:
-    from converters.atomic_file import atomic_write
-except ImportError:  # until the shared writer is on main
-    import contextlib
-    import tempfile
-
-    @contextlib.contextmanager
-    def atomic_write(path, mode="wb"):
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".matnet-tmp")
-        try:
-            with os.fdopen(fd, mode) as f:
-                yield f
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+from converters.atomic_file import atomic_write
 
 COLUMNS = ["query_id", "query", "rank", "db_id", "db_image", "distance", "meters", "correct", "has_positive"]
 
