@@ -4,12 +4,15 @@ the evaluation's result stem: ``<stem>_predictions.csv`` (:mod:`matnet.predictio
 ``<stem>_report.html`` (:mod:`matnet.html_report`)."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+import numpy as np
+
 from .html_report import write_report
 from .panels import write_panels
-from .predictions import build_predictions, write_predictions_csv
+from .predictions import atomic_write, build_predictions, write_predictions_csv
 
 
 def check_save_predictions(n, recallNs) -> int:
@@ -49,3 +52,23 @@ def save_prediction_files(db, test_db, recorded: dict, stem, recallNs, recall, i
     log(f"wrote {csvFn} ({pred.queries.size} queries x top-{pred.n}) and {html} "
         f"({os.path.getsize(html) / 2**20:.1f} MiB)")
     return out
+
+
+def write_run(db, recorded: dict, stem, recallNs, recall, network: str, test_db=None, protocol: str = "matlab",
+              images: bool = True, log=print) -> Path:
+    """The prediction files of a testFromFn run (``recorded`` = its ``opts['predictions']``)
+    and a minimal JSON record ``<stem>_recall.json`` naming them, as ``matnet evaluate``
+    writes (what ``matnet report`` compares; the demo uses it).  Returns the record's path."""
+    stem = Path(stem)
+    recall = [float(r) for r in np.asarray(recall).ravel()]
+    info = {"network": network, "dataset": f"{db.name} ({db.numQueries} queries, {db.numImages} database images)",
+            "protocol": protocol}
+    files = save_prediction_files(db, db if test_db is None else test_db, recorded, stem, recallNs, recall, info,
+                                  images=images, log=log)
+    record = {"network": network, "dataset": db.name, "protocol": protocol, "num_queries": int(db.numQueries),
+              "num_images": int(db.numImages), "recallNs": [int(n) for n in recallNs],
+              "results": [{"recall": recall, **files}], "predictions_csv": files["predictions_csv"]}
+    path = Path(f"{stem}_recall.json")
+    with atomic_write(path, "w") as f:
+        json.dump(record, f, indent=1)
+    return path

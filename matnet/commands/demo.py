@@ -4,7 +4,10 @@ Generates three synthetic streets (train/val/test, :mod:`matnet.synthetic`) and 
 small base network, then runs the MATLAB demo's chain: loadNet -> addLayers
 (clusters) -> trainWeakly -> pickBestNet -> addPCA -> serialAllFeats -> testFromFn,
 and prints recall@1/5/10 on the test street, off-the-shelf vs trained (plotted at
-N = 1..25 in <out>/output/<session>_test_recall.png).  Everything goes under --out.
+N = 1..25 in <out>/output/<session>_test_recall.png).  It ends with ``matnet report``'s
+comparison of off-the-shelf and trained on the test street: the queries training fixed
+and broke, McNemar's test, and an HTML page with both runs' top-10 per query
+(<out>/output/demo_offtheshelf_..._vs_..._comparison.html).  Everything goes under --out.
 """
 from __future__ import annotations
 
@@ -17,7 +20,9 @@ import torch
 
 from ..add_layers import addLayers
 from ..datasets.local_paths import env_name
+from ..prediction_files import write_run
 from ..recall_at_n import testFromFn
+from ..run_comparison import compare_runs
 from ..extract import serialAllFeats
 from ..images import imread_uint8
 from ..pca import addPCA
@@ -63,14 +68,20 @@ def _mean_colour(db) -> np.ndarray:
 # recall@N computed on the test street: printed at 1, 5, 10 and plotted at all of them
 RECALL_NS = [1, 2, 3, 4, 5, 10, 15, 20, 25]
 PRINTED_NS = [1, 5, 10]
+SAVED_PREDICTIONS = 10  # top-N per query kept for the closing report (off-the-shelf vs trained)
 
 
-def _test(net, db, tag: str, out: str, threads: int, precision: str = "exact") -> np.ndarray:
-    """recall@RECALL_NS of ``net`` on ``db`` (serialAllFeats + testFromFn)."""
+def _test(net, db, tag: str, out: str, threads: int, precision: str = "exact", runs: dict | None = None):
+    """recall@RECALL_NS of ``net`` on ``db`` (serialAllFeats + testFromFn); with ``runs``,
+    the top-SAVED_PREDICTIONS of each query and a record (``matnet evaluate``'s files)
+    are written too and the record's path kept in ``runs[tag]``."""
     dbFn, qFn = f"{out}demo_{tag}_{db.name}_db.bin", f"{out}demo_{tag}_{db.name}_q.bin"
     serialAllFeats(net, db.dbPath, db.dbImageFns, dbFn, useGPU=False, numThreads=threads, precision=precision)
     serialAllFeats(net, db.qPath, db.qImageFns, qFn, useGPU=False, numThreads=threads, precision=precision)
-    recall, _, _, opts = testFromFn(db, dbFn, qFn, recallNs=RECALL_NS)
+    recall, _, _, opts = testFromFn(db, dbFn, qFn, recallNs=RECALL_NS,
+                                    savePredictions=SAVED_PREDICTIONS if runs is not None else 0)
+    if runs is not None:
+        runs[tag] = write_run(db, opts["predictions"], f"{out}demo_{tag}_{db.name}", RECALL_NS, recall, tag)
     return np.asarray(recall)
 
 
@@ -94,8 +105,9 @@ def run(args) -> int:
                       outPrefix=out)
     offNet = addLayers(loadNet("tiny", "conv3"), opts, dbTrain)  # the same clusters (cached in initData)
     p = args.precision
-    rows = [("off-the-shelf", _test(offNet, dbTest, "offtheshelf", out, args.threads, p)),
-            (f"trained (epoch {bestEpoch})", _test(bestNet, dbTest, f"{sessionID}_best", out, args.threads, p)),
+    runs = {}
+    rows = [("off-the-shelf", _test(offNet, dbTest, "offtheshelf", out, args.threads, p, runs)),
+            (f"trained (epoch {bestEpoch})", _test(bestNet, dbTest, f"{sessionID}_best", out, args.threads, p, runs)),
             (f"trained + WPCA {args.pca_dim}", _test(finalNet, dbTest, f"{sessionID}_wpca", out, args.threads, p))]
     print(f"\n[demo] test street '{dbTest.name}': {dbTest.numImages} database images, {dbTest.numQueries} queries")
     cols = [RECALL_NS.index(n) for n in PRINTED_NS]
@@ -112,5 +124,10 @@ def run(args) -> int:
           "transfer to the test street at this scale)")
     print(f"[demo] plots: {out}{sessionID}_training.png (training curves, validation recall), {recallPlot} "
           f"(the test recall above)")
+    print("\n[demo] which test queries training fixed and broke (matnet report):")
+    cmp = compare_runs(runs["offtheshelf"], runs[f"{sessionID}_best"], out, log=lambda s: print("  " + s))
+    print(f"[demo] report: {out}{Path(runs['offtheshelf']).name[:-len('_recall.json')]}_vs_"
+          f"{Path(runs[f'{sessionID}_best']).name[:-len('_recall.json')]}_comparison.html "
+          f"({cmp['mcnemar']['fixed']} fixed, {cmp['mcnemar']['broken']} broken at N = 1)")
     print(f"[demo] done in {time.time() - t0:.0f} s")
     return 0
