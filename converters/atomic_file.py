@@ -45,33 +45,43 @@ def _remove(tmp: Path) -> None:
 
 
 @contextmanager
-def atomic_path(path, sync: bool = True) -> Iterator[Path]:
+def atomic_path(path, sync: bool = True, replace: bool = True) -> Iterator[Path]:
     """Yield a temporary path next to ``path`` for a writer that takes a file name (h5py,
     torch.save, onnx, savefig); when the block ends without error the file written there
     is fsynced and renamed to ``path``.  On an error the temporary is removed (the target
     is untouched) and the error raised again.  The writer creates the file, so it gets the
     umask's permissions.  ``sync`` False: no fsync (a symbolic link, whose target is not
-    ours to flush)."""
+    ours to flush).  ``replace`` False: never replace an existing ``path``, even one
+    another process created while this one wrote: the temporary is hard-linked to
+    ``path`` (atomic, fails when the name exists: FileExistsError naming it)."""
     path = Path(path)
     tmp = temporary_name(path)
     try:
         yield tmp
         if sync:
             _fsync(tmp)
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise FileExistsError(f"{path}: the file already exists") from None
+            _remove(tmp)
     except BaseException:
         _remove(tmp)
         raise
 
 
 @contextmanager
-def atomic_write(path, mode: str = "wb", **open_kw):
+def atomic_write(path, mode: str = "wb", replace: bool = True, **open_kw):
     """Yield the open temporary file (``open(tmp, mode, **open_kw)``) of ``path``; when
     the block ends without error it is flushed, fsynced, closed and renamed to ``path``;
-    on an error it is removed and the target left as it was."""
+    on an error it is removed and the target left as it was.  ``replace`` as
+    :func:`atomic_path`'s."""
     if not mode.startswith("w"):
         raise ValueError(f"atomic_write: mode must write a new file ('w', 'wb', ...), got {mode!r}")
-    with atomic_path(path, sync=False) as tmp:  # synced here, through the open file
+    with atomic_path(path, sync=False, replace=replace) as tmp:  # synced here, through the open file
         with open(tmp, mode, **open_kw) as f:
             yield f
             f.flush()

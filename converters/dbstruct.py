@@ -117,12 +117,16 @@ def dbstruct_fields(whichSet: str, dbImageFns, utmDb, qImageFns, utmQ, posDistTh
 def save_dbstruct(path, dbStruct: dict, force: bool = False) -> Path:
     """Write ``dbStruct`` (see :func:`dbstruct_fields`) to ``path`` as MATLAB's ``save``
     writes the released specs (v5, doubles stored compactly); an existing file is an
-    error unless ``force``."""
+    error unless ``force``, also one created by a concurrent run while this one wrote."""
     from converters.mat5 import savemat5
     path = Path(path)
+    msg = f"{path}: the spec file already exists (pass --force / force=True to replace it)"
     if path.exists() and not force:
-        raise DbStructError(f"{path}: the spec file already exists (pass --force / force=True to replace it)")
-    return savemat5(path, {"dbStruct": dbStruct})
+        raise DbStructError(msg)
+    try:  # without force, never replace a file another run created meanwhile (issue 24, case 6)
+        return savemat5(path, {"dbStruct": dbStruct}, replace=force)
+    except FileExistsError:
+        raise DbStructError(msg + "; another run wrote it meanwhile") from None
 
 
 def _number(v, field, path):

@@ -120,9 +120,12 @@ def _named(name: str, payload: bytes) -> bytes:
     return struct.pack("<II", miMATRIX, len(named)) + named
 
 
-def savemat5(path, mdict: dict) -> Path:
+def savemat5(path, mdict: dict, replace: bool = True) -> Path:
     """Write ``mdict`` (name -> value, see the module docstring) as MATLAB ``save -v7``
-    would, atomically (a temporary file in the same folder, then renamed)."""
+    would, atomically (a temporary file in the same folder, then renamed).  With
+    ``replace=False`` an existing ``path`` is never replaced, even one created by another
+    process while this one was writing: FileExistsError naming it (the temporary is then
+    hard-linked to ``path``, which fails atomically when the name exists)."""
     path = Path(path)
     header = f"MATLAB 5.0 MAT-file, Platform: GLNXA64, Created on: {time.strftime('%a %b %d %H:%M:%S %Y')}"
     out = [header.encode("ascii").ljust(116, b" ") + b"\0" * 8 + struct.pack("<H", 0x0100) + b"IM"]
@@ -132,6 +135,6 @@ def savemat5(path, mdict: dict) -> Path:
         z = zlib.compress(_named(name, _value(v, name)))
         out.append(struct.pack("<II", miCOMPRESSED, len(z)) + z)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as f:
+    with atomic_write(path, replace=replace) as f:
         f.write(b"".join(out))
     return path

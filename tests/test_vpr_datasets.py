@@ -1,5 +1,6 @@
 """The VPR folder format both ways: dbVPR, `matnet dataset import vpr` (dbStruct written as
 MATLAB writes the released specs), `matnet dataset export` and the round trip, bad inputs."""
+import json
 import os
 import re
 import struct
@@ -426,3 +427,58 @@ def test_export_a_spec_imported_from_a_vpr_folder(tmp_path):
     a, b = load_dbstruct(specs / "mine_test.mat"), load_dbstruct(specs / "again_test.mat")
     assert a["dbImageFns"] == b["dbImageFns"] and a["qImageFns"] == b["qImageFns"]
     np.testing.assert_array_equal(a["utmDb"], b["utmDb"])
+
+
+def test_concurrent_imports_never_replace_each_other(tmp_path, monkeypatch):
+    """Case 6: two `dataset import` runs without --force both passed the existence check,
+    and one spec silently replaced the other.  Now the write itself refuses."""
+    root, specs = tmp_path / "mine", tmp_path / "specs"
+    make_vpr(root, "test", [[0.0, 5.0], [0.0, 0.0]], [[1.0], [0.0]])
+    from converters import mat5
+    real, calls = mat5._named, []
+
+    def other_run_writes_first(*a):  # the other run writes its spec between our checks and our rename
+        if not calls:
+            calls.append(1)
+            save_dbstruct(specs / "mine_test.mat", dbstruct_fields("other", ["x.jpg"], np.zeros((2, 1)), [],
+                                                                    np.zeros((2, 0))))
+        return real(*a)
+    monkeypatch.setattr(mat5, "_named", other_run_writes_first)
+    with pytest.raises(DbStructError, match=r"mine_test.mat: the spec file already exists .*another run wrote it"):
+        import_specs("vpr", root, "mine", specs, log=lambda *a: None)
+    assert load_dbstruct(specs / "mine_test.mat")["whichSet"] == "other"  # the other run's spec is intact
+    assert not [p for p in os.listdir(specs) if p.endswith(".tmp")]
+    monkeypatch.undo()
+    import_specs("vpr", root, "mine", specs, force=True, log=lambda *a: None)  # --force replaces
+    assert load_dbstruct(specs / "mine_test.mat")["whichSet"] == "test"
+
+
+def test_killed_export_is_not_imported_as_complete(tmp_path, monkeypatch):
+    """Case 8: a killed `dataset export` was imported as a smaller dataset (4,776 of 15,000
+    queries).  Now the export marks completion last and dbVPR / import refuse the split."""
+    root, specs, out = tmp_path / "Pittsburgh", tmp_path / "specs", tmp_path / "vpr"
+    specs.mkdir()
+    pitts_like(root, specs)
+    from matnet.datasets import vpr_export
+    calls = []
+    real = os.symlink
+
+    def killed_after_20(src, dst):
+        calls.append(dst)
+        if len(calls) > 10:
+            raise KeyboardInterrupt("killed")
+        real(src, dst)
+    monkeypatch.setattr(vpr_export.os, "symlink", killed_after_20)
+    with pytest.raises(KeyboardInterrupt):
+        vpr_export.export_vpr(specs / "pitts30k_test.mat", root, out, log=lambda *a: None)
+    monkeypatch.undo()
+    marker = out / "images" / "test" / "matnet_export.json"
+    with pytest.raises(VPRFormatError, match=r"matnet_export.json: the export of .*pitts30k_test.mat into .* did not "
+                                             r"finish \(16 database, 3 queries images expected\); rerun"):
+        dbVPR(out, "test")
+    with pytest.raises(VPRFormatError, match="did not finish"):
+        import_specs("vpr", out, "p", tmp_path / "new", log=lambda *a: None)
+    vpr_export.export_vpr(specs / "pitts30k_test.mat", root, out, force=True, log=lambda *a: None)
+    assert json.loads(marker.read_text())["complete"] is True
+    db = dbVPR(out, "test")
+    assert (db.numImages, db.numQueries) == (16, 3)

@@ -62,7 +62,7 @@ def import_specs(fmt: str, root, name: str, specDir, posDistThr=25, cities=None,
         if out.exists() and not force:
             raise DbStructError(f"{out}: the spec file already exists (pass --force to replace it)")
     for db, out in zip(dbs, outs):
-        save_dbstruct(out, dbstruct_of(db), force=True)
+        save_dbstruct(out, dbstruct_of(db), force=force)
         log(f"{out}: {db.numImages} database images, {db.numQueries} queries (whichSet {db.whichSet})")
     return outs
 

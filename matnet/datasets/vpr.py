@@ -11,7 +11,7 @@ from .db_base import dbBase
 from .local_paths import folder
 from .tokyo247 import first_per_panorama
 from .tokyo_tm import dbTokyoTimeMachine
-from .vpr_format import VPRFormatError, list_images, month_stamp, parse_name
+from .vpr_format import VPRFormatError, check_export_complete, list_images, month_stamp, parse_name
 
 DATABASE, QUERIES = "database", "queries"
 
@@ -53,6 +53,7 @@ class dbVPR(dbBase):
         self.specFn = str(root)
         prefix = f"images/{whichSet}/"
         lists = {}
+        check_export_complete(split_folder(root, whichSet, DATABASE).parent)
         for part in (DATABASE, QUERIES):
             sub = split_folder(root, whichSet, part)
             if not sub.parent.is_dir():

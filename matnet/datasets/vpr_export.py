@@ -2,7 +2,9 @@
 
 Writes ``<out>/images/<whichSet>/{database,queries}/<name>`` for every image of the spec
 and ``<out>/images/<whichSet>/{database,queries}_images_paths.txt`` listing them in the
-spec's order, so dbVPR, VPR-methods-evaluation and a re-import keep MATLAB's image ids.
+spec's order, so dbVPR, VPR-methods-evaluation and a re-import keep MATLAB's image ids,
+and ``<out>/images/<whichSet>/matnet_export.json`` marking the export complete (written
+last; dbVPR refuses a split whose export did not finish).
 Files are the originals, unchanged: Tokyo 24/7 keeps its PNG database and its
 native-size queries (the downloader's ``format_tokyo247.py`` re-encodes the database
 and resizes queries to 480 px).  Labels filled per dataset (what the spec and its
@@ -22,6 +24,7 @@ UTM is written with 2 decimals, so positions come back to within 0.005 m.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -34,7 +37,7 @@ from converters.dbstruct import DbStructError
 from ..images import resolve_image_path
 from .spec import db_from_spec
 from .utm_inverse import utm_to_latlon
-from .vpr_format import VPRFormatError, make_name, parse_name
+from .vpr_format import EXPORT_MARKER, VPRFormatError, make_name, parse_name
 
 _PITTS_NAME = re.compile(r"^(\d+)_pitch(\d+)_yaw(\d+)$")
 _TOKYO247_DB = re.compile(r"^(.{22})_(\d+)_(\d+)$")
@@ -106,6 +109,9 @@ def export_vpr(specFn, root, outDir, copy: bool = False, force: bool = False, lo
         if target.is_dir() and any(target.iterdir()) and not force:
             raise DbStructError(f"{target}: folder exists and is not empty (pass --force to write into it)")
         plan[part] = rows
+    marker = split / EXPORT_MARKER
+    split.mkdir(parents=True, exist_ok=True)
+    write_marker(marker, specFn, {p: len(r) for p, r in plan.items()}, complete=False)
     for part, rows in plan.items():
         target = split / part
         target.mkdir(parents=True, exist_ok=True)
@@ -119,4 +125,16 @@ def export_vpr(specFn, root, outDir, copy: bool = False, force: bool = False, lo
         listing = split / f"{part}_images_paths.txt"
         write_text(listing, "".join(name + "\n" for _, name in rows))
         log(f"{target}: {len(rows)} images ({'copied' if copy else 'linked'}), order in {listing.name}")
+    write_marker(marker, specFn, {p: len(r) for p, r in plan.items()}, complete=True)  # last: the export is whole
     return split
+
+
+def write_marker(path: Path, specFn, counts: dict, complete: bool) -> None:
+    """``<out>/images/<split>/matnet_export.json``: the spec, the image counts and whether
+    the export finished, replaced atomically.  Written with ``complete: false`` before the
+    first image and rewritten with ``true`` after the last listing, so a killed export is
+    recognised by :func:`check_export_complete` (dbVPR, ``dataset import``) instead of
+    being read as a smaller dataset (issue 24, case 8: 4,776 of 15,000 queries)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"spec": str(specFn), "images": counts, "complete": complete}) + "\n")
+    os.replace(tmp, path)

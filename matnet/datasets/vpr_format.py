@@ -161,3 +161,25 @@ def walk_images(folder) -> list[str]:
 
     visit(str(folder), "", ())
     return out
+
+
+EXPORT_MARKER = "matnet_export.json"
+
+
+def check_export_complete(split_folder) -> None:
+    """A split written by ``matnet dataset export`` (it holds ``matnet_export.json``) must
+    have finished: VPRFormatError naming the marker and the spec otherwise.  Folders
+    without the marker (any other VPR dataset) are not concerned."""
+    import json
+    marker = Path(split_folder) / EXPORT_MARKER
+    if not marker.is_file():
+        return
+    try:
+        m = json.loads(marker.read_text())
+        complete, spec, counts = bool(m["complete"]), m.get("spec", "?"), m.get("images", {})
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise VPRFormatError(f"{marker}: unreadable export marker ({e}); rerun matnet dataset export --force") from None
+    if not complete:
+        raise VPRFormatError(f"{marker}: the export of {spec} into {split_folder} did not finish "
+                             f"({', '.join(f'{v} {k}' for k, v in counts.items())} images expected); rerun "
+                             f"matnet dataset export --force, or remove the folder")
