@@ -81,3 +81,19 @@ def test_no_hand_written_temporaries_left():
                 if re.search(r"""\.tmp\b["'.]|mkstemp|NamedTemporaryFile|\bunique_tmp\b""", line):
                     offenders.append(f"{f.relative_to(root)}:{i}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_atomic_write_without_replace_never_replaces(tmp_path):
+    """replace=False (issue 24, case 6): a file that exists, or appears while writing, is
+    kept; FileExistsError names it and no temporary is left."""
+    from converters.atomic_file import atomic_write
+    target = tmp_path / "spec.mat"
+    with pytest.raises(FileExistsError, match="spec.mat: the file already exists"):
+        with atomic_write(target, replace=False) as f:
+            f.write(b"mine")
+            target.write_bytes(b"theirs")  # another run, meanwhile
+    assert target.read_bytes() == b"theirs" and not list(tmp_path.glob("*.matnet-tmp"))
+    target.unlink()
+    with atomic_write(target, replace=False) as f:
+        f.write(b"mine")
+    assert target.read_bytes() == b"mine"

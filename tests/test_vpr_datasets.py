@@ -447,7 +447,7 @@ def test_concurrent_imports_never_replace_each_other(tmp_path, monkeypatch):
     with pytest.raises(DbStructError, match=r"mine_test.mat: the spec file already exists .*another run wrote it"):
         import_specs("vpr", root, "mine", specs, log=lambda *a: None)
     assert load_dbstruct(specs / "mine_test.mat")["whichSet"] == "other"  # the other run's spec is intact
-    assert not [p for p in os.listdir(specs) if p.endswith(".tmp")]
+    assert not list(specs.glob("*.matnet-tmp"))
     monkeypatch.undo()
     import_specs("vpr", root, "mine", specs, force=True, log=lambda *a: None)  # --force replaces
     assert load_dbstruct(specs / "mine_test.mat")["whichSet"] == "test"

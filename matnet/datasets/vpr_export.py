@@ -135,6 +135,4 @@ def write_marker(path: Path, specFn, counts: dict, complete: bool) -> None:
     first image and rewritten with ``true`` after the last listing, so a killed export is
     recognised by :func:`check_export_complete` (dbVPR, ``dataset import``) instead of
     being read as a smaller dataset (issue 24, case 8: 4,776 of 15,000 queries)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"spec": str(specFn), "images": counts, "complete": complete}) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps({"spec": str(specFn), "images": counts, "complete": complete}) + "\n")
