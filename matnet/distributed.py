@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from .device import uses_gpu
+
 TIMEOUT_ENV = "MATNET_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 1800.0
 
@@ -76,7 +78,7 @@ def init_from_env(useGPU: bool = False) -> bool:
     group already exists, nothing happens.  Returns :func:`is_distributed`."""
     if "WORLD_SIZE" not in os.environ or not dist.is_available() or dist.is_initialized():
         return is_distributed()
-    gpu = bool(useGPU) and torch.cuda.is_available()
+    gpu = uses_gpu(bool(useGPU))
     if gpu:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group("nccl" if gpu else "gloo", timeout=datetime.timedelta(seconds=timeout_s()))

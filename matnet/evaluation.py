@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from converters.atomic_file import write_text
 
@@ -29,6 +28,7 @@ from .datasets.close_position import sqdist
 from .recall_at_n import RECALL_NS, testFromFn
 from .search import SearchOptions
 from .search.memory import chunk_rows, parse_bytes, streaming_cap
+from .device import uses_gpu
 from .extract import _fingerprint, computeRepresentation, seconds_per_image, serialAllFeats
 from .images import resolve_image_path, vl_imreadjpeg
 from .precision import check_precision
@@ -301,7 +301,7 @@ def evaluate_dataset(net, db, outDir, netName: str, dims=None, protocol: str = "
             parse_bytes(search.memoryCap)
         except ValueError as e:
             raise EvaluationError(f"--memory-cap {search.memoryCap}: {e}") from None
-    useGPU = torch.cuda.is_available() if useGPU is None else bool(useGPU)
+    useGPU = uses_gpu(useGPU)
     first = vl_imreadjpeg(resolve_image_path(Path(db.dbPath) / db.dbImageFns[0]))
     fullD = int(computeRepresentation(net, first, useGPU=useGPU, precision=precision).size)
     dims = check_dims(dims, fullD, netName)

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from converters.atomic_file import atomic_write, write_text
 
 from . import distributed
+from .device import compute_device
 from .images import ImageNetworkError, imread_uint8, mean_colour, resolve_image_path
 from .nettools import netPrepareForTest
 from .precision import check_precision
@@ -29,17 +30,6 @@ from .precision import forward as precision_forward
 from .simplenn import SimpleNN, failure_text
 
 _CHUNK_BATCHES = 8  # batches decoded, computed and checkpointed together
-
-
-def compute_device(useGPU) -> torch.device:
-    """The device for ``useGPU``: None = a GPU when present; True without CUDA warns
-    and runs on the CPU (MATLAB would fail in gpuArray)."""
-    if useGPU is None:
-        useGPU = torch.cuda.is_available()
-    if useGPU and not torch.cuda.is_available():
-        warnings.warn("useGPU=True but no CUDA device is available: running on the CPU")
-        useGPU = False
-    return torch.device("cuda" if useGPU else "cpu")
 
 
 def _mean(net: SimpleNN) -> np.ndarray:

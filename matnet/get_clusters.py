@@ -14,6 +14,7 @@ from tqdm import tqdm
 from converters.atomic_file import atomic_write
 from converters.artefacts import read_clusters, read_train_descs, write_clusters, write_train_descs
 
+from .device import compute_device
 from .images import subtract_average, vl_imreadjpeg
 from .option import opt
 from .simplenn import SimpleNN
@@ -87,7 +88,7 @@ def sample_train_descs(net: SimpleNN, dbTrain, useGPU: bool = False, nTrain: int
     descs_done, done = _load_partial(checkpoint, trainIDs)
     chunks = [] if descs_done is None else [descs_done]
     nTotal = sum(c.shape[1] for c in chunks)
-    device = torch.device("cuda" if useGPU and torch.cuda.is_available() else "cpu")
+    device = compute_device(bool(useGPU))
     was_training, old_device = net.training, net.device
     net.eval().to(device)
     paths = [os.path.join(str(dbTrain.dbPath), str(dbTrain.dbImageFns[i])) for i in trainIDs]

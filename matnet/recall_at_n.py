@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from converters.bin_features import BinFeatureError, bin_shape, read_bin
 
+from .device import compute_device
 from .predictions import PredictionRecorder
 from .search import SearchOptions, exact_searcher, knn, make_searcher
 from .search.exact import relja_l2normalize_rows
@@ -26,12 +27,6 @@ from .search.memory import SEARCH_BLOCK, streaming_cap
 from .search.streamed import StreamedDb
 
 RECALL_NS = [1, 2, 3, 4, 5] + list(range(10, 101, 5))
-
-
-def _device(device=None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def rawNnSearch(q, db, k: int = 1, device=None, memoryCap=None):
@@ -46,7 +41,7 @@ def rawNnSearch(q, db, k: int = 1, device=None, memoryCap=None):
     streamed in chunks that keep the search within that much memory, with the same result.
     """
     single = np.ndim(q) == 1
-    dev = _device(device)
+    dev = compute_device(device)
     qt = torch.as_tensor(np.atleast_2d(np.asarray(q, np.float32)) if not torch.is_tensor(q) else q)
     qt = torch.atleast_2d(qt).to(dev, torch.float32)
     shape = getattr(db, "shape", None) or np.shape(db)
@@ -132,7 +127,7 @@ def testCore(db, qFeat, dbFeat, nTestSample=math.inf, recallNs=RECALL_NS, printN
     max(recallNs)) in the dict ``predictions`` (keys queries, ids, ds; see
     :class:`~matnet.predictions.PredictionRecorder`).
     """
-    dev = _device(device)
+    dev = compute_device(device)
     search = SearchOptions() if search is None else search
 
     def wrap(raw):
@@ -185,7 +180,7 @@ def testCoreRank(db, qFeat, dbFeat, margin, nNegChoice, nTestSample=1000, rng=No
         raise ValueError(f"{getattr(db, 'name', 'db')}: no positives in the test")
     pos = [p for p, h in zip(pos, has) if h]
     negs = db.sampleNegsQ(toTest, nNegChoice, rng=rng)
-    dev = _device(device)
+    dev = compute_device(device)
     if isinstance(dbFeat, StreamedDb):  # only the rows needed, read from the map
         def db_rows(ids):
             ids = ids.cpu().numpy()

@@ -202,5 +202,7 @@ def test_computeRepresentation_input_checks(tmp_path):
         got = computeRepresentation(net, a, useGPU=False)
     np.testing.assert_allclose(got, reference(net, a), rtol=1e-5, atol=1e-4)
     if not torch.cuda.is_available():
+        from matnet import device
+        device._WARNED = False  # the fallback warning is given once per process
         with pytest.warns(UserWarning, match="no CUDA"):
             computeRepresentation(net, a.astype(np.float32), useGPU=True)

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("matnet", "converters", "reference")
 # lowest layer first; a module belongs to the longest prefix listed, else to 'pipeline'
 LAYERS = {"engine": ("matnet.layout", "matnet.layers", "matnet.simplenn", "matnet.nettools", "matnet.images",
-                     "matnet.option"),
+                     "matnet.option", "matnet.device"),
           "converters": ("converters",),
           "pipeline": ("matnet", "reference"),
           "commands": ("matnet.commands", "matnet.cli", "matnet.__main__")}

@@ -43,7 +43,8 @@ from tqdm import tqdm
 from converters.atomic_file import temporary_regex
 
 from .. import distributed
-from ..extract import compute_device, serialAllFeats
+from ..device import compute_device
+from ..extract import serialAllFeats
 from ..images import ImageNetworkError, imread_uint8, mean_colour  # the reader serialAllFeats uses
 from ..nettools import netOutputDim, netPrepareForTrain, whichLayer, layerNames
 from ..simplenn import failure_text
