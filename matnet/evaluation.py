@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.atomic_file import write_text
+from converters.atomic_file import atomic_write, write_text
 
 from .search.approximate import build_index
 from .datasets.close_position import sqdist
@@ -159,12 +159,8 @@ def network_name(outDir, name: str, netFile=None) -> str:
     for candidate in (name, hashed):
         claim = outDir / f"{candidate}.network"
         try:
-            tmp = outDir / f".{candidate}.network.{os.getpid()}.tmp"
-            tmp.write_text(resolved + "\n")
-            try:
-                os.link(tmp, claim)  # atomic: fails when the name is taken
-            finally:
-                tmp.unlink(missing_ok=True)
+            with atomic_write(claim, "w", replace=False) as f:  # fails when the name is taken
+                f.write(resolved + "\n")
             return candidate
         except FileExistsError:
             try:
