@@ -26,7 +26,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["load_net", "save_net"], "converters.network"),
     "vl_imreadjpeg": "matnet.images",
     **dict.fromkeys(["closePosition", "dbBase", "dbPitts", "dbTiny", "dbTokyo247", "dbTokyoTimeMachine",
-                     "dbVPR", "dbMSLS", "dbSpec", "db_from_spec", "localPaths"], "matnet.datasets"),
+                     "dbVPR", "dbMSLS", "dbSpec", "db_from_spec", "localPaths", "parse_dataset"], "matnet.datasets"),
     "addLayers": "matnet.add_layers",
     "getClusters": "matnet.get_clusters",
     **dict.fromkeys(["computeRepresentation", "serialAllFeats"], "matnet.extract"),

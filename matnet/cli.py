@@ -15,46 +15,75 @@ import sys
 
 from . import __version__
 
-# subcommand -> (module, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "selftest": ("matnet.commands.selftest", "build a small VGG-like SimpleNN, run it end to end, print its layer table"),
-    "convert": ("matnet.commands.convert", "convert a network between .mat (v7.3, struct variant, v5) and native .safetensors"),
-    "inspect": ("matnet.commands.inspect", "print a network file's layer table (name, type/class, weights, output size)"),
-    "reference": ("matnet.commands.reference", "run a released network on a real dataset and compare with the published recall"),
-    "evaluate": ("matnet.commands.evaluate", "evaluate a network on a VPR-folder, MSLS or dbStruct dataset: recall@N table, JSON record, plot"),
-    "dataset": ("matnet.commands.dataset", "import a VPR-folder or MSLS dataset as dbStruct specs, or export a spec as a VPR folder"),
-    "export": ("matnet.commands.export", "write a network as ONNX, TorchScript, or the weight files of Patch-NetVLAD/pytorch-NetVlad and hloc"),
-    "train": ("matnet.commands.train", "trainWeakly with every option under its MATLAB name (also under torchrun)"),
-    "features": ("matnet.commands.features", "serialAllFeats: a dataset's or a list's image representations to a .bin (also under torchrun)"),
-    "report": ("matnet.commands.report", "compare two evaluations query by query: fixed/broken queries, McNemar's test, HTML"),
-    "demo": ("matnet.commands.demo", "train and evaluate NetVLAD end to end on a synthetic dataset, offline, on the CPU"),
+# group -> {subcommand: (module, one-line help)}, in the order `matnet --help` lists them
+GROUPS: dict[str, dict[str, tuple[str, str]]] = {
+    "use": {
+        "demo": ("matnet.commands.demo", "train and evaluate NetVLAD on synthetic data, offline, on the CPU"),
+        "evaluate": ("matnet.commands.evaluate", "recall@N of a network on a dataset: table, JSON record, plot"),
+        "features": ("matnet.commands.features", "serialAllFeats: image representations to a .bin (also torchrun)"),
+        "report": ("matnet.commands.report", "compare two evaluations query by query (fixed, broken, McNemar)"),
+    },
+    "data": {
+        "dataset": ("matnet.commands.dataset", "import VPR-folder or MSLS datasets as specs; export one as a VPR folder"),
+    },
+    "train": {
+        "train": ("matnet.commands.train", "trainWeakly with every MATLAB option (also under torchrun)"),
+    },
+    "inspect/convert/export": {
+        "inspect": ("matnet.commands.inspect", "a network file's layer table (name, type, weights, output size)"),
+        "convert": ("matnet.commands.convert", "a network between .mat (v7.3, struct, v5) and .safetensors"),
+        "export": ("matnet.commands.export", "a network as ONNX, TorchScript, Patch-NetVLAD/pytorch-NetVlad or hloc"),
+    },
+    "check": {
+        "selftest": ("matnet.commands.selftest", "build a small SimpleNN and run it end to end (no data needed)"),
+        "reference": ("matnet.commands.reference", "a released network on a real dataset vs the published recall"),
+    },
 }
+# subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {name: v for group in GROUPS.values() for name, v in group.items()}
 
 DESCRIPTION = """\
 matnet: NetVLAD (Arandjelovic et al.) and MatConvNet's SimpleNN in PyTorch, without MATLAB.
 Reads and writes the authors' released .mat networks, trains and evaluates with the
 original's options and file formats."""
 
+
+def _command_list() -> str:
+    width = max(map(len, COMMANDS)) + 2
+    lines = ["commands:"]
+    for group, commands in GROUPS.items():
+        lines.append(f"  {group}:")
+        lines += [f"    {name:<{width}}{help_}" for name, (_, help_) in commands.items()]
+    return "\n".join(lines)
+
+
 EPILOG = """\
 examples:
   matnet demo --out runs/demo               # the whole pipeline on synthetic data, offline
   matnet inspect vd16_pitts30k_conv5_3_vlad_preL2_intra_white.mat
-  matnet convert released.mat released.safetensors
+  matnet evaluate --net released.mat --dataset pitts30k_test --root ~/Databases/Pittsburgh
   matnet export released.mat --format onnx netvlad.onnx --dims 4096
   matnet <command> --help                   # the options of one command
 
+Every command and flag: README, section "Commands", and docs/commands.md.
 In Python: net = matnet.load_net(path) reads any of these network files."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="matnet", description=DESCRIPTION, epilog=EPILOG,
+    """The whole parser.  Imports each command module for its ``add_arguments``: these
+    import nothing heavy at module level (torch, numpy and matnet's pipeline load when a
+    command runs), so ``--help`` answers at once."""
+    parser = argparse.ArgumentParser(prog="matnet", usage="%(prog)s [-h] [--version] <command> ...",
+                                     description=DESCRIPTION + "\n\n" + _command_list(),
+                                     epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"matnet {__version__}",
                         help="print matnet's version and exit")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="<command>", title="commands")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<command>",
+                                help=argparse.SUPPRESS)  # listed by group in the description
     for name, (module, help_) in COMMANDS.items():
         mod = importlib.import_module(module)
-        p = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip().replace("``", ""),
+        p = sub.add_parser(name, prog=f"matnet {name}", description=(mod.__doc__ or help_).strip().replace("``", ""),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(_module=module)
         mod.add_arguments(p)

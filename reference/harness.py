@@ -54,21 +54,32 @@ def published_reference(network: str, dataset: str):
     return lookup
 
 
+def _folder_of(name: str) -> str | None:
+    """The image folder under the data root of a MATLAB dataset name."""
+    if name in DATASETS:
+        return DATASETS[name][1]
+    return ("Pittsburgh" if name.startswith("pitts") else "TokyoTM" if name.startswith(("tokyoTM", "tokyoTinyTM"))
+            else None)
+
+
 def run_reference(net_path, dataset: str, dims=(4096,), root=None, specDir=None, dbRoot=None,
                   outDir=None, useGPU=None, batchSize: int = 16, numThreads: int | None = None,
                   network_name: str | None = None, log=print, precision: str = "exact") -> dict:
     """Run the released network ``net_path`` on ``dataset`` and compare with the published numbers.
 
+    ``dataset``: any form :func:`matnet.datasets.parse_dataset` reads; a MATLAB name
+    (pitts30k_test, tokyo247, ...) has its spec under ``specDir`` (default
+    ``<root>/datasets``) and images under ``dbRoot`` (default ``<root>/Pittsburgh``,
+    ``Tokyo247``, ``TokyoTM``), ``root`` being the data root; published numbers are looked
+    up by the dataset's name (none for a dataset the paper does not report).
     ``dims``: output dimensionalities to evaluate (cropToDim for fewer than the full D).
     ``precision``: 'exact' (float32, the published setting) or 'fast' (bf16 trunk).
     Returns the JSON record (also written, with the plot, to ``outDir``)."""
     from converters.network import load_net
-    from matnet.datasets import db_from_spec
+    from matnet.datasets import parse_dataset
+    from matnet.datasets.named import MATLAB_NAMES
     from matnet.evaluation import EvaluationError, evaluate_dataset
 
-    if dataset not in DATASETS:
-        raise ReferenceError_(f"unknown dataset '{dataset}' (known: {', '.join(DATASETS)})")
-    spec, folder, qBatch = DATASETS[dataset]
     root = reference_root(root)
     net_path = Path(net_path)
     if not net_path.is_file() and root is not None:
@@ -76,17 +87,18 @@ def run_reference(net_path, dataset: str, dims=(4096,), root=None, specDir=None,
     if not net_path.is_file():
         raise ReferenceError_(f"network not found: {net_path} (put the released .mat under <root>/networks/)")
     name = network_name or net_path.stem
-    specDir = Path(specDir or (root / "datasets" if root else "."))
-    dbRoot = Path(dbRoot or (root / folder if root else "."))
+    if dataset in MATLAB_NAMES and root is not None:
+        specDir = specDir or root / "datasets"
+        folder = _folder_of(dataset)
+        dbRoot = dbRoot or (root / folder if folder else None)
     outDir = Path(outDir or (root / "output" if root else "."))
-    if not (specDir / f"{spec}.mat").is_file():
-        raise ReferenceError_(f"dataset spec not found: {specDir / (spec + '.mat')}")
-    db = db_from_spec(specDir / f"{spec}.mat", dbRoot)
-    log(f"root {dbRoot}")
+    db = parse_dataset(dataset, dbRoot, specDir)
+    qBatch = DATASETS[db.name][2] if db.name in DATASETS else None
+    log(f"root {db.dbPath}")
     try:
         return evaluate_dataset(load_net(net_path), db, outDir, name, dims=list(dims), protocol="matlab",
                                 useGPU=useGPU, batchSize=batchSize, qBatchSize=qBatch, numThreads=numThreads,
-                                reference=published_reference(name, dataset), netFile=net_path, log=log,
+                                reference=published_reference(name, db.name), netFile=net_path, log=log,
                                 precision=precision)
     except EvaluationError as e:
-        raise ReferenceError_(f"{e} under {dbRoot}") from e
+        raise ReferenceError_(f"{e} under {db.dbPath}") from e

@@ -91,10 +91,10 @@ def main(cfg_fn):
                         if chunks["n"] == ph["die_after"]:
                             os._exit(7)
                     extract._Checkpoint.append = append
-                rc = matnet_main(["features", "--net", str(data / "pre" / "matnet-tiny.mat"), "--spec",
-                                  str(data / "data" / "datasets" / "synth_train.mat"), "--dbRoot",
+                rc = matnet_main(["features", "--net", str(data / "pre" / "matnet-tiny.mat"), "--dataset",
+                                  f"spec:{data / 'data' / 'datasets' / 'synth_train.mat'}", "--root",
                                   str(data / "data" / "images"), "--which", ph["which"], "--out", ph["out"],
-                                  "--batchSize", str(ph["batchSize"]), "--useGPU", "false"])
+                                  "--batch-size", str(ph["batchSize"]), "--device", "cpu"])
                 if rc:
                     raise RuntimeError(f"matnet features: exit status {rc}")
     except Exception as e:

@@ -419,7 +419,7 @@ def test_cli_reports_bad_inputs_on_stderr_with_status_1(tmp_path, capsys):
     Image.fromarray(rgb(2, 3, 9)).save(tmp_path / "tiny.png")
     (tmp_path / "empty.txt").write_text("\n")
     (tmp_path / "list.txt").write_text("\n".join(fns + ["tiny.png"]))
-    base = ["features", "--net", str(net), "--imPath", str(tmp_path), "--useGPU", "false"]
+    base = ["features", "--net", str(net), "--root", str(tmp_path), "--useGPU", "false"]
     for lst, message in (("empty.txt", "image list is empty"), ("list.txt", r"tiny\.png: .*2 x 3 image.*pool1")):
         assert cli_main(base + ["--images", str(tmp_path / lst), "--out", str(tmp_path / "o.bin")]) == 1
         out, err = capsys.readouterr()

@@ -9,7 +9,8 @@ import pytest
 
 import matnet
 from converters.matfile import savemat
-from matnet.cli import build_parser, main
+from matnet.cli import COMMANDS, GROUPS, build_parser, main
+from matnet.commands.options import Deprecated
 from test_convert_network import released_net
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,12 +61,24 @@ def test_every_command_and_option_has_help():
     parser = build_parser()
     assert "NetVLAD" in parser.description and "load_net" in parser.epilog
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    helps = {c.dest: c.help for c in sub._choices_actions}
-    assert set(helps) == set(sub.choices)
+    assert set(COMMANDS) == set(sub.choices)
     for name, p in sub.choices.items():
-        assert helps[name], name
+        assert COMMANDS[name][1], name
         assert p.description and not p.description.startswith('"""'), name
         for action in p._actions:
-            if isinstance(action, argparse._HelpAction):
+            if isinstance(action, (argparse._HelpAction, Deprecated)):
                 continue
             assert action.help and action.help != argparse.SUPPRESS, f"matnet {name} {action.dest}: no help text"
+
+
+def test_matnet_help_groups_the_commands():
+    text = build_parser().format_help()
+    assert list(GROUPS) == ["use", "data", "train", "inspect/convert/export", "check"]
+    at = [text.index(f"  {g}:\n") for g in GROUPS]
+    assert at == sorted(at)  # the groups in order, each command listed once, under its group, with one line
+    for group, commands in GROUPS.items():
+        for name, (_, line) in commands.items():
+            rows = [r for r in text.splitlines() if r.startswith(f"    {name} ")]
+            assert len(rows) == 1 and rows[0].split(None, 1)[1] == line
+            assert at[list(GROUPS).index(group)] < text.index(rows[0])
+    assert 'README, section "Commands"' in text and "docs/commands.md" in text

@@ -11,7 +11,7 @@ from converters.dbstruct import dbstruct_fields, save_dbstruct
 from converters.network import save_net
 from dataset_makers import tiny_jpeg
 from matnet.cli import main as cli
-from matnet.commands.evaluate import parse_dataset
+from matnet.datasets import parse_dataset
 from matnet.recall_at_n import RECALL_NS, sample_queries
 from test_reference_harness import OUT, released_format_net
 
@@ -84,24 +84,24 @@ def test_evaluate_both_protocols_equal_brute_force(tmp_path, capsys):
         assert "   N  recall %  queries" in printed and "\n  20 " in printed
     assert any(not np.array_equal(seen["matlab", c], seen["vpr", c]) for c in (0, 5))  # the NMS mattered
     # the same set as a VPR folder, through the export: the vpr protocol gives the same numbers
-    assert cli(["dataset", "export", "--spec", str(specs / "tokyo247.mat"), "--root", str(root),
+    assert cli(["dataset", "export", "--dataset", f"spec:{specs / 'tokyo247.mat'}", "--root", str(root),
                 "--out", str(tmp_path / "vpr")]) == 0
     assert cli(["evaluate", "--net", str(net_file), "--dataset", f"vpr:{tmp_path / 'vpr'}:test", "--out", str(out),
-                "--protocol", "vpr", "--dims", "5", "--cpu"]) == 0
+                "--protocol", "vpr", "--dims", "5", "--device", "cpu"]) == 0
     rec = json.loads((out / "tiny_vpr_test_vpr_recall.json").read_text())
     np.testing.assert_allclose(rec["results"][0]["recall"], seen["vpr", 5], atol=1e-12)
     # ... and with the panorama ids of its names, the matlab protocol gives Tokyo 24/7's numbers
     assert cli(["evaluate", "--net", str(net_file), "--dataset", f"vpr:{tmp_path / 'vpr'}:test", "--out", str(out),
-                "--panorama-nms", "--dims", "5", "--cpu"]) == 0
+                "--panorama-nms", "--dims", "5", "--device", "cpu"]) == 0
     rec = json.loads((out / "tiny_vpr_test_matlab_recall.json").read_text())
     assert rec["protocol"] == "matlab" and rec["search_postprocess"] == "dbVPR"
     np.testing.assert_allclose(rec["results"][0]["recall"], seen["matlab", 5], atol=1e-12)
 
 
 def test_evaluate_bad_inputs(tmp_path, capsys):
-    with pytest.raises(ValueError, match="expected vpr:ROOT"):
+    with pytest.raises(ValueError, match="unknown dataset; expected .*spec:FILE.mat, vpr:ROOT"):
         parse_dataset("folder/without/kind")
-    with pytest.raises(ValueError, match="a spec needs --root"):
+    with pytest.raises(ValueError, match="give --root"):
         parse_dataset("spec:x.mat")
     with pytest.raises(ValueError, match="apply to vpr: datasets only"):
         parse_dataset("msls:/nowhere", panoramaNMS=True)
@@ -110,7 +110,7 @@ def test_evaluate_bad_inputs(tmp_path, capsys):
     (root / "query" / "00003.jpg").unlink()
     net_file = save_net(released_format_net().eval(), tmp_path / "tiny.mat")
     assert cli(["evaluate", "--net", str(net_file), "--dataset", f"spec:{specs / 'tokyo247.mat'}", "--root",
-                str(root), "--out", str(tmp_path / "o"), "--cpu"]) == 1
+                str(root), "--out", str(tmp_path / "o"), "--device", "cpu"]) == 1
     err = capsys.readouterr().err
     assert "0 database and 1 query images of tokyo247 are missing" in err and "00003.jpg" in err
     assert not (tmp_path / "o" / "tiny_tokyo247_db.bin").exists()
@@ -124,7 +124,7 @@ def test_evaluate_search_methods_report_their_check(tmp_path, capsys):
     utm_db, utm_q = tokyo_like(root, specs)
     net_file = save_net(released_format_net().eval(), tmp_path / "tiny.mat")
     base = ["evaluate", "--net", str(net_file), "--dataset", f"spec:{specs / 'tokyo247.mat'}", "--root", str(root),
-            "--out", str(out), "--cpu", "--batch-size", "8"]
+            "--out", str(out), "--device", "cpu", "--batchSize", "8"]
     assert cli(base) == 0
     exact = json.loads((out / "tiny_tokyo247_matlab_recall.json").read_text())
     assert exact["search_method"] == "exact" and "search_check" not in exact["results"][0]
@@ -179,7 +179,7 @@ def test_evaluate_bad_search_options_fail_before_extraction(tmp_path, capsys, op
     tokyo_like(root, specs)
     net_file = save_net(released_format_net().eval(), tmp_path / "tiny.mat")
     assert cli(["evaluate", "--net", str(net_file), "--dataset", f"spec:{specs / 'tokyo247.mat'}", "--root",
-                str(root), "--out", str(out), "--cpu"] + options) == 1
+                str(root), "--out", str(out), "--device", "cpu"] + options) == 1
     err = capsys.readouterr().err
     assert err.startswith("matnet: error: ") and message in err
     assert not out.exists() or not list(out.glob("*.bin"))  # nothing extracted

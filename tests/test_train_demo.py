@@ -3,6 +3,7 @@ import argparse
 import json
 
 from matnet.commands import demo
+from matnet import plots
 from matnet.plots import plot_recall_at_n
 
 
@@ -12,7 +13,7 @@ def test_demo_chain_runs(tmp_path, capsys, monkeypatch):
             monkeypatch.delenv(k)
     p = argparse.ArgumentParser()
     demo.add_arguments(p)
-    args = p.parse_args(["--out", str(tmp_path / "d"), "--epochs", "1", "--images", "40", "--queries", "16",
+    args = p.parse_args(["--out", str(tmp_path / "d"), "--n-epoch", "1", "--num-images", "40", "--num-queries", "16",
                          "--pca-dim", "16"])
     monkeypatch.setattr(demo, "_DEMO_OPTS", {**demo._DEMO_OPTS, "nTestRankSample": 16, "nNegChoice": 20})
     plotted = {}
@@ -21,7 +22,7 @@ def test_demo_chain_runs(tmp_path, capsys, monkeypatch):
         plotted.update(curves=curves, title=title)
         return plot_recall_at_n(path, curves, title)
 
-    monkeypatch.setattr(demo, "plot_recall_at_n", keep)
+    monkeypatch.setattr(plots, "plot_recall_at_n", keep)
     assert demo.run(args) == 0
     out = capsys.readouterr().out
     assert f"writing everything under {tmp_path / 'd'}" in out.splitlines()[0]

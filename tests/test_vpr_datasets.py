@@ -144,7 +144,7 @@ def test_export_import_round_trip_pitts(tmp_path):
     root, specs, out = tmp_path / "Pittsburgh", tmp_path / "specs", tmp_path / "vpr"
     specs.mkdir()
     pitts_like(root, specs)
-    assert cli(["dataset", "export", "--spec", str(specs / "pitts30k_test.mat"), "--root", str(root),
+    assert cli(["dataset", "export", "--dataset", "pitts30k_test", "--spec-dir", str(specs), "--root", str(root),
                 "--out", str(out)]) == 0
     first = sorted(os.listdir(out / "images" / "test" / "database"))[0]
     assert os.path.islink(out / "images" / "test" / "database" / first)  # symlinks by default
@@ -196,7 +196,7 @@ def test_export_tokyo247_keeps_png_and_panoramas(tmp_path):
     save_dbstruct(specs / "tokyo247.mat", dbstruct_fields("test", db_fns, utm_db, q_fns, utm_q))
     with warnings.catch_warnings():  # .jpg listed, .png read (reported once per process)
         warnings.simplefilter("ignore")
-        assert cli(["dataset", "export", "--spec", str(specs / "tokyo247.mat"), "--root", str(root),
+        assert cli(["dataset", "export", "--spec", str(specs / "tokyo247.mat"), "--root", str(root),  # old spelling
                     "--out", str(out)]) == 0
     names = (out / "images" / "test" / "database_images_paths.txt").read_text().splitlines()
     assert all(n.endswith("@.png") for n in names) and len(names) == 60

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import time
 
-from converters.network import load_net, save_net
-
 
 def add_arguments(p) -> None:
     p.add_argument("input", help="network file (.mat or .safetensors; the kind is read from its content)")
@@ -20,6 +18,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from converters.network import load_net, save_net
     t0 = time.perf_counter()
     net = load_net(args.input)
     t1 = time.perf_counter()

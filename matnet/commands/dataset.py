@@ -2,12 +2,15 @@
 
 ``import vpr ROOT --name NAME --spec-dir DIR`` writes ``DIR/NAME_<split>.mat`` for every
 split under ``ROOT/images/``; ``import msls ROOT ...`` for every MSLS split whose cities
-are under ``ROOT/train_val/``; ``export --spec SPEC.mat --root IMAGES --out DIR`` writes
-a spec's images as a VPR folder.  Names in imported specs are relative to ROOT.
+are under ``ROOT/train_val/``; ``export --dataset DATASET [--root IMAGES] --out DIR`` writes
+a dataset's images as a VPR folder (e.g. ``--dataset spec:SPEC.mat --root IMAGES``).  Names in
+imported specs are relative to ROOT.
 """
 from __future__ import annotations
 
 from pathlib import Path
+
+from . import options as o
 
 
 def add_arguments(p) -> None:
@@ -20,7 +23,7 @@ def add_arguments(p) -> None:
     imp.add_argument("format", choices=["vpr", "msls"], help="vpr (the @utm@ folder format) or msls")
     imp.add_argument("root", help="dataset root folder")
     imp.add_argument("--name", required=True, help="spec name prefix: writes <spec-dir>/<name>_<split>.mat")
-    imp.add_argument("--spec-dir", required=True, help="folder for the spec files")
+    o.add_spec_dir(imp, required=True, help="folder for the spec files", old=())
     imp.add_argument("--pos-dist-thr", type=float, default=25, help="positive distance threshold in m (default 25)")
     imp.add_argument("--cities", help="msls: comma-separated cities (default: the official train and val cities "
                      "present under <root>/train_val)")
@@ -29,10 +32,13 @@ def add_arguments(p) -> None:
                          description="Write the images of a NetVLAD spec (pitts30k/250k, tokyo247, tokyoTM, or "
                          "an imported one) as <out>/images/<whichSet>/{database,queries}/@utm...@ files, in the "
                          "spec's order (also listed in {database,queries}_images_paths.txt).")
-    exp.add_argument("--spec", required=True, help="dbStruct spec file (.mat)")
-    exp.add_argument("--root", required=True, help="the dataset's image root (as dbRoot: Pittsburgh/, Tokyo247/, "
-                     "TokyoTM/, or the root an imported spec's names are relative to)")
-    exp.add_argument("--out", required=True, help="output dataset root")
+    o.add_dataset(exp, help="the dataset to export (a released spec's dataset, an imported one, ...)",
+                  old=("--spec",))
+    o.add_root(exp, help="image root of a MATLAB-named or spec: dataset (as dbRoot: Pittsburgh/, Tokyo247/, "
+                         "TokyoTM/, or the root an imported spec's names are relative to; default: localPaths')",
+               old=())
+    o.add_spec_dir(exp, old=())
+    o.add_out(exp, required=True, help="output dataset root")
     exp.add_argument("--copy", action="store_true", help="copy the files instead of symlinking them")
     exp.add_argument("--force", action="store_true", help="write into non-empty output folders")
 
@@ -72,6 +78,8 @@ def run(args) -> int:
         cities = args.cities.split(",") if args.cities else None
         import_specs(args.format, args.root, args.name, args.spec_dir, args.pos_dist_thr, cities, args.force)
     else:
+        from ..datasets import parse_dataset
         from ..datasets.vpr_export import export_vpr
-        export_vpr(args.spec, args.root, args.out, copy=args.copy, force=args.force)
+        db = parse_dataset(args.dataset, args.root, args.spec_dir)
+        export_vpr(db, None, args.out, copy=args.copy, force=args.force)
     return 0

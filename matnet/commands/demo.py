@@ -15,24 +15,7 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from ..add_layers import addLayers
-from ..datasets.local_paths import env_name
-from ..prediction_files import write_run
-from ..recall_at_n import testFromFn
-from ..run_comparison import compare_runs
-from ..extract import serialAllFeats
-from ..images import imread_uint8
-from ..pca import addPCA
-from ..pick_best import pickBestNet
-from ..pretrained import loadNet
-from ..plots import plot_recall_at_n
-from ..synthetic import dbSynthetic, make_places, save_tiny_net
-from ..train.opts import TrainWeaklyOpts
-from ..train.train_weakly import trainWeakly
-
+from . import options as o
 
 # trainWeakly options of the demo (sized for 64x80 images and a few hundred images per street)
 _DEMO_OPTS = dict(netID="tiny", layerName="conv3", method="vlad_preL2_intra", batchSize=4, lrDownFreq=3,
@@ -41,27 +24,40 @@ _DEMO_OPTS = dict(netID="tiny", layerName="conv3", method="vlad_preL2_intra", ba
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--out", default="matnet-demo", metavar="DIR",
-                   help="folder for the synthetic data, networks, features and plots (default: ./%(default)s)")
-    p.add_argument("--epochs", type=int, default=8, help="training epochs (default: %(default)s)")
-    p.add_argument("--images", type=int, default=400, help="database images per street (default: %(default)s)")
-    p.add_argument("--queries", type=int, default=200, help="queries per street (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=0.0015, help="learning rate (default: %(default)s)")
-    p.add_argument("--pca-dim", type=int, default=128, help="whitened PCA dimension (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads (default: %(default)s)")
+    o.add_out(p, default="matnet-demo", help="folder for the synthetic data, networks, features and plots "
+                                             "(default: ./%(default)s)")
+    p.add_argument("--n-epoch", "--nEpoch", dest="n_epoch", type=int, default=8, metavar="N",
+                   help="training epochs, trainWeakly's nEpoch (default: %(default)s)")
+    p.add_argument("--num-images", dest="num_images", type=int, default=400, metavar="N",
+                   help="database images per street (default: %(default)s)")
+    p.add_argument("--num-queries", dest="num_queries", type=int, default=200, metavar="N",
+                   help="queries per street (default: %(default)s)")
+    p.add_argument("--learning-rate", "--learningRate", dest="learning_rate", type=float, default=0.0015,
+                   metavar="LR", help="trainWeakly's learningRate (default: %(default)s)")
+    p.add_argument("--pca-dim", "--pcaDim", dest="pca_dim", type=int, default=128, metavar="N",
+                   help="addPCA's pcaDim, the whitened PCA dimension (default: %(default)s)")
+    o.add_num_threads(p, default=2, help="CPU threads", old=("--threads",))
     p.add_argument("--seed", type=int, default=0, help="dataset and network seed (default: %(default)s)")
-    p.add_argument("--precision", choices=["exact", "fast"], default="exact",
-                   help="exact: float32 as MatConvNet (default); fast: bf16 trunk, float32 head (not in MATLAB)")
+    o.add_precision(p)
+    for old, new, dest, type_ in (("--epochs", "--n-epoch", "n_epoch", int),
+                                  ("--images", "--num-images", "num_images", int),
+                                  ("--queries", "--num-queries", "num_queries", int),
+                                  ("--lr", "--learning-rate", "learning_rate", float)):
+        o.deprecated(p, old, new, dest, type=type_)
 
 
 def _set_paths(root: Path) -> None:
+    from ..datasets.local_paths import env_name
     for field, sub in (("dsetSpecDir", "data/datasets"), ("pretrainedCNNs", "pretrained"),
                        ("initData", "initdata"), ("outPrefix", "output")):
         (root / sub).mkdir(parents=True, exist_ok=True)
         os.environ[env_name(field)] = str(root / sub) + "/"
 
 
-def _mean_colour(db) -> np.ndarray:
+def _mean_colour(db):
+    import numpy as np
+
+    from ..images import imread_uint8
     return np.mean([imread_uint8(db.dbPath + fn).reshape(-1, 3).mean(0) for fn in db.dbImageFns], axis=0)
 
 
@@ -75,6 +71,11 @@ def _test(net, db, tag: str, out: str, threads: int, precision: str = "exact", r
     """recall@RECALL_NS of ``net`` on ``db`` (serialAllFeats + testFromFn); with ``runs``,
     the top-SAVED_PREDICTIONS of each query and a record (``matnet evaluate``'s files)
     are written too and the record's path kept in ``runs[tag]``."""
+    import numpy as np
+
+    from ..extract import serialAllFeats
+    from ..prediction_files import write_run
+    from ..recall_at_n import testFromFn
     dbFn, qFn = f"{out}demo_{tag}_{db.name}_db.bin", f"{out}demo_{tag}_{db.name}_q.bin"
     serialAllFeats(net, db.dbPath, db.dbImageFns, dbFn, useGPU=False, numThreads=threads, precision=precision)
     serialAllFeats(net, db.qPath, db.qImageFns, qFn, useGPU=False, numThreads=threads, precision=precision)
@@ -86,29 +87,41 @@ def _test(net, db, tag: str, out: str, threads: int, precision: str = "exact", r
 
 
 def run(args) -> int:
+    import torch
+
+    from ..add_layers import addLayers
+    from ..pca import addPCA
+    from ..pick_best import pickBestNet
+    from ..pretrained import loadNet
+    from ..plots import plot_recall_at_n
+    from ..run_comparison import compare_runs
+    from ..synthetic import dbSynthetic, make_places, save_tiny_net
+    from ..train.opts import TrainWeaklyOpts
+    from ..train.train_weakly import trainWeakly
     t0 = time.time()
     torch.manual_seed(args.seed)
     root = Path(args.out).resolve()
     print(f"[demo] writing everything under {root}")
     _set_paths(root)
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.num_threads)
     print(f"[demo] synthetic streets in {root / 'data'}")
-    make_places(root / "data", numImages=args.images, numQueries=args.queries, imSize=(64, 80), seed=args.seed)
+    make_places(root / "data", numImages=args.num_images, numQueries=args.num_queries, imSize=(64, 80),
+                seed=args.seed)
     dbTrain, dbVal, dbTest = (dbSynthetic(s, root / "data") for s in ("train", "val", "test"))
     save_tiny_net(root / "pretrained", _mean_colour(dbTrain), imSize=(64, 80), seed=args.seed)
-    opts = TrainWeaklyOpts(**{**_DEMO_OPTS, "learningRate": args.lr, "nEpoch": args.epochs,
-                              "numThreads": args.threads, "precision": args.precision})
+    opts = TrainWeaklyOpts(**{**_DEMO_OPTS, "learningRate": args.learning_rate, "nEpoch": args.n_epoch,
+                              "numThreads": args.num_threads, "precision": args.precision})
     sessionID = trainWeakly(dbTrain, dbVal, opts)
     out = str(root / "output") + "/"
     bestEpoch, bestNet = pickBestNet(sessionID, 5, verbose=1, outPrefix=out)  # validation table
-    finalNet = addPCA(bestNet, dbTrain, pcaDim=args.pca_dim, doWhite=True, useGPU=False, numThreads=args.threads,
-                      outPrefix=out)
+    finalNet = addPCA(bestNet, dbTrain, pcaDim=args.pca_dim, doWhite=True, useGPU=False,
+                      numThreads=args.num_threads, outPrefix=out)
     offNet = addLayers(loadNet("tiny", "conv3"), opts, dbTrain)  # the same clusters (cached in initData)
-    p = args.precision
+    p, threads = args.precision, args.num_threads
     runs = {}
-    rows = [("off-the-shelf", _test(offNet, dbTest, "offtheshelf", out, args.threads, p, runs)),
-            (f"trained (epoch {bestEpoch})", _test(bestNet, dbTest, f"{sessionID}_best", out, args.threads, p, runs)),
-            (f"trained + WPCA {args.pca_dim}", _test(finalNet, dbTest, f"{sessionID}_wpca", out, args.threads, p))]
+    rows = [("off-the-shelf", _test(offNet, dbTest, "offtheshelf", out, threads, p, runs)),
+            (f"trained (epoch {bestEpoch})", _test(bestNet, dbTest, f"{sessionID}_best", out, threads, p, runs)),
+            (f"trained + WPCA {args.pca_dim}", _test(finalNet, dbTest, f"{sessionID}_wpca", out, threads, p))]
     print(f"\n[demo] test street '{dbTest.name}': {dbTest.numImages} database images, {dbTest.numQueries} queries")
     cols = [RECALL_NS.index(n) for n in PRINTED_NS]
     print(f"{'':28s} " + "  ".join(f"R@{n:<4d}" for n in PRINTED_NS))

@@ -24,24 +24,27 @@ from __future__ import annotations
 
 import time
 
-from converters.network import load_net
+from . import options as o
 
-from ..export import FORMATS
-from ..export.graph import WRITERS, export_graph
+# matnet.export.FORMATS' keys (not imported here: building the parser stays light; a test checks they agree)
+FORMAT_NAMES = ("hloc", "onnx", "patchnetvlad", "torchscript")
 
 
 def add_arguments(p) -> None:
     p.add_argument("network", help="network file (.mat, *_struct.mat, checkpoint or .safetensors)")
-    p.add_argument("--format", required=True, choices=sorted(FORMATS),
+    p.add_argument("--format", required=True, choices=FORMAT_NAMES,
                    help="what to write (see above)")
     p.add_argument("output", help="output file (written to a temporary name, then renamed)")
-    p.add_argument("--dims", type=int, default=None, metavar="D",
-                   help="descriptor dimensions to keep (cropToDim; default all)")
+    o.add_dims(p, help="descriptor dimensions to keep (cropToDim; default all)", repeat=False)
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="onnx/torchscript: do not run the written file against matnet before keeping it")
 
 
 def run(args) -> int:
+    from converters.network import load_net
+
+    from ..export import FORMATS
+    from ..export.graph import WRITERS, export_graph
     if args.dims is not None and args.dims < 1:
         raise ValueError(f"--dims must be positive, got {args.dims}")
     t0 = time.perf_counter()

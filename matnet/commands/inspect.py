@@ -8,12 +8,6 @@ size: :func:`matnet.nettools.size_free_problem`), naming the layer after the tab
 whose later rows show '-'.  '?' is kept for a size below the receptive field."""
 from __future__ import annotations
 
-import numpy as np
-import torch
-
-from converters.network import load_net
-
-from ..nettools import size_free_problem
 
 
 def add_arguments(p) -> None:
@@ -24,6 +18,7 @@ def add_arguments(p) -> None:
 
 def input_channels(net) -> int:
     """The channels of the network's input: averageImage's third dimension, else 3."""
+    import numpy as np
     avg = net.meta.get("normalization", {}).get("averageImage") if isinstance(net.meta, dict) else None
     return avg.shape[2] if isinstance(avg, np.ndarray) and avg.ndim == 3 else 3
 
@@ -32,6 +27,7 @@ def layer_table(net, size=(224, 224), problem=None) -> list[tuple[int, str, str,
     """(index, name, type/class, weight shapes, output H x W x C [= dim]) per layer.
     ``problem``: :func:`size_free_problem`'s (index, reason); that layer's row says it
     cannot run at any size and the later rows show '-'."""
+    import torch
     outs, x = [], torch.zeros(1, input_channels(net), *size)
     with torch.no_grad():
         for i, layer in enumerate(net.eval().layers):
@@ -51,6 +47,9 @@ def layer_table(net, size=(224, 224), problem=None) -> list[tuple[int, str, str,
 
 
 def run(args) -> int:
+    from converters.network import load_net
+
+    from ..nettools import size_free_problem
     net = load_net(args.file)
     problem = size_free_problem(net, input_channels(net))
     rows = [("#", "name", "type/class", "weights", "output HxWxC [dim]")] + \

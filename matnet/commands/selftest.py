@@ -9,17 +9,13 @@ under --out (about 8 minutes on one H100).  Without CUDA and without --device it
 so and exits with status 2; ``--device cpu --small`` is the CI run."""
 from __future__ import annotations
 
-import argparse
 import time
 
-import numpy as np
-import torch
-
-from ..nettools import swapLayersForEfficiency
-from ..simplenn import SimpleNN, vl_simplenn
+from . import options as o
 
 
 def tiny_vgg_structs(seed: int = 0) -> list[dict]:
+    import numpy as np
     rng = np.random.default_rng(seed)
     layers, cin = [], 3
     for block, (cout, convs) in enumerate([(16, 2), (32, 2), (64, 3)], start=1):
@@ -36,12 +32,6 @@ def tiny_vgg_structs(seed: int = 0) -> list[dict]:
     return layers
 
 
-def _use_gpu(v: str) -> str:
-    if v not in ("true", "false", "auto"):
-        raise argparse.ArgumentTypeError(f"invalid choice: {v!r} (choose from 'true', 'false', 'auto')")
-    return {"true": "cuda", "false": "cpu"}.get(v, v)
-
-
 def add_arguments(p) -> None:
     p.add_argument("--height", type=int, default=120, help="test image height (default: %(default)s)")
     p.add_argument("--width", type=int, default=160, help="test image width (default: %(default)s)")
@@ -49,10 +39,8 @@ def add_arguments(p) -> None:
     g.add_argument("--gpu", action="store_true", help="run the GPU suite (exactness and throughput of the GPU path)")
     g.add_argument("--out", metavar="DIR", default="gpu_suite",
                    help="folder of gpu_report.json and gpu_report.md (default: %(default)s)")
-    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
-                   help="where the suite runs: cuda (auto is cuda) or cpu (default: cuda, exit status 2 without it)")
-    g.add_argument("--useGPU", dest="device", metavar="{true,false,auto}", default=argparse.SUPPRESS, type=_use_gpu,
-                   help="MATLAB spelling of --device: true = cuda, false = cpu")
+    o.add_device(g, default=None, help="where the suite runs: cuda (auto is cuda) or cpu (default: cuda, exit "
+                                       "status 2 without it)")
     g.add_argument("--small", action="store_true",
                    help="small sizes: a VGG16-shaped network with fewer channels, 64x80 images (the CPU run of CI)")
 
@@ -75,6 +63,11 @@ def run_gpu_suite(args) -> int:
 def run(args) -> int:
     if getattr(args, "gpu", False):
         return run_gpu_suite(args)
+    import numpy as np
+    import torch
+
+    from ..nettools import swapLayersForEfficiency
+    from ..simplenn import SimpleNN, vl_simplenn
     net = SimpleNN.from_structs(tiny_vgg_structs(),
                                 meta={"normalization": {"averageImage": np.array([[[123.68, 116.779, 103.939]]],
                                                                                  np.float32)}})

@@ -1,66 +1,29 @@
-"""``matnet train --dbTrain D --dbVal D [--<option> VALUE ...]``: trainWeakly from the
-command line, every option under its MATLAB name (``--batchSize 4 --learningRate 1e-3
---backPropToLayer conv5_1 --jitterFlip true --recallNs 1 5 10``).
+"""``matnet train --db-train D --db-val D [--<option> VALUE ...]``: trainWeakly from the
+command line, every option kebab-case or under its MATLAB name (``--batch-size 4`` or
+``--batchSize 4``, ``--learning-rate 1e-3``, ``--back-prop-to-layer conv5_1``,
+``--jitter-flip true``, ``--recall-ns 1 5 10``).
 
-Datasets are MATLAB's names (``pitts30k_train``, ``pitts250k_val``, ``tokyoTM_train``,
-``tokyoTinyTM_val``), dbStruct spec files (``x.mat`` with ``--dbRoot``), or
-``vpr:ROOT:SPLIT`` / ``msls:ROOT:SPLIT``.  Resume with ``--sessionID ID --startEpoch E``.
-Run unchanged under ``torchrun --nproc_per_node=N -m matnet train ...`` to train on N
-processes (GPUs with ``--useGPU true``): the same result as one process.  Progress
-also goes to ``<outPrefix><sessionID>.log``.
+Datasets: MATLAB's names (``pitts30k_train``, ``pitts250k_val``, ``tokyoTM_train``,
+``tokyoTinyTM_val``), ``spec:FILE.mat`` (with ``--root``), ``vpr:ROOT[:split]`` or
+``msls:ROOT[:split][:city,city]``.  The base network is loadNet's (``--net-id``) from
+localPaths' pretrainedCNNs, ``--pretrained-cnns DIR`` or ``--base-net FILE``.  Resume with
+``--session-id ID --start-epoch E``.  Run unchanged under ``torchrun --nproc_per_node=N -m
+matnet train ...`` to train on N processes (GPUs with ``--device cuda``): the same result
+as one process.  A progress bar shows each epoch on a terminal; progress also goes to
+``<outPrefix><sessionID>.log``.
 """
 from __future__ import annotations
 
 import math
 import sys
 
-# one line per option (trainWeakly's README_more), in TrainWeaklyOpts' order
-HELP = {
-    "netID": "base network: loadNet's ID (caffe, vd16, tiny, ... or a file name in pretrainedCNNs)",
-    "layerName": "layer of the base network the head goes on (e.g. conv5, conv5_3)",
-    "method": "head: vlad_preL2_intra, vlad_preL2, vlad, vladv2_*, max, avg (+ _preL2)",
-    "batchSize": "queries per SGD step",
-    "learningRate": "initial learning rate",
-    "lrDownFreq": "divide the learning rate every this many epochs",
-    "lrDownFactor": "by this factor (the cache refresh period grows by it)",
-    "weightDecay": "weight decay",
-    "momentum": "SGD momentum",
-    "backPropToLayer": "train layers from this one up (1-based index or name)",
-    "fixLayers": "names of layers not to train",
-    "nNegChoice": "random negatives sampled per query",
-    "nNegCap": "at most this many violating negatives per tuple",
-    "nNegCache": "hardest negatives remembered per query",
-    "nEpoch": "epochs",
-    "margin": "triplet margin (squared distances)",
-    "excludeVeryHard": "drop negatives closer than the positive",
-    "jitterFlip": "flip tuples horizontally at random",
-    "jitterScale": "rescale tuples by one of these factors at random",
-    "sessionID": "run name (default: random); needed with startEpoch > 1",
-    "outPrefix": "output file prefix (default: localPaths' outPrefix)",
-    "dbCheckpoint0": "initial database features of dbTrain (.bin; computed when missing)",
-    "qCheckpoint0": "initial query features of dbTrain (.bin)",
-    "dbCheckpoint0val": "initial database features of dbVal (.bin)",
-    "qCheckpoint0val": "initial query features of dbVal (.bin)",
-    "checkpoint0suffix": "suffix of the default checkpoint0 names",
-    "info": "free text kept with the options",
-    "test0": "test the network before training",
-    "saveFrequency": "save every this many queries (inf: at epoch ends only)",
-    "compFeatsFrequency": "recompute the feature cache every this many queries",
-    "computeBatchSize": "images per batch when computing features",
-    "epochTestFrequency": "test every this many epochs",
-    "doDraw": "plot the progress to <outPrefix><sessionID>_progress.png",
-    "printLoss": "print every query's loss and the full recall tables",
-    "printBatchLoss": "print every batch's loss",
-    "nTestSample": "queries used to test recall",
-    "nTestRankSample": "queries used for the rank loss (0: none)",
-    "recallNs": "N of the recall@N to compute",
-    "useGPU": "train on the GPU (falls back to the CPU with a warning)",
-    "precision": "exact: float32 as MatConvNet; fast: bf16 trunk, float32 head (not in MATLAB)",
-    "numThreads": "image reading threads",
-    "startEpoch": "resume at this epoch (with sessionID)",
-}
+from . import options as o
+
+# filled in by trainWeakly itself: no flag
 _FILLED_BY_TRAINWEAKLY = {"dbTrainName", "dbValName", "backPropToLayerName", "backPropDepth",
                           "dbCheckpoint0_orig", "qCheckpoint0_orig"}
+# options with their own flag (options.py's concepts)
+_OWN_FLAG = {"useGPU"}
 
 
 def _bool(s: str) -> bool:
@@ -91,24 +54,48 @@ def _value(name: str, default, raw):
     return raw
 
 
+def option_flags(name: str) -> list[str]:
+    """The flags of trainWeakly option ``name``: kebab-case, plus the MATLAB name when it differs."""
+    k = "--" + o.kebab(name)
+    return [k] if k == f"--{name}" else [k, f"--{name}"]
+
+
+def option_help() -> dict[str, str]:
+    """Each option's help text, from TrainWeaklyOpts' fields (the one copy)."""
+    import dataclasses
+
+    from ..train.opts import TrainWeaklyOpts
+    return {f.name: f.metadata["help"] for f in dataclasses.fields(TrainWeaklyOpts) if "help" in f.metadata}
+
+
 def add_arguments(p) -> None:
     from ..train.opts import TrainWeaklyOpts
-    p.add_argument("--dbTrain", required=True, metavar="DATASET",
-                   help="training set: pitts30k_train, tokyoTM_train, a spec .mat, vpr:ROOT:SPLIT, msls:ROOT:SPLIT")
-    p.add_argument("--dbVal", required=True, metavar="DATASET", help="validation set (same forms)")
-    p.add_argument("--dbRoot", help="image folder of --dbTrain (default: localPaths' for named datasets)")
-    p.add_argument("--dbValRoot", help="image folder of --dbVal (default: --dbRoot)")
-    p.add_argument("--specDir", help="folder of the named datasets' specs (default: localPaths' dsetSpecDir)")
-    g = p.add_argument_group("trainWeakly options (MATLAB names; true/false for logicals, "
+    o.add_dataset(p, flag="--db-train", matlab="--dbTrain", dest="db_train", help="training set")
+    o.add_dataset(p, flag="--db-val", matlab="--dbVal", dest="db_val", help="validation set")
+    o.add_root(p, help="image root of a MATLAB-named or spec: --db-train (default: localPaths' folder of that "
+                       "dataset), and of --db-val unless --val-root")
+    p.add_argument("--val-root", metavar="DIR", help="image root of a MATLAB-named or spec: --db-val "
+                   "(default: --root)")
+    o.deprecated(p, "--dbValRoot", "--val-root", "val_root")
+    o.add_spec_dir(p)
+    p.add_argument("--base-net", metavar="FILE", help="the base network's MatConvNet file (one of loadNet's: "
+                   "imagenet-vgg-verydeep-16.mat, ...; sets --net-id when not given): instead of "
+                   "<pretrainedCNNs>/<file of --net-id>")
+    p.add_argument("--pretrained-cnns", "--pretrainedCNNs", dest="pretrained_cnns", metavar="DIR",
+                   help="localPaths' pretrainedCNNs, the folder of loadNet's base networks (default: localPaths')")
+    o.add_device(p, default=None, help="where to train: cuda (trainWeakly's useGPU true, the default: the CPU "
+                                       "with a warning when there is no GPU), cpu, or auto (the GPU when one "
+                                       "exists, without a warning)")
+    g = p.add_argument_group("trainWeakly options (MATLAB names also accepted; true/false for logicals, "
                              "space- or comma-separated lists)")
-    defaults = TrainWeaklyOpts()
+    defaults, helps = TrainWeaklyOpts(), option_help()
     for name in TrainWeaklyOpts.names():
-        if name in _FILLED_BY_TRAINWEAKLY:
+        if name in _FILLED_BY_TRAINWEAKLY or name in _OWN_FLAG:
             continue
         d = getattr(defaults, name)
         kw = {"nargs": "+"} if isinstance(d, list) else {}
-        g.add_argument(f"--{name}", dest=f"opt_{name}", metavar="V", default=None,
-                       help=f"{HELP[name]} (default: {d if d not in (None, '') else 'none'})", **kw)
+        g.add_argument(*option_flags(name), dest=f"opt_{name}", metavar="V", default=None,
+                       help=f"{helps[name]} (default: {d if d not in (None, '') else 'none'})", **kw)
 
 
 def options_from_args(args):
@@ -121,22 +108,64 @@ def options_from_args(args):
             try:
                 kw[name] = _value(name, getattr(defaults, name), raw)
             except ValueError as e:
-                raise ValueError(f"--{name}: {e}") from None
+                raise ValueError(f"{option_flags(name)[0]}: {e}") from None
+    device = getattr(args, "device", None)
+    if device is not None:
+        kw["useGPU"] = device == "cuda" or (device == "auto" and _gpu_present())
     return TrainWeaklyOpts(**kw)
+
+
+def _gpu_present() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
+def base_network(args, opts) -> None:
+    """``--base-net FILE`` / ``--pretrained-cnns DIR``: localPaths' pretrainedCNNs for this
+    process (what MATNET_PRETRAINED_CNNS sets), and netID from FILE's name.  FILE must be
+    named as loadNet's files are (trainWeakly names its caches and checkpoints after
+    netID); ValueError otherwise, or when FILE is absent or disagrees with --net-id."""
+    import os
+    from pathlib import Path
+
+    from ..datasets.local_paths import env_name
+    from ..pretrained import PRETRAINED
+    folder = args.pretrained_cnns
+    if args.base_net:
+        fn = Path(args.base_net).expanduser()
+        ids = [k for k, v in PRETRAINED.items() if v == fn.name]
+        if not ids:
+            raise ValueError(f"--base-net {fn}: not one of loadNet's files ("
+                             + ", ".join(f"{v} = {k}" for k, v in PRETRAINED.items()) + "); name it so")
+        if not fn.is_file():
+            raise FileNotFoundError(f"--base-net {fn}: no such file")
+        if args.opt_netID is not None and opts.netID != ids[0]:
+            raise ValueError(f"--base-net {fn} is netID {ids[0]}, but --net-id is {opts.netID}")
+        if folder is not None and Path(folder).expanduser().resolve() != fn.parent.resolve():
+            raise ValueError(f"--base-net {fn} is not in --pretrained-cnns {folder}")
+        opts.netID, folder = ids[0], str(fn.parent)
+    if folder is not None:
+        if not Path(folder).expanduser().is_dir():
+            raise FileNotFoundError(f"--pretrained-cnns {folder}: no such folder")
+        os.environ[env_name("pretrainedCNNs")] = str(Path(folder).expanduser()) + os.sep
 
 
 def run(args) -> int:
     from .. import distributed
-    from ..datasets.named import dataset_by_name
+    from ..datasets import parse_dataset
+    from ..datasets.named import takes_root
     from ..train.train_weakly import trainWeakly
     opts = options_from_args(args)
+    base_network(args, opts)
+    val_root = args.val_root or (args.root if takes_root(args.db_val) else None)
     try:
         with distributed.process_group(opts.useGPU):
-            dbTrain = dataset_by_name(args.dbTrain, args.dbRoot, args.specDir)
-            dbVal = dataset_by_name(args.dbVal, args.dbValRoot or args.dbRoot, args.specDir)
+            dbTrain = parse_dataset(args.db_train, args.root, args.spec_dir, what="--db-train")
+            dbVal = parse_dataset(args.db_val, val_root, args.spec_dir, what="--db-val")
             sessionID = trainWeakly(dbTrain, dbVal, opts)
             if distributed.is_rank0():
-                out = opts.outPrefix or "<outPrefix>"
+                from ..datasets.local_paths import localPaths
+                out = opts.outPrefix or localPaths()["outPrefix"]
                 print(f"trainWeakly {sessionID} done: {out}{sessionID}_latest.mat, log {out}{sessionID}.log")
     except distributed.DistributedError as e:
         print(f"matnet: error: {e}", file=sys.stderr)

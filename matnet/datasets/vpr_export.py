@@ -77,9 +77,11 @@ def dataset_kind(db) -> str:
 
 def export_vpr(specFn, root, outDir, copy: bool = False, force: bool = False, log=print) -> Path:
     """Export spec ``specFn`` whose images are under ``root`` (as ``db_from_spec``
-    reads it) to ``outDir`` (see the module docstring).  Every image is checked before
-    anything is written; an existing non-empty split folder is an error unless ``force``."""
-    db = db_from_spec(specFn, root)
+    reads it), or the dataset ``specFn`` (a dbBase; ``root`` unused), to ``outDir`` (see
+    the module docstring).  Every image is checked before anything is written; an
+    existing non-empty split folder is an error unless ``force``."""
+    db = specFn if hasattr(specFn, "dbImageFns") else db_from_spec(specFn, root)
+    specFn = getattr(db, "specFn", None) or db.name
     kind = dataset_kind(db)
     split = Path(outDir).expanduser() / "images" / db.whichSet
     plan = {}

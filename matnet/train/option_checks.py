@@ -11,8 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
-
-import numpy as np
+import sys
 
 
 def fail(name: str, value, allowed: str):
@@ -23,11 +22,23 @@ def fail(name: str, value, allowed: str):
     raise ValueError(f"option {name}={shown} ({type(value).__name__}) is not allowed: {name} must be {allowed}")
 
 
+def _is_array(v) -> bool:
+    """A numpy array (numpy is not imported here: a value can only be one when numpy is
+    loaded, and checking options must not load it, so that the command line stays light)."""
+    np = sys.modules.get("numpy")
+    return np is not None and isinstance(v, np.ndarray)
+
+
+def _is_numpy_scalar(v) -> bool:
+    np = sys.modules.get("numpy")
+    return np is not None and isinstance(v, np.generic)
+
+
 def _unwrap(v):
     """A 1-element numpy array or numpy scalar as a Python scalar; anything else as is."""
-    if isinstance(v, np.ndarray) and v.size == 1 and v.dtype.kind in "biuf":
+    if _is_array(v) and v.size == 1 and v.dtype.kind in "biuf":
         v = v.reshape(-1)[0]
-    return v.item() if isinstance(v, np.generic) else v
+    return v.item() if _is_numpy_scalar(v) else v
 
 
 def _is_number(v) -> bool:
@@ -112,7 +123,7 @@ def one_of(*allowed: str):
 def optional(check):
     """``check``, also allowing None (MATLAB's []; an empty string or list counts as [])."""
     def opt(name: str, value):
-        if value is None or (isinstance(value, (str, list, tuple, np.ndarray)) and len(value) == 0):
+        if value is None or ((isinstance(value, (str, list, tuple)) or _is_array(value)) and len(value) == 0):
             return None
         return check(name, value)
     return opt
@@ -120,7 +131,7 @@ def optional(check):
 
 def _as_list(value):
     """A list from a list, tuple, range or vector; None for anything else."""
-    if isinstance(value, np.ndarray):
+    if _is_array(value):
         return list(value.reshape(-1)) if value.ndim <= 1 or max(value.shape) == value.size else None
     if isinstance(value, (list, tuple, range)):
         return list(value)

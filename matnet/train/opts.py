@@ -17,7 +17,6 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 
 from . import option_checks as c
 
@@ -37,48 +36,63 @@ class TrainWeaklyOpts:
     features (see :mod:`matnet.precision`).
     """
 
-    netID: str = "caffe"
-    layerName: str = "conv5"
-    method: str = "vlad_preL2_intra"
-    batchSize: int = 4
-    learningRate: float = 1e-4
-    lrDownFreq: int = 5
-    lrDownFactor: float = 2
-    weightDecay: float = 1e-3
-    momentum: float = 0.9
-    backPropToLayer: Any = 1
-    fixLayers: list = field(default_factory=list)
-    nNegChoice: int = 1000
-    nNegCap: int = 10
-    nNegCache: int = 10
-    nEpoch: int = 30
-    margin: float = 0.1
-    excludeVeryHard: bool = False
-    jitterFlip: bool = False
-    jitterScale: list = field(default_factory=list)
-    sessionID: str | None = None
-    outPrefix: str | None = None
-    dbCheckpoint0: str | None = None
-    qCheckpoint0: str | None = None
-    dbCheckpoint0val: str | None = None
-    qCheckpoint0val: str | None = None
-    checkpoint0suffix: str = ""
-    info: str = ""
-    test0: bool = True
-    saveFrequency: int = 2000
-    compFeatsFrequency: int = 1000
-    computeBatchSize: int = 10
-    epochTestFrequency: int = 1
-    doDraw: bool = False
-    printLoss: bool = False
-    printBatchLoss: bool = False
-    nTestSample: int = 1000
-    nTestRankSample: int = 5000
-    recallNs: list = field(default_factory=_default_recall_ns)
-    useGPU: bool = True
-    precision: str = "exact"
-    numThreads: int = 12
-    startEpoch: int = 1
+    netID: str = field(default="caffe",
+                      metadata={"help": "base network: loadNet's ID (vd16, vd19, caffe, places; "
+                                        "tiny = matnet's demo network)"})
+    layerName: str = field(default="conv5",
+                          metadata={"help": "layer of the base network the head goes on (e.g. conv5, conv5_3)"})
+    method: str = field(default="vlad_preL2_intra",
+                       metadata={"help": "head: vlad_preL2_intra, vlad_preL2, vlad, vladv2_*, max, avg (+ _preL2)"})
+    batchSize: int = field(default=4, metadata={"help": "queries per SGD step"})
+    learningRate: float = field(default=1e-4, metadata={"help": "initial learning rate"})
+    lrDownFreq: int = field(default=5, metadata={"help": "divide the learning rate every this many epochs"})
+    lrDownFactor: float = field(default=2, metadata={"help": "by this factor (the cache refresh period grows by it)"})
+    weightDecay: float = field(default=1e-3, metadata={"help": "weight decay"})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
+    backPropToLayer: Any = field(default=1, metadata={"help": "train layers from this one up (1-based index or name)"})
+    fixLayers: list = field(default_factory=list, metadata={"help": "names of layers not to train"})
+    nNegChoice: int = field(default=1000, metadata={"help": "random negatives sampled per query"})
+    nNegCap: int = field(default=10, metadata={"help": "at most this many violating negatives per tuple"})
+    nNegCache: int = field(default=10, metadata={"help": "hardest negatives remembered per query"})
+    nEpoch: int = field(default=30, metadata={"help": "epochs"})
+    margin: float = field(default=0.1, metadata={"help": "triplet margin (squared distances)"})
+    excludeVeryHard: bool = field(default=False, metadata={"help": "drop negatives closer than the positive"})
+    jitterFlip: bool = field(default=False, metadata={"help": "flip tuples horizontally at random"})
+    jitterScale: list = field(default_factory=list,
+                             metadata={"help": "rescale tuples by one of these factors at random"})
+    sessionID: str | None = field(default=None,
+                                 metadata={"help": "run name (default: random); needed with startEpoch > 1"})
+    outPrefix: str | None = field(default=None,
+                                 metadata={"help": "output file prefix (default: localPaths' outPrefix)"})
+    dbCheckpoint0: str | None = field(default=None,
+                                     metadata={"help": "initial database features of dbTrain "
+                                                       "(.bin; computed when missing)"})
+    qCheckpoint0: str | None = field(default=None, metadata={"help": "initial query features of dbTrain (.bin)"})
+    dbCheckpoint0val: str | None = field(default=None, metadata={"help": "initial database features of dbVal (.bin)"})
+    qCheckpoint0val: str | None = field(default=None, metadata={"help": "initial query features of dbVal (.bin)"})
+    checkpoint0suffix: str = field(default="", metadata={"help": "suffix of the default checkpoint0 names"})
+    info: str = field(default="", metadata={"help": "free text kept with the options"})
+    test0: bool = field(default=True, metadata={"help": "test the network before training"})
+    saveFrequency: int = field(default=2000,
+                              metadata={"help": "save every this many queries (inf: at epoch ends only)"})
+    compFeatsFrequency: int = field(default=1000,
+                                   metadata={"help": "recompute the feature cache every this many queries"})
+    computeBatchSize: int = field(default=10, metadata={"help": "images per batch when computing features"})
+    epochTestFrequency: int = field(default=1, metadata={"help": "test every this many epochs"})
+    doDraw: bool = field(default=False,
+                        metadata={"help": "plot the training curves and validation recall to "
+                                          "<outPrefix><sessionID>_training.png"})
+    printLoss: bool = field(default=False, metadata={"help": "print every query's loss and the full recall tables"})
+    printBatchLoss: bool = field(default=False, metadata={"help": "print every batch's loss"})
+    nTestSample: int = field(default=1000, metadata={"help": "queries used to test recall"})
+    nTestRankSample: int = field(default=5000, metadata={"help": "queries used for the rank loss (0: none)"})
+    recallNs: list = field(default_factory=_default_recall_ns, metadata={"help": "N of the recall@N to compute"})
+    useGPU: bool = field(default=True, metadata={"help": "train on the GPU (falls back to the CPU with a warning)"})
+    precision: str = field(default="exact",
+                          metadata={"help": "exact: float32 as MatConvNet; fast: bf16 trunk, "
+                                            "float32 head (not in MATLAB)"})
+    numThreads: int = field(default=12, metadata={"help": "image reading threads"})
+    startEpoch: int = field(default=1, metadata={"help": "resume at this epoch (with sessionID)"})
     # --- filled in by trainWeakly (saved with the options, as MATLAB does)
     dbTrainName: str | None = None
     dbValName: str | None = None
@@ -130,6 +144,7 @@ class TrainWeaklyOpts:
     def to_struct(self) -> dict:
         """The MATLAB struct saved in checkpoints: [] as empty doubles, lists as row
         vectors (fixLayers as a cell of names), logicals as bool."""
+        import numpy as np
         out = {}
         for n in self.names():
             v = getattr(self, n)
@@ -191,11 +206,12 @@ def _copy(v):
     return list(v) if isinstance(v, (list, tuple)) else v
 
 
-def _scalar(a: np.ndarray):
+def _scalar(a):
     return a.reshape(-1)[0].item()
 
 
 def _from_matlab(v, default, name):
+    import numpy as np
     if isinstance(v, np.ndarray) and v.dtype != object and v.size == 0:
         if isinstance(default, list):
             return []
@@ -226,5 +242,6 @@ def _from_matlab(v, default, name):
 
 
 def _num(x):
+    import numpy as np
     x = x.item() if isinstance(x, np.generic) else x
     return int(x) if float(x).is_integer() else float(x)

@@ -299,7 +299,6 @@ def _setup(dbTrain, dbVal, opts: TrainWeaklyOpts) -> _Session:
         opts.sessionID = distributed.broadcast_json(secrets.token_hex(4), "sessionID")
     if not opts.outPrefix:
         opts.outPrefix = paths["outPrefix"]
-    _bin_path(opts.outPrefix + "x")
     device = compute_device(opts.useGPU)
     torch.set_num_threads(max(1, min(int(opts.numThreads), distributed.cpu_share())))
     nBatches = dbTrain.numQueries // opts.batchSize
@@ -333,6 +332,7 @@ def _setup(dbTrain, dbVal, opts: TrainWeaklyOpts) -> _Session:
     s.loader = _ImageLoader(net.meta["normalization"]["averageImage"], opts.numThreads)
     first = s.loader([dbTrain.dbPath + dbTrain.dbImageFns[0]])[0]
     s.origImS, s.firstImShape = min(first.shape[:2]), first.shape
+    _bin_path(opts.outPrefix + "x")  # made here, once the network is loaded: a run that fails earlier leaves no folder
     s.log = ProgressLog(f"{opts.outPrefix}{opts.sessionID}.log")
     s.log.write(f"trainWeakly {opts.sessionID}: epoch {opts.startEpoch}"
                 + (f" from batch {resumeBatch + 1}" if resumeBatch else "") + f" of {opts.nEpoch}, "
