@@ -10,7 +10,7 @@ from PIL import Image
 from converters.network import save_net
 from matnet import computeRepresentation
 from matnet.recall_at_n import relja_l2normalize_rows
-from matnet.hub import file_sha256
+from matnet.hub import cache_path, file_sha256, preprocess as hub_preprocess, resolve_weights
 from matnet.synthetic.vgg16_netvlad import vgg16_netvlad
 
 REPO = str(Path(__file__).resolve().parents[1])
@@ -100,7 +100,8 @@ def test_url_is_downloaded_into_the_hub_cache_and_checked(net, files, hub_dir):
     url = src.resolve().as_uri()  # file:// -- torch.hub's downloader, no network
     digest = file_sha256(src)
     model = torch.hub.load(REPO, "netvlad", weights=url, sha256=digest, source="local")
-    cached = hub_dir / "checkpoints" / src.name
+    cached = cache_path(url)
+    assert cached.parent.parent == hub_dir / "checkpoints" / "matnet" and cached.name == src.name
     assert cached.is_file() and file_sha256(cached) == digest
     ims = images(7)
     with torch.no_grad():
@@ -124,3 +125,28 @@ def test_local_file_errors(files, tmp_path):
         torch.hub.load(REPO, "netvlad", weights=str(files["mat"]), sha256="ab" * 32, source="local")
     with pytest.raises(FileNotFoundError, match="nothere.mat"):
         torch.hub.load(REPO, "netvlad", weights=str(tmp_path / "nothere.mat"), source="local")
+
+
+def test_cache_keyed_by_url_and_verified(net, files, hub_dir, tmp_path):
+    """Case 7: a second URL whose file had the same name returned the first, cached
+    network; a broken cached download was reused forever."""
+    other_net = vgg16_netvlad(WIDTHS, num_clusters=4, pca_dim=12, image_size=(48, 64), seed=6)
+    other = save_net(other_net, tmp_path / "elsewhere" / "net.safetensors")
+    url_a, url_b = files["safetensors"].resolve().as_uri(), other.resolve().as_uri()
+    ims = images(3)
+    with torch.no_grad():
+        a = torch.hub.load(REPO, "netvlad", weights=url_a, source="local")(hub_preprocess(ims)).numpy()
+        b = torch.hub.load(REPO, "netvlad", weights=url_b, source="local")(hub_preprocess(ims)).numpy()
+    np.testing.assert_allclose(a, expected(net, ims), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b, expected(other_net, ims), rtol=1e-5, atol=1e-6)
+    assert cache_path(url_a) != cache_path(url_b)
+    # a damaged cached file (truncated) is downloaded again, with a warning
+    cached = cache_path(url_b)
+    cached.write_bytes(cached.read_bytes()[:1000])
+    with pytest.warns(UserWarning, match="incomplete or changed.*downloading it again"):
+        path = resolve_weights(url_b)
+    assert file_sha256(path) == file_sha256(other)
+    # a cached file without its record (an interrupted download) is not trusted either
+    cached.with_name(cached.name + ".json").unlink()
+    with pytest.warns(UserWarning, match="no record"):
+        resolve_weights(url_b)
