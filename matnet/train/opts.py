@@ -33,7 +33,9 @@ class TrainWeaklyOpts:
     ``recallNs`` defaults to [1:5, 10:5:100]; ``useGPU`` falls back to the CPU with a
     warning when no GPU exists.  ``precision`` is not in MATLAB: 'exact' (default; float32,
     TF32 off) or 'fast' (bf16 trunk, float32 head), for the training tuples and the
-    features (see :mod:`matnet.precision`).
+    features (see :mod:`matnet.precision`).  ``tensorboard`` is not in MATLAB either: a
+    folder for TensorBoard scalars of the losses and validation recalls (see
+    :mod:`matnet.train.tensorboard_log`; needs the optional ``tensorboard`` extra).
     """
 
     netID: str = field(default="caffe",
@@ -91,6 +93,10 @@ class TrainWeaklyOpts:
     precision: str = field(default="exact",
                           metadata={"help": "exact: float32 as MatConvNet; fast: bf16 trunk, "
                                             "float32 head (not in MATLAB)"})
+    tensorboard: str | None = field(default=None,
+                                    metadata={"help": "folder for TensorBoard scalars: losses, learning rate, "
+                                                      "recalls (not in MATLAB; needs pip install "
+                                                      "'matnet[tensorboard]'; rank 0 writes under torchrun)"})
     numThreads: int = field(default=12, metadata={"help": "image reading threads"})
     startEpoch: int = field(default=1, metadata={"help": "resume at this epoch (with sessionID)"})
     # --- filled in by trainWeakly (saved with the options, as MATLAB does)
@@ -195,6 +201,7 @@ _CHECKS = {
     "computeBatchSize": _count, "epochTestFrequency": _count, "doDraw": c.logical, "printLoss": c.logical,
     "printBatchLoss": c.logical, "nTestSample": c.integer(1, allow_inf=True), "nTestRankSample": c.integer(0),
     "recallNs": c.increasing_counts, "useGPU": c.logical, "precision": c.one_of("exact", "fast"),
+    "tensorboard": c.optional(c.nonempty_text),
     "numThreads": _count, "startEpoch": _count,
     "dbTrainName": c.optional(c.text), "dbValName": c.optional(c.text), "backPropToLayerName": c.optional(c.text),
     "backPropDepth": c.optional(_count), "dbCheckpoint0_orig": c.optional(c.text),

@@ -54,6 +54,7 @@ from .loss import triplet_loss
 from .mining import mine_query
 from .opts import TrainWeaklyOpts
 from .progress_log import ProgressLog
+from .tensorboard_log import TensorBoardLog, check_tensorboard
 from .sgd import set_backprop_depth, sgd_step
 
 
@@ -245,6 +246,7 @@ class _Session:
     dbFeat: torch.Tensor | None = None
     log: ProgressLog | None = None
     testsPending: bool = False  # the checkpoint resumed from lacks its epoch's tests
+    tb: TensorBoardLog | None = None  # opts.tensorboard's scalars (not in MATLAB)
 
     def set_cache(self, qFeat: np.ndarray, dbFeat: np.ndarray) -> None:
         self.qFeat = torch.from_numpy(qFeat).to(self.device)
@@ -257,7 +259,10 @@ def trainWeakly(dbTrain, dbVal, opts: TrainWeaklyOpts | None = None, **kw) -> st
     as :class:`TrainWeaklyOpts` (or keywords).  Checkpoints
     ``<outPrefix><sessionID>_ep%06d_latest.mat`` and ``<sessionID>_latest.mat``.
     Returns the sessionID."""
-    s = _setup(dbTrain, dbVal, (opts or TrainWeaklyOpts()).replace(**kw))
+    full = (opts or TrainWeaklyOpts()).replace(**kw)
+    check_tensorboard(full.tensorboard)  # a missing optional package fails before any compute
+    s = _setup(dbTrain, dbVal, full)
+    s.tb = TensorBoardLog(s.opts.tensorboard, s.opts.recallNs)
     if (s.opts.startEpoch > 1 or s.resumeBatch) and distributed.is_rank0():
         warn_ignored_options(_given_options(opts, kw), s.opts)
     try:
@@ -274,6 +279,7 @@ def trainWeakly(dbTrain, dbVal, opts: TrainWeaklyOpts | None = None, **kw) -> st
             s.log.write(f"epoch {iEpoch}: learning rate {lr:g}")
             _train_epoch(s, iEpoch, lr, batchCompFeatsFrequency)
             _end_of_epoch(s, iEpoch)
+            _tensorboard_epoch(s, iEpoch, lr)
         distributed.on_rank0(lambda: remove_session_temporaries(s.opts), "remove temporary files")
         s.log.write("done")
     except BaseException as e:
@@ -281,6 +287,7 @@ def trainWeakly(dbTrain, dbVal, opts: TrainWeaklyOpts | None = None, **kw) -> st
         raise
     finally:
         s.log.close()
+        s.tb.close()
     return s.opts.sessionID
 
 
@@ -512,6 +519,8 @@ def _train_epoch(s: _Session, iEpoch: int, lr: float, batchCompFeatsFrequency: i
         if opts.printBatchLoss:
             _say(f"{opts.sessionID} batchloss= {loss:.4f}")
         s.log.batch(iEpoch, iBatch, s.nBatches, loss)
+        if s.tb is not None:
+            s.tb.batch((iEpoch - 1) * s.nBatches + iBatch, loss)
     s.resumeBatch = 0
     auxData["resumeBatch"] = s.nBatches
     auxData.pop("rngState", None)
@@ -691,6 +700,19 @@ def _end_of_epoch(s: _Session, iEpoch: int) -> None:
     s.set_cache(q, d)
     if testNow:
         _train_test_and_save(s, iEpoch, q, d)
+
+
+def _tensorboard_epoch(s: _Session, iEpoch: int, lr: float) -> None:
+    """The epoch's scalars to TensorBoard (opts.tensorboard; not in MATLAB): mean batch
+    loss, learning rate and, on test epochs, the recalls and rank losses just appended."""
+    if s.tb is None or s.tb.w is None:
+        return
+    opts, obj = s.opts, s.obj
+    tested = iEpoch == opts.nEpoch or iEpoch % opts.epochTestFrequency == 0
+    last = lambda part: (np.asarray(obj[part]["recall"]).reshape(len(opts.recallNs), -1)[:, -1],
+                         float(np.asarray(obj[part]["rankloss"]).ravel()[-1]))
+    losses = np.asarray(obj["train"]["loss"]).ravel()[-s.nBatches:]
+    s.tb.epoch(iEpoch, lr, losses, last("val") if tested else None, last("train") if tested else None)
 
 
 def _val_test(s: _Session, iEpoch: int) -> None:
