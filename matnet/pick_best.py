@@ -5,6 +5,8 @@ import os
 
 import numpy as np
 
+from converters.network import save_net
+
 from .datasets.local_paths import localPaths
 from .plots import plot_recall_at_n, plotResults
 from .train.checkpoint import load_checkpoint
@@ -92,7 +94,17 @@ def history_epochs(outPrefix: str, sessionID: str, obj: dict, opts, auxData: dic
     return epochs, nEpochs
 
 
-def pickBestNet(sessionID: str, N: int = 5, verbose: int = 2, outPrefix=None):
+def best_net_path(outPrefix: str, sessionID: str) -> str:
+    """``<outPrefix><sessionID>_best.mat``: the network pickBestNet chose (a loadable network file)."""
+    return f"{outPrefix}{sessionID}_best.mat"
+
+
+def best_wpca_path(outPrefix: str, sessionID: str, pcaDim: int) -> str:
+    """``<outPrefix><sessionID>_best_wpca<pcaDim>.mat``: the chosen network with its WPCA layers."""
+    return f"{outPrefix}{sessionID}_best_wpca{int(pcaDim)}.mat"
+
+
+def pickBestNet(sessionID: str, N: int = 5, verbose: int = 2, outPrefix=None, save: bool = True):
     """pickBestNet.m: the epoch (1-based) with the best validation recall@N of a
     trainWeakly run (getBestEpoch), from ``<outPrefix><sessionID>_latest.mat``, and
     that epoch's network (``<sessionID>_ep%06d_latest.mat``) with meta.sessionID /
@@ -101,7 +113,12 @@ def pickBestNet(sessionID: str, N: int = 5, verbose: int = 2, outPrefix=None):
     curves as PNGs next to the checkpoints.  Returns (bestEpoch, bestNet).  A history
     without some epoch's recall (a run stopped between an epoch's save and its tests,
     then resumed by a MATLAB-like trainWeakly) is refused naming the epoch, where
-    MATLAB picks a wrong one."""
+    MATLAB picks a wrong one.
+
+    ``save`` (not in MATLAB, which only returns the network): also write it as
+    :func:`best_net_path` (``<sessionID>_best.mat``, a file ``load_net``, ``matnet
+    inspect/export/evaluate --net`` take), and print the path when ``verbose`` > 0;
+    ``<sessionID>_latest.mat`` is the last epoch, not the best."""
     if outPrefix is None:
         outPrefix = localPaths()["outPrefix"]
     res = load_checkpoint(f"{outPrefix}{sessionID}_latest.mat", what=("obj", "opts", "auxData"))
@@ -119,6 +136,10 @@ def pickBestNet(sessionID: str, N: int = 5, verbose: int = 2, outPrefix=None):
     net.meta["sessionID"], net.meta["epoch"] = sessionID, bestEpoch
     for l in net.layers:
         l.momentum = None
+    if save:
+        fn = save_net(net, best_net_path(outPrefix, sessionID))
+        if verbose > 0:
+            print(f"pickBestNet: the network of epoch {bestEpoch} is {fn}")
     return bestEpoch, net
 
 

@@ -40,9 +40,27 @@ class ReferenceError_(ValueError):
     """The data root does not hold what the harness needs; the message says what is missing."""
 
 
+PROJECT_PAGE = "https://www.di.ens.fr/willow/research/netvlad/"  # the released networks and dataset specs
+
+
 def reference_root(root=None) -> Path | None:
     r = root or os.environ.get("MATNET_REFERENCE_ROOT")
     return Path(r).expanduser() if r else None
+
+
+def _root_source(root) -> str:
+    """Where the data root came from, or that none is set, for error messages."""
+    if root:
+        return f"the data root {reference_root(root)} (--data-root)"
+    if os.environ.get("MATNET_REFERENCE_ROOT"):
+        return f"the data root {reference_root()} ($MATNET_REFERENCE_ROOT)"
+    return "no data root: neither --data-root nor $MATNET_REFERENCE_ROOT is set"
+
+
+def _missing(what: str, looked: list, root_arg, hint: str) -> "ReferenceError_":
+    return ReferenceError_(f"{what} not found; looked for {' and '.join(str(p) for p in looked)} "
+                           f"({_root_source(root_arg)}). {hint} The released networks and the dataset "
+                           f"specs are on the authors' project page, {PROJECT_PAGE}")
 
 
 def published_reference(network: str, dataset: str):
@@ -80,17 +98,28 @@ def run_reference(net_path, dataset: str, dims=(4096,), root=None, specDir=None,
     from matnet.datasets.named import MATLAB_NAMES
     from matnet.evaluation import EvaluationError, evaluate_dataset
 
-    root = reference_root(root)
+    root_arg, root = root, reference_root(root)
     net_path = Path(net_path)
+    looked = [net_path]
     if not net_path.is_file() and root is not None:
         net_path = root / "networks" / (str(net_path) + ("" if net_path.suffix else ".mat"))
+        looked.append(net_path)
     if not net_path.is_file():
-        raise ReferenceError_(f"network not found: {net_path} (put the released .mat under <root>/networks/)")
+        where = f"{root / 'networks'}/" if root is not None else "networks/ under a data root"
+        raise _missing(f"network '{looked[0]}'", looked, root_arg,
+                       f"Give --net a file, or put the released .mat in {where} and name it without the "
+                       f"folder (set $MATNET_REFERENCE_ROOT or --data-root).")
     name = network_name or net_path.stem
     if dataset in MATLAB_NAMES and root is not None:
         specDir = specDir or root / "datasets"
         folder = _folder_of(dataset)
         dbRoot = dbRoot or (root / folder if folder else None)
+    if dataset in MATLAB_NAMES:  # its spec: under the data root, --spec-dir, else localPaths' dsetSpecDir
+        from matnet.datasets.local_paths import localPaths
+        spec = Path(specDir if specDir is not None else localPaths()["dsetSpecDir"]) / f"{dataset}.mat"
+        if not spec.is_file():
+            raise _missing(f"dataset spec '{dataset}'", [spec], root_arg,
+                           "Put the spec in datasets/ under the data root, or give --spec-dir.")
     outDir = Path(outDir or (root / "output" if root else "."))
     db = parse_dataset(dataset, dbRoot, specDir)
     qBatch = DATASETS[db.name][2] if db.name in DATASETS else None

@@ -102,3 +102,17 @@ def test_datasets_by_matlab_name_spec_file_or_folder_format(tmp_path):
         parse_dataset(f"spec:{tmp_path / 'data' / 'datasets' / 'synth_train.mat'}")
     with pytest.raises(ValueError, match="'pitts30k_training': unknown dataset; expected a MATLAB name"):
         parse_dataset("pitts30k_training")
+
+
+def test_train_done_message_names_the_real_prefix(tmp_path, monkeypatch, capsys):
+    """Without --outPrefix the closing line names localPaths' outPrefix, never '<outPrefix>'."""
+    import matnet.datasets as datasets
+    import matnet.train.train_weakly as tw
+    monkeypatch.setenv(env_name("outPrefix"), str(tmp_path / "runs") + "/")
+    monkeypatch.setattr(datasets, "parse_dataset", lambda *a, **k: object())
+    monkeypatch.setattr(tw, "trainWeakly", lambda dbTrain, dbVal, opts: "sid")  # leaves opts.outPrefix empty
+    assert main(["train", "--db-train", "spec:a.mat", "--db-val", "spec:b.mat", "--root", str(tmp_path),
+                 "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert f"trainWeakly sid done: {tmp_path / 'runs'}/sid_latest.mat, log {tmp_path / 'runs'}/sid.log" in out
+    assert "<" not in out

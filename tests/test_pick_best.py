@@ -103,7 +103,7 @@ def test_pickBestNet_refuses_a_latest_history_shorter_than_the_epoch_files(tmp_p
         pickBestNet("gap", 5, verbose=0, outPrefix=str(tmp_path) + "/")
 
 
-def test_pickBestNet_from_checkpoints(tmp_path):
+def test_pickBestNet_from_checkpoints(tmp_path, capsys):
     import torch
 
     from matnet.pick_best import pickBestNet
@@ -131,5 +131,9 @@ def test_pickBestNet_from_checkpoints(tmp_path):
     assert float(net.layers[0].weights[0].detach().reshape(-1)[0]) == 3  # the epoch-3 network
     assert net.meta["sessionID"] == "sess" and net.meta["epoch"] == 3 and net.layers[0].momentum is None
     assert (tmp_path / "sess_recall.png").is_file() and (tmp_path / "sess_training.png").is_file()
+    from converters.network import load_net
+    saved = load_net(tmp_path / "sess_best.mat")  # the chosen network, as a loadable file
+    assert saved.meta["epoch"] == 3 and float(saved.layers[0].weights[0].detach().reshape(-1)[0]) == 3
+    assert "pickBestNet: the network of epoch 3 is " + str(tmp_path / "sess_best.mat") in capsys.readouterr().out
     assert pickBestNet("sess", 10, verbose=0, outPrefix=str(tmp_path) + "/")[0] == 3
     assert pickBestNet("sess", 1, verbose=0, outPrefix=str(tmp_path) + "/")[0] == 3

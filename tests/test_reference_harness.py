@@ -128,3 +128,25 @@ def test_harness_reports_missing_images_before_compute(tmp_path):
         run_reference(net_file, "pitts30k_test", specDir=spec_dir, dbRoot=db_root, outDir=tmp_path / "o",
                       useGPU=False)
     assert not (tmp_path / "o" / "n_pitts30k_test_db.bin").exists()
+
+
+def test_reference_without_data_says_what_is_unset(tmp_path, monkeypatch, capsys):
+    """No placeholder: the unset variable/flag, the files looked for, the authors' project page."""
+    from matnet.cli import main
+    monkeypatch.delenv("MATNET_REFERENCE_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    page = "www.di.ens.fr/willow/research/netvlad/"
+    assert main(["reference", "--net", "vd16_pitts30k", "--dataset", "pitts30k_test"]) == 1
+    err = capsys.readouterr().err
+    assert "neither --data-root nor $MATNET_REFERENCE_ROOT is set" in err and "looked for vd16_pitts30k" in err
+    assert page in err and "<" not in err
+    monkeypatch.setenv("MATNET_REFERENCE_ROOT", str(tmp_path / "ref"))
+    assert main(["reference", "--net", "vd16", "--dataset", "tokyo247"]) == 1
+    err = capsys.readouterr().err
+    assert f"looked for vd16 and {tmp_path / 'ref' / 'networks' / 'vd16.mat'}" in err
+    assert "($MATNET_REFERENCE_ROOT)" in err and page in err and "<" not in err
+    net = save_net(SimpleNN([layerWholeL2Normalize("postL2")]), tmp_path / "n.mat")
+    assert main(["reference", "--net", str(net), "--dataset", "tokyo247", "--data-root", str(tmp_path / "r2")]) == 1
+    err = capsys.readouterr().err
+    assert f"dataset spec 'tokyo247' not found; looked for {tmp_path / 'r2' / 'datasets' / 'tokyo247.mat'}" in err
+    assert "(--data-root)" in err and page in err and "<" not in err

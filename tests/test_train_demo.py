@@ -48,3 +48,24 @@ def test_demo_chain_runs(tmp_path, capsys, monkeypatch):
         assert round(cmp["by_n"][str(n)]["recall_b"], 3) == rows["trained (epoch 1)"][i]
     assert f"({cmp['mcnemar']['fixed']} fixed, {cmp['mcnemar']['broken']} broken at N = 1)" in out
     assert next((tmp_path / "d" / "output").glob("demo_offtheshelf_*_comparison.html")).stat().st_size > 1000
+    # the trained networks are network files, their paths printed; load_net, inspect, export
+    # and evaluate take them
+    import re
+
+    from converters.network import load_net
+    from matnet.cli import main
+    best = re.search(r"\[demo\] trained network \(epoch 1\): (\S+_best\.mat)$", out, re.M)
+    wpca = re.search(r"\[demo\] with WPCA 16: (\S+_best_wpca16\.mat)$", out, re.M)
+    assert best and wpca, out
+    assert "pickBestNet: the network of epoch 1 is " + best.group(1) in out
+    net = load_net(best.group(1))
+    assert net.meta["epoch"] == 1 and net.layers[-1].class_name == "layerWholeL2Normalize"
+    net_w = load_net(wpca.group(1))
+    assert [l.name for l in net_w.layers[-2:]] == ["WPCA", "finalL2"]
+    for f in (best.group(1), wpca.group(1)):
+        assert main(["inspect", f]) == 0
+    assert main(["export", wpca.group(1), "--format", "torchscript", str(tmp_path / "w.pt")]) == 0
+    data = tmp_path / "d" / "data"
+    assert main(["evaluate", "--net", wpca.group(1), "--dataset", f"spec:{data / 'datasets' / 'synth_test.mat'}",
+                 "--root", str(data / "images"), "--out", str(tmp_path / "ev"), "--cpu"]) == 0
+    assert list((tmp_path / "ev").glob("*_best_wpca16_synth_test_*.json"))

@@ -8,6 +8,10 @@ N = 1..25 in <out>/output/<session>_test_recall.png).  It ends with ``matnet rep
 comparison of off-the-shelf and trained on the test street: the queries training fixed
 and broke, McNemar's test, and an HTML page with both runs' top-10 per query
 (<out>/output/demo_offtheshelf_..._vs_..._comparison.html).  Everything goes under --out.
+The trained networks are written as network files and their paths printed:
+<out>/output/<session>_best.mat (the best epoch, pickBestNet's choice) and
+<out>/output/<session>_best_wpca<dim>.mat (with its WPCA); matnet inspect, export and
+evaluate --net take either (<session>_latest.mat is the last epoch's checkpoint).
 """
 from __future__ import annotations
 
@@ -89,9 +93,11 @@ def _test(net, db, tag: str, out: str, threads: int, precision: str = "exact", r
 def run(args) -> int:
     import torch
 
+    from converters.network import save_net
+
     from ..add_layers import addLayers
     from ..pca import addPCA
-    from ..pick_best import pickBestNet
+    from ..pick_best import best_net_path, best_wpca_path, pickBestNet
     from ..pretrained import loadNet
     from ..plots import plot_recall_at_n
     from ..run_comparison import compare_runs
@@ -116,6 +122,7 @@ def run(args) -> int:
     bestEpoch, bestNet = pickBestNet(sessionID, 5, verbose=1, outPrefix=out)  # validation table
     finalNet = addPCA(bestNet, dbTrain, pcaDim=args.pca_dim, doWhite=True, useGPU=False,
                       numThreads=args.num_threads, outPrefix=out)
+    finalFn = save_net(finalNet, best_wpca_path(out, sessionID, args.pca_dim))
     offNet = addLayers(loadNet("tiny", "conv3"), opts, dbTrain)  # the same clusters (cached in initData)
     p, threads = args.precision, args.num_threads
     runs = {}
@@ -142,5 +149,8 @@ def run(args) -> int:
     print(f"[demo] report: {out}{Path(runs['offtheshelf']).name[:-len('_recall.json')]}_vs_"
           f"{Path(runs[f'{sessionID}_best']).name[:-len('_recall.json')]}_comparison.html "
           f"({cmp['mcnemar']['fixed']} fixed, {cmp['mcnemar']['broken']} broken at N = 1)")
+    print(f"[demo] trained network (epoch {bestEpoch}): {best_net_path(out, sessionID)}")
+    print(f"[demo] with WPCA {args.pca_dim}: {finalFn}")
+    print(f"[demo] (matnet inspect FILE, matnet export FILE ..., matnet evaluate --net FILE take either)")
     print(f"[demo] done in {time.time() - t0:.0f} s")
     return 0
