@@ -8,12 +8,13 @@ size: :func:`matnet.nettools.size_free_problem`), naming the layer after the tab
 whose later rows show '-'.  '?' is kept for a size below the receptive field."""
 from __future__ import annotations
 
+from . import options as o
+
 
 
 def add_arguments(p) -> None:
     p.add_argument("file", help="network file (.mat or .safetensors; the kind is read from its content)")
-    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=(224, 224),
-                   help="image size used to compute output sizes (default 224 224)")
+    o.add_image_size(p, (224, 224), help="image size used to compute output sizes")
 
 
 def input_channels(net) -> int:

@@ -34,6 +34,7 @@ CONCEPTS: dict[str, tuple[str, str | None]] = {
     "precision": ("--precision", None),
     "memory_cap": ("--memory-cap", "--memoryCap"),
     "dims": ("--dims", None),
+    "size": ("--size", None),
 }
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -42,8 +43,9 @@ _USE_GPU = {"true": "cuda", "false": "cpu", "auto": "auto"}
 
 def kebab(name: str) -> str:
     """A MATLAB option name as a flag word: ``batchSize`` -> ``batch-size``, ``netID`` ->
-    ``net-id``, ``nNegChoice`` -> ``n-neg-choice``, ``dbCheckpoint0val`` -> ``db-checkpoint0val``."""
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "-", name).lower()
+    ``net-id``, ``nNegChoice`` -> ``n-neg-choice``, ``dbCheckpoint0val`` -> ``db-checkpoint0val``,
+    ``pretrainedCNNs`` -> ``pretrained-cnns``."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "-", name.replace("CNNs", "Cnns")).lower()
 
 
 def warn_deprecated(old: str, new: str) -> None:
@@ -159,3 +161,8 @@ def add_memory_cap(p) -> None:
 def add_dims(p, help: str = "dimensionality to evaluate (repeatable; fewer than the network's output: "
                             "cropToDim + L2). Default: the full output", repeat: bool = True) -> None:
     p.add_argument("--dims", type=int, action="append" if repeat else "store", metavar="D", help=help)
+
+
+def add_image_size(p, default: tuple[int, int], help: str) -> None:
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=default,
+                   help=f"{help} (default: {default[0]} {default[1]})")

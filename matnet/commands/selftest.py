@@ -33,8 +33,9 @@ def tiny_vgg_structs(seed: int = 0) -> list[dict]:
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--height", type=int, default=120, help="test image height (default: %(default)s)")
-    p.add_argument("--width", type=int, default=160, help="test image width (default: %(default)s)")
+    o.add_image_size(p, (120, 160), help="test image size")
+    o.deprecated(p, "--height", "--size H W", "height", type=int)
+    o.deprecated(p, "--width", "--size H W", "width", type=int)
     g = p.add_argument_group("GPU suite")
     g.add_argument("--gpu", action="store_true", help="run the GPU suite (exactness and throughput of the GPU path)")
     g.add_argument("--out", metavar="DIR", default="gpu_suite",
@@ -72,7 +73,9 @@ def run(args) -> int:
                                 meta={"normalization": {"averageImage": np.array([[[123.68, 116.779, 103.939]]],
                                                                                  np.float32)}})
     net = swapLayersForEfficiency(net).eval()
-    im = torch.rand(1, 3, args.height, args.width) * 255
+    height, width = args.size
+    height, width = getattr(args, "height", height), getattr(args, "width", width)
+    im = torch.rand(1, 3, height, width) * 255
     im -= torch.as_tensor(net.meta["normalization"]["averageImage"]).reshape(1, 3, 1, 1)
     t0 = time.perf_counter()
     with torch.no_grad():
@@ -84,6 +87,6 @@ def run(args) -> int:
         print(f"{i:>3}  {layer.name:<10} {layer.type:<10} {shapes:<22} {y.shape[2]}x{y.shape[3]}x{y.shape[1]}")
     norms = res[-1].norm(dim=1)
     ok = bool(torch.allclose(norms[norms > 0], torch.ones(()), atol=1e-4))
-    print(f"forward of one {args.height}x{args.width} image: {dt * 1000:.1f} ms; "
+    print(f"forward of one {height}x{width} image: {dt * 1000:.1f} ms; "
           f"preL2 output unit-norm per pixel: {ok}")
     return 0 if ok else 1
