@@ -29,18 +29,37 @@ def _read_model(fn: Path) -> SimpleNN:
     return net_from_vars(loadmat(fn), str(fn))
 
 
-def loadNet(netID: str, layerName: str | None = None, pretrainedDir=None) -> SimpleNN:
+def is_network_path(netID) -> bool:
+    """Whether loadNet's ``netID`` names a file rather than an ID (a path separator or an
+    extension in it)."""
+    return not isinstance(netID, str) or any(c in netID for c in "/\\") or Path(netID).suffix != ""
+
+
+def loadNet(netID, layerName: str | None = None, pretrainedDir=None) -> SimpleNN:
     """loadNet.m: the model ``netID`` (vd16, vd19, caffe, places; tiny = matnet's demo
     net) without ``meta.classes``, cropped after ``layerName`` (all layers if None),
     relu/max-pool pairs swapped; ``meta.netID``, ``meta.sessionID`` =
-    '<netID>_offtheshelf[_<layerName>]' and ``meta.epoch`` = 0 set."""
+    '<netID>_offtheshelf[_<layerName>]' and ``meta.epoch`` = 0 set.
+
+    Not in MATLAB (whose loadNet knows the four IDs only): ``netID`` may also be a path
+    (str or Path with a folder or an extension), read with :func:`matnet.load_net` and
+    prepared the same way; its ``meta.netID`` is the ID whose file it is named as
+    (``imagenet-vgg-verydeep-16.mat`` -> vd16), else the file's stem."""
     if netID not in PRETRAINED:
-        if any(c in str(netID) for c in "/\\."):
-            raise ValueError(f"loadNet: '{netID}' is not a network ID (known: {', '.join(PRETRAINED)}); "
-                             f"to read a network file use matnet.load_net(path)")
-        raise ValueError(f"loadNet: unknown network ID '{netID}' (known: {', '.join(PRETRAINED)})")
+        if is_network_path(netID):
+            from converters.network import load_net
+            fn = Path(netID).expanduser()
+            net = load_net(fn)
+            netID = next((k for k, v in PRETRAINED.items() if v == fn.name), fn.stem)
+            return _prepare(net, netID, layerName)
+        raise ValueError(f"loadNet: unknown network ID '{netID}' (known: {', '.join(PRETRAINED)}, or a network "
+                         f"file's path); to read any network file as it is, use matnet.load_net(path)")
     folder = Path(pretrainedDir) if pretrainedDir is not None else _pretrained_dir()
-    net = _read_model(folder / PRETRAINED[netID])
+    return _prepare(_read_model(folder / PRETRAINED[netID]), netID, layerName)
+
+
+def _prepare(net: SimpleNN, netID: str, layerName: str | None) -> SimpleNN:
+    """loadNet.m's steps after reading the model."""
     net.meta.pop("classes", None)
     if layerName is not None:
         net = cropToLayer(net, layerName)
