@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import time
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
+
+from converters.atomic_file import write_text
 
 
 # dense (no sparsity) peak TFLOPS: (pattern on torch.cuda.get_device_name, name, FP32, BF16)
@@ -128,8 +129,8 @@ class Record:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         js, md = out / "gpu_report.json", out / "gpu_report.md"
-        _write_text(js, json.dumps(self.to_json(), indent=1))
-        _write_text(md, self.markdown())
+        write_text(js, json.dumps(self.to_json(), indent=1))
+        write_text(md, self.markdown())
         return js, md
 
     def markdown(self) -> str:
@@ -158,16 +159,6 @@ class Record:
         for p in self.profiles:
             lines += ["", f"## Profile: {p['what']}", "", "```", p["table"], "```"]
         return "\n".join(lines) + "\n"
-
-
-def _write_text(path: Path, text: str) -> None:
-    """``text`` to ``path`` through a temporary file renamed (no half-written report)."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _num(v):
