@@ -116,3 +116,53 @@ def test_train_done_message_names_the_real_prefix(tmp_path, monkeypatch, capsys)
     out = capsys.readouterr().out
     assert f"trainWeakly sid done: {tmp_path / 'runs'}/sid_latest.mat, log {tmp_path / 'runs'}/sid.log" in out
     assert "<" not in out
+
+
+def test_base_net_and_pretrained_cnns_flags(tmp_path, monkeypatch, capsys):
+    import matnet.train.train_weakly
+    from matnet.pretrained import loadNet
+    make_places(tmp_path / "data", numImages=8, numQueries=4, imSize=(32, 40), splits=("train",))
+    pre = save_tiny_net(tmp_path / "pre", [120, 120, 120], imSize=(32, 40))
+    monkeypatch.delenv(env_name("pretrainedCNNs"), raising=False)
+    seen = []
+    monkeypatch.setattr(matnet.train.train_weakly, "trainWeakly", lambda a, b, opts: seen.append(opts) or "s")
+    spec = f"spec:{tmp_path / 'data' / 'datasets' / 'synth_train.mat'}"
+    base = ["train", "--db-train", spec, "--db-val", spec, "--root", str(tmp_path / "data" / "images"),
+            "--device", "cpu", "--out-prefix", str(tmp_path / "o") + "/"]
+    assert main(base + ["--base-net", str(pre)]) == 0
+    assert seen[-1].netID == "tiny"  # from the file's name
+    assert loadNet(seen[-1].netID, "conv3").meta["netID"] == "tiny"  # found where --base-net is
+    monkeypatch.delenv(env_name("pretrainedCNNs"))
+    assert main(base + ["--net-id", "tiny", "--pretrained-cnns", str(tmp_path / "pre")]) == 0
+    assert loadNet("tiny").meta["netID"] == "tiny"
+    capsys.readouterr()
+    renamed = tmp_path / "mine.mat"
+    pre.rename(renamed)
+    for extra, message in ((["--base-net", str(renamed)],
+                            "not one of loadNet's files (imagenet-vgg-verydeep-16.mat = vd16"),
+                           (["--base-net", str(tmp_path / "x" / "matnet-tiny.mat")], "no such file"),
+                           (["--pretrained-cnns", str(tmp_path / "nowhere")], "no such folder")):
+        assert main(base + extra) == 1
+        assert message in capsys.readouterr().err
+    renamed.rename(pre)
+    assert main(base + ["--base-net", str(pre), "--net-id", "vd16"]) == 1
+    assert "is netID tiny, but --net-id is vd16" in capsys.readouterr().err
+
+
+def test_a_failed_run_leaves_no_home_folder(tmp_path, monkeypatch, capsys):
+    """localPaths' defaults are under ~: a run that fails before writing creates none of them."""
+    import os
+    for k in list(os.environ):
+        if k.startswith("MATNET_"):
+            monkeypatch.delenv(k)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    make_places(tmp_path / "data", numImages=16, numQueries=8, imSize=(32, 40), splits=("train",))
+    spec = f"spec:{tmp_path / 'data' / 'datasets' / 'synth_train.mat'}"
+    assert main(["train", "--db-train", spec, "--db-val", spec, "--root", str(tmp_path / "data" / "images"),
+                 "--net-id", "vd16", "--device", "cpu", "--n-neg-choice", "2"]) == 1  # no ~/Data/pretrained
+    assert "imagenet-vgg-verydeep-16.mat: pretrained network not found" in capsys.readouterr().err
+    assert main(["features", "--net", str(tmp_path / "absent.mat"), "--dataset", "pitts30k_test",
+                 "--out", str(tmp_path / "o.bin")]) == 1
+    assert list(home.iterdir()) == []

@@ -1,4 +1,7 @@
 """trainWeakly's progress log and its one-line test summaries (printLoss shows the tables)."""
+import io
+import re
+
 import numpy as np
 
 from matnet.synthetic import dbSynthetic, make_places
@@ -26,6 +29,36 @@ def test_a_line_every_few_batches_with_the_mean_loss_and_rate(tmp_path):
     assert progress_log.EVERY == 10
     ProgressLog(fn).write("resumed")  # a resumed run appends
     assert fn.read_text().splitlines()[:4] == lines and fn.read_text().endswith(" resumed\n")
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_a_progress_bar_per_epoch_on_a_terminal_only(tmp_path):
+    """On a terminal: batches done of the epoch, the epoch's mean loss, the rate and the
+    time left; elsewhere no bar; the log file has the same lines either way."""
+    texts = {}
+    for name, console in (("tty", _Terminal()), ("pipe", io.StringIO())):
+        fn = tmp_path / f"{name}.log"
+        log = ProgressLog(fn, console=console)
+        log.epoch_start(2, 5, startBatch=3, nBatches=12, desc="s ")
+        for i in range(3, 13):
+            log.batch(2, i, 12, 0.5)
+        if log.bar is not None:
+            log.bar.refresh()
+        shown = console.getvalue()
+        log.close_bar()
+        log.close()
+        texts[name] = shown, [l.split(" ", 2)[2] for l in fn.read_text().splitlines()]
+    bar, _ = texts["tty"]
+    assert "s epoch 2/5" in bar and "12/12" in bar and "loss 0.5000" in bar and "batch/s" in bar
+    assert re.search(r"\d\d:\d\d<\d\d:\d\d", bar)  # elapsed < time left
+    assert texts["pipe"][0] == ""
+    for _, lines in texts.values():  # the log's lines (rates aside) do not depend on the console
+        assert [l.split(" batch/s")[0].rsplit(" ", 1)[0] for l in lines] == \
+            ["epoch 2 batch 10/12 loss 0.5000", "epoch 2 batch 12/12 loss 0.5000"]
 
 
 def test_recall_summary_picks_1_5_10_20():

@@ -38,7 +38,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from converters.atomic_file import temporary_regex
 
@@ -269,7 +268,7 @@ def trainWeakly(dbTrain, dbVal, opts: TrainWeaklyOpts | None = None, **kw) -> st
         _initial_features(s)
         _finish_epoch_tests(s)
         schedule = lr_schedule(s.opts)
-        for iEpoch in tqdm(range(1, s.opts.nEpoch + 1), desc="epoch", disable=None if distributed.is_rank0() else True):
+        for iEpoch in range(1, s.opts.nEpoch + 1):
             lr, batchCompFeatsFrequency = schedule[iEpoch - 1]
             if iEpoch > 1 and lr != schedule[iEpoch - 2][0]:
                 _say(f"Changing learning rate from {schedule[iEpoch - 2][0]:f} to {lr:f}")
@@ -501,9 +500,8 @@ def _train_epoch(s: _Session, iEpoch: int, lr: float, batchCompFeatsFrequency: i
         startBatch = s.resumeBatch + 1
     ID = f"ep{iEpoch:06d}_latest"
     batchSaveFrequency = batches_per(opts.saveFrequency, opts.batchSize)
-    s.log.epoch_start()
-    for iBatch in tqdm(range(startBatch, s.nBatches + 1), desc=f"{opts.sessionID} epoch {iEpoch} batch",
-                       disable=None if distributed.is_rank0() else True, leave=False):
+    s.log.epoch_start(iEpoch, opts.nEpoch, startBatch, s.nBatches, desc=f"{opts.sessionID} ")  # console bar
+    for iBatch in range(startBatch, s.nBatches + 1):
         if iBatch % batchSaveFrequency == 0 and not (startBatch > 1 and iBatch == startBatch):
             _save_mid(s.net, s.obj, opts, auxData, ID, iEpoch, iBatch, rng, s.qFeat, s.dbFeat)
             s.log.write(f"epoch {iEpoch}: saved before batch {iBatch}")
@@ -521,6 +519,7 @@ def _train_epoch(s: _Session, iEpoch: int, lr: float, batchCompFeatsFrequency: i
         s.log.batch(iEpoch, iBatch, s.nBatches, loss)
         if s.tb is not None:
             s.tb.batch((iEpoch - 1) * s.nBatches + iBatch, loss)
+    s.log.close_bar()
     s.resumeBatch = 0
     auxData["resumeBatch"] = s.nBatches
     auxData.pop("rngState", None)
