@@ -29,7 +29,8 @@ from .recall_at_n import RECALL_NS, testFromFn
 from .search import SearchOptions
 from .search.memory import chunk_rows, parse_bytes, streaming_cap
 from .device import uses_gpu
-from .extract import _fingerprint, computeRepresentation, seconds_per_image, serialAllFeats
+from .extract import computeRepresentation, extract_features, seconds_per_image
+from .feature_files import features_complete
 from .images import resolve_image_path, vl_imreadjpeg
 from .precision import check_precision
 from .prediction_files import check_save_predictions, save_prediction_files
@@ -213,33 +214,6 @@ def check_memory_cap(memoryCap, nImages: int, nQueries: int, D: int):
 
 def write_json(path: Path, record: dict) -> None:
     write_text(path, json.dumps(record, indent=1))
-
-
-def features_complete(net, imPath, imageFns, outFn: Path, precision: str = "exact") -> bool:
-    """Is ``outFn`` complete for this network, image list and precision (its
-    ``.done.json`` sidecar holds serialAllFeats' fingerprint)?"""
-    fp = _fingerprint(net, str(imPath), list(imageFns)) + ("" if precision == "exact" else f"+{precision}")
-    done = Path(str(outFn) + ".done.json")
-    try:
-        return json.loads(done.read_text()).get("fingerprint") == fp and Path(outFn).is_file()
-    except (OSError, ValueError):
-        return False
-
-
-def extract_features(net, imPath, imageFns, outFn: Path, log=print, **kw) -> bool:
-    """serialAllFeats into ``outFn``, skipped when ``outFn`` is complete for this network,
-    image list and precision (see :func:`features_complete`).  Returns whether anything
-    was computed."""
-    precision = kw.get("precision", "exact")
-    fp = _fingerprint(net, str(imPath), list(imageFns)) + ("" if precision == "exact" else f"+{precision}")
-    done = Path(str(outFn) + ".done.json")
-    if features_complete(net, imPath, imageFns, outFn, precision):
-        log(f"{outFn}: complete for this network and image list, reused")
-        return False
-    done.unlink(missing_ok=True)
-    serialAllFeats(net, imPath, imageFns, outFn, **kw)
-    write_json(done, {"fingerprint": fp, "images": len(imageFns)})
-    return True
 
 
 def evaluate_dataset(net, db, outDir, netName: str, dims=None, protocol: str = "matlab", useGPU=None,

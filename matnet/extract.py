@@ -6,8 +6,6 @@ last output is flattened in MATLAB order (``reshape(res(end).x, [], nIms)``).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import warnings
@@ -19,10 +17,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from converters.atomic_file import atomic_write, write_text
+from converters.atomic_file import atomic_write
 
 from . import distributed
 from .device import compute_device
+from .feature_files import PartialFeatures, done_path, features_complete, fingerprint, is_complete, mark_complete
 from .images import ImageNetworkError, imread_uint8, mean_colour, resolve_image_path
 from .nettools import netPrepareForTest
 from .precision import check_precision
@@ -138,115 +137,6 @@ def seconds_per_image(net: SimpleNN, im, batchSize: int, useGPU=None, precision:
         return (time.perf_counter() - t0) / n
 
 
-def _settings(v, h) -> None:
-    """Feed a layer setting (number, string, array, list, dict) to hash ``h``
-    deterministically; other objects by type name only (no memory addresses)."""
-    if isinstance(v, torch.Tensor):
-        v = v.detach().cpu().numpy()
-    if isinstance(v, np.ndarray):
-        h.update(f"a{v.dtype.str}{v.shape}".encode() + np.ascontiguousarray(v).tobytes())
-    elif isinstance(v, dict):
-        h.update(b"{")
-        for k in sorted(v, key=str):
-            h.update(f"{k!s}:".encode())
-            _settings(v[k], h)
-        h.update(b"}")
-    elif isinstance(v, (list, tuple)):
-        h.update(b"[")
-        for x in v:
-            _settings(x, h)
-        h.update(b"]")
-    elif v is None or isinstance(v, (str, bool, int, float, np.generic)):
-        h.update(f"{type(v).__name__}={v!r};".encode())
-    else:
-        h.update(f"<{type(v).__name__}>".encode())
-
-
-def _fingerprint(net: SimpleNN, imPath: str, imageFns) -> str:
-    """Identifies a run for resuming: image list, ``meta.normalization.averageImage``,
-    every layer's settings (its struct fields but the weights and training ones:
-    stride, pad, dilate, method, pool, param, leak, rate, other fields kept verbatim)
-    and sampled weight values."""
-    h = hashlib.sha1()
-    h.update(str(imPath).encode())
-    for fn in imageFns:
-        h.update(b"\0" + fn.encode())
-    h.update(b"|averageImage")
-    _settings(np.asarray(net.meta.get("normalization", {}).get("averageImage")), h)
-    with torch.no_grad():
-        for l in net.layers:
-            h.update(f"|{l.name}:{l.type}:{l.class_name}".encode())
-            _settings(l.struct_fields(), h)
-            _settings(l.extra, h)
-            for w in l.weights:  # up to 2^16 evenly spaced values per weight (cheap on big nets)
-                flat = w.detach().reshape(-1)
-                sample = flat[::max(1, flat.numel() >> 16)].double().cpu().numpy()
-                h.update(repr(tuple(w.shape)).encode() + sample.tobytes())
-    return h.hexdigest()
-
-
-class _Checkpoint:
-    """``<outFn>.partial`` (features of the first ``done`` images, MATLAB order) and
-    ``<outFn>.partial.json`` (fingerprint, D, done).  Write errors (disk full included)
-    name the file."""
-
-    def __init__(self, outFn: Path, fingerprint: str, nImages: int):
-        self.data, self.meta = Path(str(outFn) + ".partial"), Path(str(outFn) + ".partial.json")
-        self.fp, self.n, self.D, self.done, self.f = fingerprint, nImages, None, 0, None
-
-    @contextmanager
-    def _writing(self, path: Path):
-        try:
-            yield
-        except OSError as e:
-            raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
-
-    def resume(self) -> int:
-        """Images already done by an interrupted run with the same fingerprint; 0 (and
-        an empty ``.partial`` opened, so an unwritable output fails now) if none."""
-        try:
-            m = json.loads(self.meta.read_text())
-            ok = m.get("fingerprint") == self.fp and m.get("nImages") == self.n
-            D, done = int(m["D"]), int(m["done"])
-            ok = ok and self.data.is_file() and self.data.stat().st_size >= D * done * 4
-        except (OSError, ValueError, KeyError, TypeError):
-            ok = False
-        with self._writing(self.data):
-            if not ok:
-                self.f = open(self.data, "wb")
-                return 0
-            self.D, self.done = D, done
-            self.f = open(self.data, "r+b")
-            self.f.truncate(D * done * 4)
-            self.f.seek(0, os.SEEK_END)
-        return done
-
-    def append(self, feats: np.ndarray) -> None:
-        self.D = feats.shape[1] if self.D is None else self.D
-        with self._writing(self.data):
-            self.f.write(np.ascontiguousarray(feats, "<f4").data)  # not tofile: it loses ENOSPC
-            self.f.flush()
-            os.fsync(self.f.fileno())
-        self.done += feats.shape[0]
-        with self._writing(self.meta):
-            write_text(self.meta, json.dumps({"fingerprint": self.fp, "nImages": self.n, "D": self.D,
-                                              "done": self.done}))
-
-    def finish(self, outFn: Path) -> None:
-        with self._writing(outFn):
-            self.f.close()
-            os.replace(self.data, outFn)
-        self.meta.unlink(missing_ok=True)
-
-    def close(self) -> None:
-        """Cleanup after an error or finish (an error already raised is the one reported)."""
-        if self.f is not None and not self.f.closed:
-            try:
-                self.f.close()
-            except OSError:
-                pass
-
-
 def _check_output(outFn: Path) -> None:
     """The output can be written: not a folder, in an existing writable folder."""
     if outFn.is_dir():
@@ -338,22 +228,18 @@ def _serial_all_feats_sharded(net, imPath, imageFns, outFn, useGPU, numThreads, 
     if not imageFns:
         raise ValueError(f"{outFn}: the image list is empty (imPath {imPath}): nothing to compute")
     r, W = distributed.rank(), distributed.world_size()
-    distributed.check_same(f"{len(imageFns)} images, {_fingerprint(net, str(imPath), imageFns)[:16]}, "
+    distributed.check_same(f"{len(imageFns)} images, {fingerprint(net, str(imPath), imageFns)[:16]}, "
                            f"batchSize {batchSize}, {outFn.name}", "serialAllFeats inputs (images, network)")
     mine = extraction_shard(len(imageFns), batchSize)
     part = Path(f"{outFn}.shard{r}of{W}")
     done = Path(f"{part}.json")
-    fp = _fingerprint(net, str(imPath), imageFns[mine.start:mine.stop]) + ("" if precision == "exact" else f"+{precision}")
-    try:
-        finished = json.loads(done.read_text()).get("fingerprint") == fp and part.is_file()
-    except (OSError, ValueError):
-        finished = False
-    if not finished:  # a shard completed by an earlier, interrupted run is kept
+    fp = fingerprint(net, str(imPath), imageFns[mine.start:mine.stop], precision)
+    if not is_complete(done, part, fp):  # a shard completed by an earlier, interrupted run is kept
         if len(mine):
             _extract(net, imPath, imageFns[mine.start:mine.stop], part, useGPU, numThreads, batchSize, precision)
         else:  # more ranks than chunks of images
             part.write_bytes(b"")
-        write_text(done, json.dumps({"fingerprint": fp, "images": [mine.start, mine.stop]}))
+        mark_complete(done, fp, [mine.start, mine.stop])
     sizes = distributed.all_gather_json(part.stat().st_size, "serialAllFeats: shards done")
     shards = [distributed.shard(len(imageFns), max(1, int(batchSize)) * _CHUNK_BATCHES, rr, W) for rr in range(W)]
     dims = {sz // (4 * len(sh)) for sz, sh in zip(sizes, shards) if len(sh)}
@@ -391,8 +277,7 @@ def _extract(net: SimpleNN, imPath, imageFns, outFn, useGPU, numThreads, batchSi
     mean = _mean(net)
     _check_output(outFn)
     paths = [str(imPath) + fn for fn in imageFns]
-    fp = _fingerprint(net, str(imPath), imageFns) + ("" if precision == "exact" else f"+{precision}")
-    ck = _Checkpoint(outFn, fp, n)
+    ck = PartialFeatures(outFn, fingerprint(net, str(imPath), imageFns, precision), n)
     start = ck.resume()
     chunk = batchSize * _CHUNK_BATCHES
     try:
@@ -433,3 +318,18 @@ def _extract(net: SimpleNN, imPath, imageFns, outFn, useGPU, numThreads, batchSi
             ck.finish(outFn)
     finally:
         ck.close()
+
+
+def extract_features(net, imPath, imageFns, outFn: Path, log=print, **kw) -> bool:
+    """serialAllFeats into ``outFn``, skipped when ``outFn`` is complete for this network,
+    image list and precision (:func:`matnet.feature_files.features_complete`); its
+    ``.done.json`` written after.  Returns whether anything was computed."""
+    precision = kw.get("precision", "exact")
+    if features_complete(net, imPath, imageFns, outFn, precision):
+        log(f"{outFn}: complete for this network and image list, reused")
+        return False
+    done = done_path(outFn)
+    done.unlink(missing_ok=True)
+    serialAllFeats(net, imPath, imageFns, outFn, **kw)
+    mark_complete(done, fingerprint(net, str(imPath), list(imageFns), precision), len(imageFns))
+    return True

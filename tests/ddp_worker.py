@@ -80,17 +80,17 @@ def main(cfg_fn):
                     pass
                 tw._train_batch = real_batch
             elif ph["kind"] == "extract":  # through the command, in this process group
-                from matnet import extract
+                from matnet import feature_files
                 from matnet.cli import main as matnet_main
                 if ph.get("rank") == r:  # this rank dies after writing die_after chunks of its shard
-                    real_append, chunks = extract._Checkpoint.append, {"n": 0}
+                    real_append, chunks = feature_files.PartialFeatures.append, {"n": 0}
 
                     def append(self, feats, chunks=chunks, real_append=real_append, ph=ph):
                         real_append(self, feats)
                         chunks["n"] += 1
                         if chunks["n"] == ph["die_after"]:
                             os._exit(7)
-                    extract._Checkpoint.append = append
+                    feature_files.PartialFeatures.append = append
                 rc = matnet_main(["features", "--net", str(data / "pre" / "matnet-tiny.mat"), "--dataset",
                                   f"spec:{data / 'data' / 'datasets' / 'synth_train.mat'}", "--root",
                                   str(data / "data" / "images"), "--which", ph["which"], "--out", ph["out"],

@@ -121,13 +121,13 @@ def test_killed_in_checkpoint0_extraction_resumes_where_it_stopped(env, monkeypa
     # (fsyncs: chunk 1's rows, its .partial.json, chunk 2's rows)
     _killed_run(data, out, [q0 + ".partial", 3], sessionID="c0", nEpoch=1, computeBatchSize=1)
     assert not (out / q0).exists() and (out / (q0 + ".partial")).exists()
-    from matnet import extract
-    real, starts = extract._Checkpoint.resume, {}
+    from matnet import feature_files
+    real, starts = feature_files.PartialFeatures.resume, {}
 
     def resume(self):
         starts[self.data.name] = real(self)
         return starts[self.data.name]
-    monkeypatch.setattr(extract._Checkpoint, "resume", resume)
+    monkeypatch.setattr(feature_files.PartialFeatures, "resume", resume)
     tw.trainWeakly(dbT, dbV, sessionID="c0", nEpoch=1, outPrefix=f"{out}/", **opts)
     assert starts[q0 + ".partial"] == 8  # not image 0
     # the same bytes as one uninterrupted extraction
