@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from . import __version__
@@ -90,12 +91,64 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def under_torchrun() -> bool:
+    """A rank of a multi-process torchrun job (torchrun sets these variables)."""
+    return "TORCHELASTIC_RUN_ID" in os.environ and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+
+
+def _first_failure() -> bool:
+    """Under torchrun: whether this rank is the first of its machine's ranks to fail.
+    The ranks share their parent, torchrun's agent, and the first to create the marker
+    file ``<tmp>/matnet-error-<agent pid>-<run id>`` wins; a marker older than the agent
+    (left by another job) is replaced."""
+    import tempfile
+    ppid = os.getppid()
+    marker = os.path.join(tempfile.gettempdir(), f"matnet-error-{ppid}-{os.environ.get('TORCHELASTIC_RUN_ID')}-"
+                          f"{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}")
+    for _ in range(2):
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            return True
+        except FileExistsError:
+            try:
+                stale = os.stat(marker).st_mtime < os.stat(f"/proc/{ppid}").st_ctime
+            except OSError:
+                stale = False
+            if not stale:
+                return False
+            try:
+                os.remove(marker)
+            except OSError:
+                return False
+        except OSError:
+            return True  # no temporary folder: print rather than stay silent
+    return False
+
+
+def report_error(error) -> None:
+    """``matnet: error: <message>`` on stderr.  Under torchrun only the first rank of the
+    machine that fails prints it: the other ranks' errors are consequences (a peer died,
+    a collective failed on rank 0, the same bad input seen by every rank), so the cause
+    is the last line, alone, before torchrun's own report of the failed job."""
+    if under_torchrun() and not _first_failure():
+        return
+    print(f"matnet: error: {error}", file=sys.stderr, flush=True)
+
+
 def main(argv=None) -> int:
+    """Run one command; expected failures (OSError, ValueError, matnet.distributed's
+    DistributedError) are reported by :func:`report_error` with exit status 1."""
     args = build_parser().parse_args(argv)
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except (OSError, ValueError) as e:
-        print(f"matnet: error: {e}", file=sys.stderr)
+        report_error(e)
+        return 1
+    except RuntimeError as e:
+        distributed = sys.modules.get("matnet.distributed")
+        if distributed is None or not isinstance(e, distributed.DistributedError):
+            raise
+        report_error(e)
         return 1
     except KeyboardInterrupt:
         print("matnet: interrupted", file=sys.stderr)

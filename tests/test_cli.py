@@ -82,3 +82,37 @@ def test_matnet_help_groups_the_commands():
             assert len(rows) == 1 and rows[0].split(None, 1)[1] == line
             assert at[list(GROUPS).index(group)] < text.index(rows[0])
     assert 'README, section "Commands"' in text and "docs/commands.md" in text
+
+
+def test_under_torchrun_only_the_first_failing_rank_reports(tmp_path, monkeypatch, capsys):
+    """report_error: every rank of a torchrun job shares its parent (the agent); the first
+    to fail prints ``matnet: error: ...``, the others (whose errors follow from it) stay
+    silent; outside torchrun every error is printed."""
+    from matnet import cli
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    cli.report_error("alone")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test-run")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    cli.report_error("the cause")
+    cli.report_error("rank 1: 'x' failed on rank 0: the cause")  # a second rank of the same job
+    assert capsys.readouterr().err == "matnet: error: alone\nmatnet: error: the cause\n"
+    assert len(list(tmp_path.glob("matnet-error-*"))) == 1
+
+
+def test_torchrun_prints_the_error_once_before_its_report(tmp_path):
+    """2 processes on gloo (CPU): both ranks fail on the same missing network; one line
+    ``matnet: error: ...``, no worker traceback, then torchrun's own report."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               TMPDIR=str(tmp_path), OMP_NUM_THREADS="1")
+    (tmp_path / "list.txt").write_text("a.jpg\n")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "-m", "matnet", "features", "--net", str(tmp_path / "absent.mat"), "--images",
+                        str(tmp_path / "list.txt"), "--out", str(tmp_path / "o.bin"), "--device", "cpu"],
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert r.returncode != 0
+    lines = r.stderr.splitlines()
+    errors = [i for i, l in enumerate(lines) if l.startswith("matnet: error: ")]
+    assert len(errors) == 1 and "absent.mat" in lines[errors[0]], r.stderr[-3000:]
+    assert "Traceback" not in "\n".join(lines[:errors[0]])
+    report = next(i for i, l in enumerate(lines) if "ChildFailedError" in l or "Root Cause" in l)
+    assert errors[0] < report

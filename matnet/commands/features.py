@@ -9,7 +9,6 @@ and the merged file is byte for byte the one a single process writes.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from . import options as o
@@ -57,13 +56,9 @@ def run(args) -> int:
     imPath, names = image_list(args)
     net = load_net(args.net)
     Path(args.out).expanduser().parent.mkdir(parents=True, exist_ok=True)  # once the inputs are read
-    try:
-        with distributed.process_group(bool(useGPU)):
-            serialAllFeats(net, imPath, names, args.out, useGPU=useGPU, numThreads=args.num_threads,
-                           batchSize=args.batch_size, precision=args.precision)
-            if distributed.is_rank0():
-                print(f"{args.out}: {len(names)} images, {distributed.world_size()} process(es)")
-    except distributed.DistributedError as e:
-        print(f"matnet: error: {e}", file=sys.stderr)
-        return 1
+    with distributed.process_group(bool(useGPU)):
+        serialAllFeats(net, imPath, names, args.out, useGPU=useGPU, numThreads=args.num_threads,
+                       batchSize=args.batch_size, precision=args.precision)
+        if distributed.is_rank0():
+            print(f"{args.out}: {len(names)} images, {distributed.world_size()} process(es)")
     return 0

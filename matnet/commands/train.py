@@ -15,7 +15,6 @@ as one process.  A progress bar shows each epoch on a terminal; progress also go
 from __future__ import annotations
 
 import math
-import sys
 
 from . import options as o
 
@@ -158,16 +157,12 @@ def run(args) -> int:
     opts = options_from_args(args)
     base_network(args, opts)
     val_root = args.val_root or (args.root if takes_root(args.db_val) else None)
-    try:
-        with distributed.process_group(opts.useGPU):
-            dbTrain = parse_dataset(args.db_train, args.root, args.spec_dir, what="--db-train")
-            dbVal = parse_dataset(args.db_val, val_root, args.spec_dir, what="--db-val")
-            sessionID = trainWeakly(dbTrain, dbVal, opts)
-            if distributed.is_rank0():
-                from ..datasets.local_paths import localPaths
-                out = opts.outPrefix or localPaths()["outPrefix"]
-                print(f"trainWeakly {sessionID} done: {out}{sessionID}_latest.mat, log {out}{sessionID}.log")
-    except distributed.DistributedError as e:
-        print(f"matnet: error: {e}", file=sys.stderr)
-        return 1
+    with distributed.process_group(opts.useGPU):
+        dbTrain = parse_dataset(args.db_train, args.root, args.spec_dir, what="--db-train")
+        dbVal = parse_dataset(args.db_val, val_root, args.spec_dir, what="--db-val")
+        sessionID = trainWeakly(dbTrain, dbVal, opts)
+        if distributed.is_rank0():
+            from ..datasets.local_paths import localPaths
+            out = opts.outPrefix or localPaths()["outPrefix"]
+            print(f"trainWeakly {sessionID} done: {out}{sessionID}_latest.mat, log {out}{sessionID}.log")
     return 0
