@@ -158,3 +158,17 @@ def test_help_and_version_answer_at_once():
         runs = [_matnet(*argv) for _ in range(3)]
         assert all(r.returncode == 0 for r, _ in runs), runs[0][0].stderr
         assert statistics.median(t for _, t in runs) < 0.5, (argv, [t for _, t in runs])
+
+
+def test_docs_commands_lists_every_flag():
+    """docs/commands.md has a section per command listing each of its flags."""
+    text = (ROOT / "docs" / "commands.md").read_text()
+    for name, p in parsers():
+        if name == "dataset":
+            continue  # its sections are the sub-commands'
+        head = f"### `matnet {name}` ("
+        assert head in text, name
+        section = text.split(head, 1)[1].split("\n### ", 1)[0]
+        for a in visible(p):
+            for flag in a.option_strings:
+                assert f"`{flag}" in section, f"docs/commands.md: matnet {name} {flag}"
