@@ -99,9 +99,10 @@ def summary_lines(cmp: dict, labelA: str, labelB: str) -> list[str]:
     return lines
 
 
-def compare_runs(jsonA, jsonB, outDir=".", dims: int | None = None, log=print) -> dict:
+def compare_runs(jsonA, jsonB, outDir=".", dims: int | None = None, log=print, name: str | None = None) -> dict:
     """Compare two records (see the module docstring); returns the comparison dict
-    written to ``<out>/<stemA>_vs_<stemB>_comparison.json``."""
+    written to ``<out>/<stemA>_vs_<stemB>_comparison.json`` (``<out>/<name>.json`` and
+    ``.html`` when ``name`` is given)."""
     recA, resA, predA, panA = load_run(jsonA, dims)
     recB, resB, predB, panB = load_run(jsonB, dims)
     check_same_queries(jsonA, recA, predA, jsonB, recB, predB)
@@ -116,7 +117,7 @@ def compare_runs(jsonA, jsonB, outDir=".", dims: int | None = None, log=print) -
         log(f"note: the runs use different protocols ({recA.get('protocol')} vs {recB.get('protocol')})")
     outDir = Path(outDir)
     outDir.mkdir(parents=True, exist_ok=True)
-    base = outDir / f"{stemA}_vs_{stemB}_comparison"
+    base = outDir / (name or f"{stemA}_vs_{stemB}_comparison")
     record = {"a": {"record": str(jsonA), "dataset": recA.get("dataset"), "network": recA.get("network"),
                     "protocol": recA.get("protocol")},
               "b": {"record": str(jsonB), "dataset": recB.get("dataset"), "network": recB.get("network"),

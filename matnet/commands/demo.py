@@ -7,7 +7,7 @@ and prints recall@1/5/10 on the test street, off-the-shelf vs trained (plotted a
 N = 1..25 in <out>/output/<session>_test_recall.png).  It ends with ``matnet report``'s
 comparison of off-the-shelf and trained on the test street: the queries training fixed
 and broke, McNemar's test, and an HTML page with both runs' top-10 per query
-(<out>/output/demo_offtheshelf_..._vs_..._comparison.html).  Everything goes under --out.
+(<out>/report.html, the numbers in <out>/report.json).  Everything goes under --out.
 The trained networks are written as network files and their paths printed:
 <out>/output/<session>_best.mat (the best epoch, pickBestNet's choice) and
 <out>/output/<session>_best_wpca<dim>.mat (with its WPCA); matnet inspect, export and
@@ -145,10 +145,10 @@ def run(args) -> int:
     print(f"[demo] plots: {out}{sessionID}_training.png (training curves, validation recall), {recallPlot} "
           f"(the test recall above)")
     print("\n[demo] which test queries training fixed and broke (matnet report):")
-    cmp = compare_runs(runs["offtheshelf"], runs[f"{sessionID}_best"], out, log=lambda s: print("  " + s))
-    print(f"[demo] report: {out}{Path(runs['offtheshelf']).name[:-len('_recall.json')]}_vs_"
-          f"{Path(runs[f'{sessionID}_best']).name[:-len('_recall.json')]}_comparison.html "
-          f"({cmp['mcnemar']['fixed']} fixed, {cmp['mcnemar']['broken']} broken at N = 1)")
+    cmp = compare_runs(runs["offtheshelf"], runs[f"{sessionID}_best"], root, log=lambda s: print("  " + s),
+                       name="report")
+    print(f"[demo] report: {root / 'report.html'} (off-the-shelf vs trained, top-{SAVED_PREDICTIONS} per query; "
+          f"{cmp['mcnemar']['fixed']} fixed, {cmp['mcnemar']['broken']} broken at N = 1)")
     print(f"[demo] trained network (epoch {bestEpoch}): {best_net_path(out, sessionID)}")
     print(f"[demo] with WPCA {args.pca_dim}: {finalFn}")
     print(f"[demo] (matnet inspect FILE, matnet export FILE ..., matnet evaluate --net FILE take either)")
