@@ -35,7 +35,7 @@ DB_NAMES_BUDGET = 2_000_000  # characters of database names embedded at most
 RUN_COLOURS = ("#1f5fd6", "#d6541f", "#2a9d3c", "#8a2ad6")
 
 
-def recall_svg(curves, width: int = 620, height: int = 320) -> str:
+def recall_svg(curves, width: int = 560, height: int = 260) -> str:
     """recall@N curves ``[(label, ns, recalls)]`` as an inline SVG (x: N, y: recall 0..1)."""
     L, R, T, B = 52, 16, 14, 44
     maxN = max(max(ns) for _, ns, _ in curves)
@@ -152,8 +152,8 @@ def write_report(path, pred: Predictions, recallNs, recall, title: str, info: di
     sorts = [{"key": "id", "label": "query id"}, {"key": "first0", "label": "rank of first correct"},
              {"key": "-first0", "label": "rank of first correct (descending)"}]
     data = report_data([pred], ["top-%d" % pred.n], [url], [panelFiles], filters, tags, sorts)
-    header = summary_html(info or {}) + recall_svg([("recall", list(recallNs), list(recall))]) + \
-        recall_table(list(recallNs), [("recall", recall)])
+    header = (f'<div class="top">{summary_html(info or {})}{recall_svg([("recall", list(recallNs), list(recall))])}'
+              f'</div>{recall_table(list(recallNs), [("recall", recall)])}')
     return write_page(path, title, header, data)
 
 
@@ -181,6 +181,7 @@ _STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:16px;color:#222}
 h1{font-size:20px}h2{font-size:17px;margin-top:24px}
 table{border-collapse:collapse}
+.top{display:flex;flex-wrap:wrap;gap:28px;align-items:flex-start}
 #summary th{text-align:left;padding:1px 10px 1px 0;color:#555;font-weight:normal}
 #recall-table{margin:8px 0;font-size:13px}#recall-table td,#recall-table th{border:1px solid #ccc;padding:2px 5px;text-align:right}
 .scroll{overflow-x:auto;max-width:100%}

@@ -164,8 +164,9 @@ def write_comparison_page(path: Path, cmp: dict, runA, runB) -> Path:
     changes = "".join(f"<tr><td>{n}</td><td>{100 * r['recall_a']:.2f}</td><td>{100 * r['recall_b']:.2f}</td>"
                       f"<td id='fixed-{n}'>{len(r['fixed'])}</td><td id='broken-{n}'>{len(r['broken'])}</td></tr>"
                       for n, r in cmp["by_n"].items())
-    header = (summary_html(info)
+    header = ('<div class="top">' + summary_html(info)
               + recall_svg([(labelA, ns, resA["recall"]), (labelB, recB.get("recallNs", []), resB["recall"])])
+              + "</div>"
               + recall_table(ns, [(labelA, resA["recall"]), (labelB, resB["recall"])])
               + "<table id='changes' class='changes'><tr><th>N</th><th>recall A %</th><th>recall B %</th>"
               f"<th>fixed by B</th><th>broken by B</th></tr>{changes}</table>")

@@ -32,9 +32,11 @@ class Chromium:
         to_chrome_r, self._w = os.pipe()
         self._r, from_chrome_w = os.pipe()
 
-        def fds():
+        def fds():  # Chromium reads commands on fd 3 and writes replies on fd 4
             os.dup2(to_chrome_r, 3)
             os.dup2(from_chrome_w, 4)
+            os.set_inheritable(3, True)  # dup2 onto itself keeps close-on-exec
+            os.set_inheritable(4, True)
 
         self.proc = subprocess.Popen(
             [binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
