@@ -75,3 +75,19 @@ def test_missing_tensorboard_named_before_compute(env, tmp_path, monkeypatch):
     assert isinstance(e.value, ValueError) and "tensorboard=" in str(e.value)
     assert not out.exists() or not any(out.iterdir())  # nothing computed
     assert not (tmp_path / "tb").exists()
+
+
+def test_only_rank0_writes(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard", reason="the optional tensorboard extra is not installed")
+    from matnet.train import tensorboard_log
+    monkeypatch.setattr(tensorboard_log.distributed, "is_rank0", lambda: False)
+    log = tensorboard_log.TensorBoardLog(str(tmp_path / "r1"), [1, 5])
+    log.batch(1, 0.5)
+    log.epoch(1, 0.1, [0.5], ([0.5, 0.9], 0.2), None)
+    log.close()
+    assert not (tmp_path / "r1").exists()
+    monkeypatch.setattr(tensorboard_log.distributed, "is_rank0", lambda: True)
+    log = tensorboard_log.TensorBoardLog(str(tmp_path / "r0"), [1, 5])
+    log.epoch(1, 0.1, [0.5], ([0.5, 0.9], 0.2), None)
+    log.close()
+    assert list((tmp_path / "r0").glob("events.out.tfevents.*"))
