@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import inspect
 import json
 import os
 import time
@@ -79,9 +80,18 @@ def init_from_env(useGPU: bool = False) -> bool:
     if "WORLD_SIZE" not in os.environ or not dist.is_available() or dist.is_initialized():
         return is_distributed()
     gpu = uses_gpu(bool(useGPU))
+    kw = {}
     if gpu:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group("nccl" if gpu else "gloo", timeout=datetime.timedelta(seconds=timeout_s()))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if local >= torch.cuda.device_count():
+            raise DistributedError(f"rank {os.environ.get('RANK', '?')}: LOCAL_RANK {local} but this machine shows "
+                                   f"{torch.cuda.device_count()} GPU(s) (CUDA_VISIBLE_DEVICES="
+                                   f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}): start at most one "
+                                   f"process per GPU (torchrun --nproc_per_node)")
+        torch.cuda.set_device(local)
+        if "device_id" in inspect.signature(dist.init_process_group).parameters:
+            kw["device_id"] = torch.device("cuda", local)  # NCCL bound to this rank's GPU (barriers too)
+    dist.init_process_group("nccl" if gpu else "gloo", timeout=datetime.timedelta(seconds=timeout_s()), **kw)
     return is_distributed()
 
 

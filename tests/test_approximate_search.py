@@ -62,3 +62,45 @@ def test_bad_methods_and_parameters(street):
         testFromFn(db, d / "db.bin", d / "q.bin", searchMethod="ivfpq", searchParams={"nprob": 3})
     assert factory_string("ivfpq", 10_000, 4096, {}) == "IVF400,PQ256x8"
     assert factory_string("ivfpq", 100, 30, {"m": 4}) == "IVF40,PQ3x8"  # m rounded to a divisor of D
+
+
+def test_gpu_index_falls_back_to_the_cpu(monkeypatch):
+    """With faiss-gpu (faked here): an index faiss cannot move to the GPU (HNSW, large PQ
+    codes) stays on the CPU with a warning; a k above faiss-gpu's limit, or one an older
+    faiss-gpu refuses, is searched on the CPU copy."""
+    import faiss
+
+    from matnet.search import approximate
+    rng = np.random.default_rng(0)
+    db = rng.standard_normal((300, 16)).astype(np.float32)
+    q = rng.standard_normal((5, 16)).astype(np.float32)
+    ref = approximate.FaissSearcher(q, db, "flat")([0, 1, 2], 10)
+
+    class FakeGpu:
+        def __init__(self, cpu, fail_k):
+            self.cpu, self.fail_k, self.calls = cpu, fail_k, []
+
+        def search(self, x, k):
+            self.calls.append(k)
+            if k > self.fail_k:
+                raise RuntimeError("Error: 'k <= GPU_MAX_SELECTION_K' failed")
+            return self.cpu.search(x, k)
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1, raising=False)
+    monkeypatch.setattr(faiss, "StandardGpuResources", lambda: object(), raising=False)
+
+    def refuse(res, dev, index):
+        raise RuntimeError("Error: not implemented for this type of index")
+    monkeypatch.setattr(faiss, "index_cpu_to_gpu", refuse, raising=False)
+    with pytest.warns(UserWarning, match="cannot move index 'Flat' to the GPU.*searching on the CPU"):
+        s = approximate.FaissSearcher(q, db, "flat", useGPU=True)
+    assert s.gpu_index is None
+    np.testing.assert_array_equal(s([0, 1, 2], 10)[0], ref[0])
+    fakes = []
+    monkeypatch.setattr(faiss, "index_cpu_to_gpu", lambda res, dev, index: fakes.append(FakeGpu(index, 20))
+                        or fakes[-1], raising=False)
+    s = approximate.FaissSearcher(q, db, "flat", useGPU=True)
+    np.testing.assert_array_equal(s([0, 1, 2], 10)[0], ref[0])
+    assert s([0], 50)[0].shape == (1, 50)
+    big = s([0], approximate.GPU_MAX_K + 1)[0]  # faiss pads the rows past N with -1
+    assert big.shape == (1, approximate.GPU_MAX_K + 1) and (big[0, :300] >= 0).all() and (big[0, 300:] == -1).all()
+    assert fakes[0].calls == [10, 50]  # 50: refused by the "GPU", answered by the CPU copy; 2049: never asked

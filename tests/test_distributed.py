@@ -234,3 +234,34 @@ def test_a_killed_rank_extraction_resumes_its_shard(runs, data, tmp_path):
     assert rc0 == rc1 == 0, err0[-2000:]
     assert out.read_bytes() == ref
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("db.bin")) == ["db.bin"]
+
+
+def test_nccl_init_binds_the_rank_gpu(monkeypatch):
+    """Under torchrun with GPUs: NCCL on the GPU of LOCAL_RANK, given to init_process_group
+    as device_id where torch takes one (barriers then know the device); a LOCAL_RANK
+    beyond the visible GPUs is refused naming both (not a CUDA error later)."""
+    import torch.distributed as dist
+    calls = {}
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.setdefault("set_device", d))
+    real = dist.init_process_group
+
+    def init(backend, timeout=None, device_id=None, **kw):
+        calls.update(backend=backend, device_id=device_id)
+    init.__signature__ = __import__("inspect").signature(real)
+    monkeypatch.setattr(dist, "init_process_group", init)
+    monkeypatch.setattr(distributed, "is_distributed", lambda: True)
+    for k, v in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(k, v)
+    assert distributed.init_from_env(useGPU=True)
+    assert calls["backend"] == "nccl" and calls["set_device"] == 1
+    if "device_id" in __import__("inspect").signature(real).parameters:
+        assert calls["device_id"] == torch.device("cuda", 1)
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    with pytest.raises(distributed.DistributedError, match=r"LOCAL_RANK 2 but this machine shows 2 GPU\(s\)"):
+        distributed.init_from_env(useGPU=True)
+    calls.clear()
+    distributed.init_from_env(useGPU=False)
+    assert calls == {"backend": "gloo", "device_id": None}

@@ -206,3 +206,19 @@ def test_computeRepresentation_input_checks(tmp_path):
         device._WARNED = False  # the fallback warning is given once per process
         with pytest.warns(UserWarning, match="no CUDA"):
             computeRepresentation(net, a.astype(np.float32), useGPU=True)
+
+
+def test_batch_tensor_pinned_on_a_gpu_only():
+    """serialAllFeats' batches: a plain stack on the CPU; on a GPU one stack straight into
+    pinned memory (the copy to the device is then asynchronous)."""
+    from matnet.extract import batch_tensor, device_mean
+    ims = [np.full((4, 5, 3), i, np.uint8) for i in range(3)]
+    t = batch_tensor(ims, torch.device("cpu"))
+    assert t.shape == (3, 4, 5, 3) and t.dtype == torch.uint8 and not t.is_pinned()
+    np.testing.assert_array_equal(t.numpy(), np.stack(ims))
+    m = device_mean(np.array([1, 2, 3], np.float32), torch.device("cpu"))
+    assert m.shape == (1, 3, 1, 1) and m.dtype == torch.float32
+    if torch.cuda.is_available():
+        p = batch_tensor(ims, torch.device("cuda"))
+        assert p.is_pinned() and p.device.type == "cpu"
+        np.testing.assert_array_equal(p.numpy(), np.stack(ims))

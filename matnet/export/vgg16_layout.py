@@ -133,8 +133,8 @@ def parse_vgg16_netvlad(net: SimpleNN, target: str) -> VGG16NetVLAD:
 def wpca_rows(wpca: Conv, dims: int | None, target: str):
     """WPCA filters as a torch-style (out x in) matrix and biases, the first ``dims``
     outputs only (cropToDim: the leading components, L2-normalised after)."""
-    w = wpca.weights[0].detach().reshape(wpca.weights[0].shape[2], -1).t()
-    b = wpca.weights[1].detach().reshape(-1)
+    w = wpca.weights[0].detach().cpu().reshape(wpca.weights[0].shape[2], -1).t()  # a net on a GPU too
+    b = wpca.weights[1].detach().cpu().reshape(-1)
     if dims is not None:
         if not 0 < dims <= w.shape[0]:
             raise ValueError(f"{target}: dims must be between 1 and the WPCA size {w.shape[0]}, got {dims}")

@@ -14,14 +14,19 @@
 database, default min(N, max(100000, 64 nlist))), ``seed`` (of that sample, default 43);
 on the command line ``--search-params nlist=1024,m=64,nprobe=16``.
 The database is added in chunks (a file larger than memory streams through its map);
-on a GPU with faiss-gpu installed the index moves to the GPU.
+on a GPU with faiss-gpu installed the index moves to the GPU; an index faiss cannot move
+there (HNSW; PQ codes whose lookup tables exceed the GPU's shared memory) stays on the CPU
+with a warning, and a search for more than faiss-gpu's ``GPU_MAX_K`` neighbours runs on
+the CPU copy.
 """
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
+GPU_MAX_K = 2048  # faiss-gpu's largest k (1024 in older releases, whose refusal also falls back)
 PARAMS = ("nlist", "m", "nbits", "nprobe", "efSearch", "trainSize", "seed")
 
 
@@ -120,12 +125,24 @@ class FaissSearcher:
             index.train(np.ascontiguousarray(rows(ids), np.float32))
         for start, x in (db.chunks() if hasattr(db, "chunks") else [(0, db)]):
             index.add(np.ascontiguousarray(x, np.float32))
+        self.cpu_index, self.gpu_index, self.qFeat = index, None, qFeat
         if useGPU and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
-            self._res = faiss.StandardGpuResources()
-            index = faiss.index_cpu_to_gpu(self._res, 0, index)
-        self.index, self.qFeat = index, qFeat
+            try:
+                self._res = faiss.StandardGpuResources()
+                self.gpu_index = faiss.index_cpu_to_gpu(self._res, 0, index)
+            except RuntimeError as e:  # e.g. HNSW (no GPU version), PQ codes too large for shared memory
+                warnings.warn(f"searchMethod {method!r}: faiss cannot move index {self.spec!r} to the GPU "
+                              f"({str(e).strip().splitlines()[-1]}); searching on the CPU")
+        self.index = self.gpu_index if self.gpu_index is not None else index
 
     def __call__(self, qIds, nTop):
         q = np.ascontiguousarray(self.qFeat[np.asarray(qIds, np.int64)], np.float32)
-        ds, ids = self.index.search(q, int(nTop))
+        k = int(nTop)
+        if self.gpu_index is not None and k <= GPU_MAX_K:  # faiss-gpu searches at most GPU_MAX_K neighbours
+            try:
+                ds, ids = self.gpu_index.search(q, k)
+                return ids.astype(np.int64), ds
+            except RuntimeError:  # an older faiss-gpu's smaller k limit: the CPU copy answers
+                pass
+        ds, ids = self.cpu_index.search(q, k)
         return ids.astype(np.int64), ds
