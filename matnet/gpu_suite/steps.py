@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..precision import forward, tf32, tf32_state
+from ..precision import forward, head_start, tf32, tf32_state
 from .flops import PUBLISHED_GFLOP
 from .workspace import PITTS30K_IMAGES, PITTS30K_QUERIES, PITTS30K_REFRESHES
 
@@ -96,18 +96,27 @@ def exactness(ws) -> None:
               note=None if full else "the small network is not the published one")
     # descriptors: CPU exact against device exact, TF32 and fast
     x_cpu = ws.device_batch(s.n_exact).cpu().contiguous(memory_format=torch.channels_last)
+    trunk = {}
+
+    def keep(where):  # conv5_3's output (the trunk's), kept by a hook during the forward
+        return lambda m, a, y: trunk.__setitem__(where, y.detach().reshape(len(y), -1).cpu())
     net_cpu = ws.net_copy("cpu")
+    last = net_cpu.layers[head_start(net_cpu) - 1]
+    hook = last.register_forward_hook(keep("cpu"))
     with torch.no_grad():
         ref = forward(net_cpu, x_cpu, "exact").reshape(len(x_cpu), -1)
+    hook.remove()
     del net_cpu
     net = ws.net_copy()
     x = x_cpu.to(ws.device)
     seen = []
     first_conv = next(layer for layer in net.layers if layer.type == "conv")
-    hook = first_conv.register_forward_pre_hook(lambda m, a: seen.append(tuple(tf32_state().values())))
+    hooks = [first_conv.register_forward_pre_hook(lambda m, a: seen.append(tuple(tf32_state().values()))),
+             net.layers[head_start(net) - 1].register_forward_hook(keep("device"))]
     with torch.no_grad():
         exact = forward(net, x, "exact").reshape(len(x), -1).cpu()
-        hook.remove()
+        for h in hooks:
+            h.remove()
         with tf32(True):
             tf = net(x).reshape(len(x), -1).cpu()
         fast = forward(net, x, "fast").reshape(len(x), -1).cpu()
@@ -115,6 +124,8 @@ def exactness(ws) -> None:
     rec.check("exact.descriptors_rel", f"exact descriptors, {ws.device.type} against CPU (worst of {len(x)} images, "
               "norm(d - d_cpu) / norm(d_cpu))", rel, f"<= {EXACT_REL}", rel <= EXACT_REL, precision="exact",
               batch_size=len(x))
+    rec.figure("exact.trunk_rel", f"exact trunk output ({last.name}), {ws.device.type} against CPU (worst image, "
+               "norm(d - d_cpu) / norm(d_cpu))", _row_rel(trunk["device"], trunk["cpu"]), "", len(x), "exact")
     rec.check("exact.tf32_off", "TF32 off (matmul, conv) while the exact forward runs", float(any(any(v) for v in seen)),
               "0 (off)", (not any(any(v) for v in seen)) if ws.cuda else None, precision="exact",
               note=None if ws.cuda else "n/a on the CPU")
