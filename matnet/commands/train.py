@@ -110,13 +110,9 @@ def options_from_args(args):
                 raise ValueError(f"{option_flags(name)[0]}: {e}") from None
     device = getattr(args, "device", None)
     if device is not None:
-        kw["useGPU"] = device == "cuda" or (device == "auto" and _gpu_present())
+        from ..device import uses_gpu
+        kw["useGPU"] = uses_gpu(device) if device == "auto" else device == "cuda"
     return TrainWeaklyOpts(**kw)
-
-
-def _gpu_present() -> bool:
-    import torch
-    return torch.cuda.is_available()
 
 
 def base_network(args, opts) -> None:
