@@ -72,14 +72,14 @@ def cpu_share() -> int:
     return max(1, (os.cpu_count() or 1) // local_world_size())
 
 
-def init_from_env(useGPU: bool = False) -> bool:
+def init_from_env(useGPU: bool | None = False) -> bool:
     """Join the job torchrun started (``WORLD_SIZE`` etc. in the environment): NCCL when
-    ``useGPU`` and CUDA exist (device = ``LOCAL_RANK``), gloo otherwise; collectives
+    ``useGPU`` (None: auto) and CUDA exist (device = ``LOCAL_RANK``), gloo otherwise; collectives
     time out after :func:`timeout_s`.  Without torchrun's variables, or when a process
     group already exists, nothing happens.  Returns :func:`is_distributed`."""
     if "WORLD_SIZE" not in os.environ or not dist.is_available() or dist.is_initialized():
         return is_distributed()
-    gpu = uses_gpu(bool(useGPU))
+    gpu = uses_gpu(useGPU)  # None: auto, as the commands' --device auto
     kw = {}
     if gpu:
         local = int(os.environ.get("LOCAL_RANK", "0"))

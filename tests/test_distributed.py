@@ -265,3 +265,6 @@ def test_nccl_init_binds_the_rank_gpu(monkeypatch):
     calls.clear()
     distributed.init_from_env(useGPU=False)
     assert calls == {"backend": "gloo", "device_id": None}
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    distributed.init_from_env(useGPU=None)  # `matnet features --device auto` on a GPU machine
+    assert calls["backend"] == "nccl" and calls["set_device"] == 0

@@ -56,7 +56,7 @@ def run(args) -> int:
     imPath, names = image_list(args)
     net = load_net(args.net)
     Path(args.out).expanduser().parent.mkdir(parents=True, exist_ok=True)  # once the inputs are read
-    with distributed.process_group(bool(useGPU)):
+    with distributed.process_group(useGPU):  # auto (None): NCCL where the extraction runs on a GPU
         serialAllFeats(net, imPath, names, args.out, useGPU=useGPU, numThreads=args.num_threads,
                        batchSize=args.batch_size, precision=args.precision)
         if distributed.is_rank0():
