@@ -15,7 +15,7 @@ round-trip), ``meters`` (ground distance between the two UTM positions), ``corre
 (1 when the database image is a positive of the query under the protocol used),
 ``has_positive`` (0 marks a query with no database image within the protocol's
 distance: kept, never recalled) and, where the dataset has one, ``condition`` (Tokyo
-24/7: day/sunset/night).  A query for which the post-processing left no result at all
+24/7: day/sunset/night; MSLS: day/night).  A query for which the post-processing left no result at all
 (TokyoTM's filter can) keeps one row with rank 0 and empty database fields.
 """
 from __future__ import annotations
@@ -146,11 +146,19 @@ def build_predictions(db, test_db, queries, ids, ds) -> Predictions:
     qrel = [os.path.relpath(os.path.join(db.qPath, db.qImageFns[q]), root) for q in queries]
     dbRel = {int(i): os.path.relpath(os.path.join(db.dbPath, db.dbImageFns[i]), root)
              for i in np.unique(ids[valid])}
-    cond = None
-    if callable(getattr(db, "query_time_of_day", None)):
-        cond = np.asarray(db.query_time_of_day(queries)).astype(str)
+    cond = query_conditions(db, queries)
     return Predictions(queries, ids, np.where(valid, ds, np.inf).astype(np.float32), meters, correct,
                        has_pos, qrel, dbRel, cond, root)
+
+
+def query_conditions(db, queries):
+    """The queries' condition where the dataset has one: Tokyo 24/7's time of day
+    (day / sunset / night), MSLS' night flag (day / night); else None."""
+    if callable(getattr(db, "query_time_of_day", None)):
+        return np.asarray(db.query_time_of_day(queries)).astype(str)
+    if getattr(db, "qNight", None) is not None:
+        return np.where(np.asarray(db.qNight, bool)[queries], "night", "day")
+    return None
 
 
 def _fmt_dist(x) -> str:

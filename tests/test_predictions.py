@@ -130,3 +130,19 @@ def test_too_many_predictions_refused_before_extraction(tokyo, capsys):
     assert not list(out.glob("*.bin"))
     assert cli(["evaluate", "--net", str(net), "--dataset", "vpr:/nowhere", "--only-wrong"]) == 1
     assert "--only-wrong applies to --save-predictions" in capsys.readouterr().err
+
+
+def test_msls_night_flag_is_the_condition():
+    """MSLS queries carry a night flag: the CSV's condition is day / night."""
+    import types
+    from matnet.predictions import build_predictions
+    db = types.SimpleNamespace(utmDb=np.array([[0.0, 10, 100], [0, 0, 0]]), utmQ=np.array([[1.0, 99], [0, 0]]),
+                               numImages=3, numQueries=2, dbPath="/r/db/", qPath="/r/q/",
+                               dbImageFns=["a.jpg", "b.jpg", "c.jpg"], qImageFns=["x.jpg", "y.jpg"],
+                               qNight=np.array([False, True]))
+    db.isPosQ = lambda q, i: ((db.utmQ[:, q] - db.utmDb[:, i]) ** 2).sum(0) <= 625
+    p = build_predictions(db, db, [0, 1], [[0, 2], [1, 2]], [[0.1, 0.2], [0.3, 0.4]])
+    assert p.condition.tolist() == ["day", "night"]
+    assert p.query_names == ["q/x.jpg", "q/y.jpg"] and p.db_names == {0: "db/a.jpg", 1: "db/b.jpg", 2: "db/c.jpg"}
+    assert p.correct.tolist() == [[True, False], [False, True]]
+    np.testing.assert_allclose(p.meters, [[1, 99], [89, 1]])
