@@ -18,6 +18,7 @@ import io
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -37,7 +38,9 @@ def main():
     from matnet.commands.demo import _mean_colour, _set_paths
     from matnet.pretrained import loadNet
     from matnet.nettools import netPrepareForTrain
+    from matnet.images import TrainingImageLoader
     from matnet.synthetic import dbSynthetic, make_places, save_tiny_net
+    from matnet.train.batch import train_batch
     from matnet.train import train_weakly as tw
     from matnet.train.mining import mine_query
     from matnet.train.opts import TrainWeaklyOpts
@@ -63,7 +66,7 @@ def main():
     qf, dbf = torch.from_numpy(qFeat), torch.from_numpy(dbFeat)
 
     # --- training steps: trainWeakly's vs the autograd baseline
-    loader = tw._ImageLoader(net.meta["normalization"]["averageImage"], a.threads)
+    loader = TrainingImageLoader(net.meta["normalization"]["averageImage"], a.threads)
     aux = {"negCache": [np.zeros(0, np.int64) for _ in range(db.numQueries)]}
     rng = np.random.default_rng(0)
     order = rng.permutation(db.numQueries)
@@ -75,12 +78,13 @@ def main():
         counted["tuples"] += 1
         counted["images"] += len(fns)
         return real_loader(fns, shorter)
+    session = SimpleNamespace(net=net, dbTrain=db, qFeat=qf, dbFeat=dbf, auxData=aux, opts=opts, loader=counting,
+                              origImS=64, device=torch.device("cpu"))
     t = time.perf_counter()
     for b in range(nb):
         qIDs = order[b * opts.batchSize:(b + 1) * opts.batchSize]
         with contextlib.redirect_stdout(io.StringIO()):
-            tw._train_batch(net, db, qIDs, qf, dbf, aux, opts, rng, lambda f, s=None: counting(f, s), 64, 1e-3,
-                            torch.device("cpu"))
+            train_batch(session, qIDs, 1e-3, rng)
     t_ours = time.perf_counter() - t
     ours_tuples, ours_images = counted["tuples"], counted["images"]
 

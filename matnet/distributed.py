@@ -292,3 +292,27 @@ def rank0_first(what: str):
         if msg is not None:
             raise DistributedError(f"rank {rank()}: '{what}' failed on rank 0: {msg}")
         yield
+
+
+def sum_over_ranks(tested, losses, triplets, device):
+    """trainWeakly's per-query arrays (tested flags, losses, triplet counts) summed over
+    the ranks (each query filled by one rank)."""
+    t = torch.from_numpy(np.stack([tested.astype(np.float64), losses, triplets])).to(device)
+    t = all_reduce_sum(t, "batch losses").cpu().numpy()
+    return t[0] > 0, t[1], t[2]
+
+
+def all_reduce_grads(net) -> None:
+    """Sum every trainable weight's ``.grad`` over the ranks in one all-reduce (a
+    weight no rank has a gradient for keeps none)."""
+    ws = [w for l in net.layers for w in l.weights if w.requires_grad]
+    if not ws:
+        return
+    flat = torch.cat([(w.grad if w.grad is not None else torch.zeros_like(w)).reshape(-1) for w in ws] +
+                     [torch.tensor([float(w.grad is not None) for w in ws], device=ws[0].device)])
+    all_reduce_sum(flat, "gradients")
+    off = 0
+    for w, has in zip(ws, flat[-len(ws):].tolist()):
+        g = flat[off:off + w.numel()].view_as(w)
+        off += w.numel()
+        w.grad = g.clone() if has > 0 else None

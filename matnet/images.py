@@ -17,6 +17,7 @@ are refused with an error naming the file.
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -124,3 +125,29 @@ def subtract_average(im: np.ndarray, averageImage) -> np.ndarray:
     """``im(:,:,c) - averageImage(1,1,c)`` for c = 1..3 (only the first pixel of the
     average image is used, as serialAllFeats/computeRepresentation do)."""
     return im.astype(np.float32, copy=False) - mean_colour(averageImage)
+
+
+class TrainingImageLoader:
+    """vl_imreadjpeg for a training tuple (:func:`imread_uint8`, as serialAllFeats reads): RGB float32, optional resize of the shorter side
+    (jitterScale), average colour subtracted, read by ``numThreads`` threads."""
+
+    def __init__(self, averageImage, numThreads: int):
+        self.avg = mean_colour(averageImage)
+        self.pool = ThreadPoolExecutor(max(1, numThreads))
+
+    def _one(self, fn, shorter):
+        a = imread_uint8(fn)
+        if shorter is not None:
+            im = Image.fromarray(a)
+            w, h = im.size
+            s = shorter / min(w, h)
+            a = np.asarray(im.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.BILINEAR))
+        return a.astype(np.float32) - self.avg
+
+    def __call__(self, fns, shorter=None) -> np.ndarray:
+        """N x H x W x 3 (images of one size, as MATLAB's cat(4, ...) needs)."""
+        ims = list(self.pool.map(lambda f: self._one(f, shorter), fns))
+        if len({im.shape for im in ims}) > 1:
+            raise ValueError("a training tuple needs images of one size: "
+                             + ", ".join(f"{fn} ({im.shape[0]} x {im.shape[1]})" for fn, im in zip(fns, ims)))
+        return np.stack(ims)

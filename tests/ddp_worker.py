@@ -57,7 +57,7 @@ def main(cfg_fn):
     distributed.init_from_env()
     r = distributed.rank()
     dbT, dbV = dbSynthetic("train", data / "data"), dbSynthetic("val", data / "data")
-    real_batch = tw._train_batch
+    real_batch = tw.train_batch
     try:
         for ph in cfg["phases"]:
             if ph["kind"] == "train":
@@ -73,12 +73,12 @@ def main(cfg_fn):
                             os._exit(7)
                         time.sleep(3600)
                     return real_batch(*a, **k)
-                tw._train_batch = batch
+                tw.train_batch = batch
                 try:
                     tw.trainWeakly(dbT, dbV, **kw)
                 except _Stop:
                     pass
-                tw._train_batch = real_batch
+                tw.train_batch = real_batch
             elif ph["kind"] == "extract":  # through the command, in this process group
                 from matnet import feature_files
                 from matnet.cli import main as matnet_main

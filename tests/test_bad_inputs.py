@@ -19,11 +19,11 @@ from matnet.cli import main as cli_main
 from matnet.datasets.db_base import dbBase
 from matnet.recall_at_n import testFromFn
 from matnet.extract import serialAllFeats
-from matnet.images import ImageReadError, imread_uint8
+from matnet.images import ImageReadError, TrainingImageLoader, imread_uint8
 from matnet.layers import Layer
 from matnet.layers.heads import layerTotalAvgPool
 from matnet.simplenn import SimpleNN
-from matnet.train import train_weakly as tw
+from matnet.train.batch import tuple_forward
 
 MEAN = np.array([120.0, 110.0, 100.0], np.float32).reshape(1, 1, 3)
 
@@ -80,7 +80,7 @@ def test_16bit_png_read_as_high_byte_for_extraction_and_training(tmp_path):
     np.testing.assert_array_equal(imread_uint8(tmp_path / "g16.png"), gray)
     np.testing.assert_array_equal(imread_uint8(tmp_path / "c16.png"), colour)
     # training reads the same pixels (minus the mean)
-    loader = tw._ImageLoader(MEAN, 1)
+    loader = TrainingImageLoader(MEAN, 1)
     got = loader([str(tmp_path / "g16.png"), str(tmp_path / "c16.png")])
     np.testing.assert_array_equal(got[0], gray.astype(np.float32) - MEAN)
     np.testing.assert_array_equal(got[1], colour.astype(np.float32) - MEAN)
@@ -193,7 +193,7 @@ def test_corrupt_and_truncated_jpeg_name_the_file(tmp_path):
         with pytest.raises(ImageReadError, match=bad):
             serialAllFeats(small_net(), str(tmp_path) + "/", ["ok.jpg", bad], tmp_path / "o.bin", useGPU=False)
         with pytest.raises(ImageReadError, match=bad):
-            tw._ImageLoader(MEAN, 1)([str(tmp_path / bad)])
+            TrainingImageLoader(MEAN, 1)([str(tmp_path / bad)])
 
 
 def test_image_smaller_than_receptive_field_names_file_and_layer(tmp_path):
@@ -214,13 +214,13 @@ def test_training_tuple_failures_name_the_images(tmp_path):
     fns = [str(tmp_path / f) for f in write_images(tmp_path, 2)]
     Image.fromarray(rgb(2, 3, 9)).save(tmp_path / "tiny.png")
     Image.fromarray(rgb(24, 20, 9)).save(tmp_path / "tall.png")
-    loader = tw._ImageLoader(MEAN, 1)
+    loader = TrainingImageLoader(MEAN, 1)
     with pytest.raises(ValueError, match=r"im1\.png \(16 x 20\), .*tall\.png \(24 x 20\)"):
         loader(fns + [str(tmp_path / "tall.png")])
     ims = loader([str(tmp_path / "tiny.png")] * 2)
     x = torch.from_numpy(np.ascontiguousarray(ims)).permute(0, 3, 1, 2)
     with pytest.raises(RuntimeError, match=r"tiny\.png.*2 x 3 images.*layer 2 'pool1' \(pool\)"):
-        tw._tuple_forward(small_net().train(), x, [str(tmp_path / "tiny.png")] * 2)
+        tuple_forward(small_net().train(), x, [str(tmp_path / "tiny.png")] * 2)
 
 
 # ---------------------------------------------------------------- dataset specs and .bin files
@@ -388,12 +388,12 @@ def test_average_image_of_the_wrong_shape_refused(tmp_path):
         with pytest.raises(ValueError, match=r"averageImage'\] has shape"):
             serialAllFeats(small_net(mean=avg), str(tmp_path) + "/", fns, tmp_path / "o.bin", useGPU=False)
         with pytest.raises(ValueError, match=r"averageImage'\] has shape"):
-            tw._ImageLoader(avg, 1)  # today: a 1-value mean broadcast over the 3 channels
+            TrainingImageLoader(avg, 1)  # today: a 1-value mean broadcast over the 3 channels
     # a plain 3-vector is the per-channel mean, as 1x1x3
     serialAllFeats(small_net(mean=MEAN.reshape(3)), str(tmp_path) + "/", fns, tmp_path / "v.bin", useGPU=False)
     serialAllFeats(small_net(), str(tmp_path) + "/", fns, tmp_path / "m.bin", useGPU=False)
     np.testing.assert_array_equal(read_bin(tmp_path / "v.bin", n=2), read_bin(tmp_path / "m.bin", n=2))
-    np.testing.assert_array_equal(tw._ImageLoader(MEAN.reshape(1, 3), 1).avg, MEAN.reshape(3))
+    np.testing.assert_array_equal(TrainingImageLoader(MEAN.reshape(1, 3), 1).avg, MEAN.reshape(3))
 
 
 def test_shards_of_different_D_refused_not_merged(tmp_path, monkeypatch):

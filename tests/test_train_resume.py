@@ -19,6 +19,7 @@ import train_driver
 from matnet.datasets.local_paths import env_name
 from matnet.pick_best import pickBestNet
 from matnet.synthetic import dbSynthetic, make_places, save_tiny_net
+from matnet.train import session_files
 from matnet.train import train_weakly as tw
 from matnet.train.checkpoint import load_checkpoint
 
@@ -133,7 +134,7 @@ def test_killed_in_checkpoint0_extraction_resumes_where_it_stopped(env, monkeypa
     # the same bytes as one uninterrupted extraction
     from matnet.pretrained import loadNet
     net = train_driver.simple_head(loadNet("tiny", "conv3"), None, dbT)
-    tw._serial_feats(net, dbT.qPath, dbT.qImageFns, str(data / "q0_uninterrupted.bin"), tw.TrainWeaklyOpts(**opts))
+    session_files.serial_feats(net, dbT.qPath, dbT.qImageFns, str(data / "q0_uninterrupted.bin"), tw.TrainWeaklyOpts(**opts))
     assert (out / q0).read_bytes() == (data / "q0_uninterrupted.bin").read_bytes()
     assert load_checkpoint(out / "c0_latest.mat", what=("obj",))["obj"]["val"]["recall"].shape == (4, 1)
     assert _leftovers(out) == []

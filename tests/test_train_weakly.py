@@ -3,6 +3,8 @@ import math
 import sys
 import types
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,11 @@ from matnet.datasets.local_paths import env_name
 from matnet.layers.heads import layerTotalMaxPool, layerWholeL2Normalize
 from matnet.simplenn import SimpleNN
 from matnet.synthetic import dbSynthetic, make_places, save_tiny_net
+from matnet.images import TrainingImageLoader
+from matnet.train import session_files
 from matnet.train import train_weakly as tw
+from matnet.train.batch import train_batch
+from matnet.train.sgd import lr_schedule
 from matnet.train.checkpoint import load_checkpoint
 from matnet.train.opts import TrainWeaklyOpts
 
@@ -52,10 +58,10 @@ def _weights(net):
 
 def test_lr_and_cache_period_schedule():
     o = TrainWeaklyOpts(learningRate=1.0, lrDownFreq=3, lrDownFactor=2, nEpoch=8, compFeatsFrequency=10, batchSize=4)
-    sched = tw.lr_schedule(o)
+    sched = lr_schedule(o)
     assert [lr for lr, _ in sched] == [1, 1, 1, 0.5, 0.5, 0.5, 0.25, 0.25]
     assert [p for _, p in sched] == [3, 3, 3, 6, 6, 6, 12, 12]  # ceil(10/4)=3, then x2 with each lr drop
-    assert all(lr == 1 for lr, _ in tw.lr_schedule(o.replace(lrDownFreq=1)))  # rem(e,1) is never 1
+    assert all(lr == 1 for lr, _ in lr_schedule(o.replace(lrDownFreq=1)))  # rem(e,1) is never 1
 
 
 def test_resume_equals_uninterrupted(env):
@@ -94,17 +100,17 @@ class _Killed(Exception):
 def test_interrupted_mid_epoch_then_resumed(env, monkeypatch):
     dbT, dbV, out = env
     tw.trainWeakly(dbT, dbV, sessionID="ref", nEpoch=2, **OPTS)
-    real, calls = tw._train_batch, {"n": 0}
+    real, calls = tw.train_batch, {"n": 0}
 
     def dying(*a, **k):
         calls["n"] += 1
         if calls["n"] == 6 + 5:  # epoch 2, batch 5: the last save was before batch 4
             raise _Killed()
         return real(*a, **k)
-    monkeypatch.setattr(tw, "_train_batch", dying)
+    monkeypatch.setattr(tw, "train_batch", dying)
     with pytest.raises(_Killed):
         tw.trainWeakly(dbT, dbV, sessionID="kill", nEpoch=2, **OPTS)
-    monkeypatch.setattr(tw, "_train_batch", real)
+    monkeypatch.setattr(tw, "train_batch", real)
     saved = load_checkpoint(out / "kill_latest.mat")
     assert saved["auxData"]["resumeBatch"] == 3 and saved["obj"]["train"]["loss"].size == 6 + 3
     tw.trainWeakly(dbT, dbV, sessionID="kill", nEpoch=2, startEpoch=2, **OPTS)
@@ -136,7 +142,7 @@ def test_layer_options_checked_before_any_compute(env, monkeypatch, option, valu
     dbT, dbV, out = env
     computed = []
     monkeypatch.setattr(sys.modules["matnet.add_layers"], "addLayers", lambda *a: computed.append(a))
-    monkeypatch.setattr(tw, "_serial_feats", lambda *a: computed.append(a))
+    monkeypatch.setattr(session_files, "serial_feats", lambda *a: computed.append(a))
     with pytest.raises(ValueError, match=message) as e:
         tw.trainWeakly(dbT, dbV, sessionID="badlayer", nEpoch=1, **{**OPTS, option: value})
     assert "conv1, pool1" in str(e.value) and "max:core, postL2" in str(e.value)  # the allowed names
@@ -159,7 +165,7 @@ def test_infinite_frequencies_and_no_rank_sample_as_matlab(env):
 
 def test_jitter_runs_and_image_loader_resizes(env):
     dbT, dbV, out = env
-    loader = tw._ImageLoader(np.full((1, 1, 3), 10, np.float32), 2)
+    loader = TrainingImageLoader(np.full((1, 1, 3), 10, np.float32), 2)
     ims = loader([dbT.dbPath + dbT.dbImageFns[0]], shorter=16)
     assert ims.shape == (1, 16, 20, 3)  # the shorter side (32) scaled to 16, aspect kept
     raw = loader([dbT.dbPath + dbT.dbImageFns[0]])
@@ -177,7 +183,7 @@ def _setup_batch(env):
     from matnet.nettools import netPrepareForTrain
     net = netPrepareForTrain(_simple_head(loadNet("tiny", "conv3"), None, dbT), 1)
     calls = []
-    real = tw._ImageLoader(net.meta["normalization"]["averageImage"], 1)
+    real = TrainingImageLoader(net.meta["normalization"]["averageImage"], 1)
 
     def loader(fns, shorter=None):
         calls.append(len(fns))
@@ -193,21 +199,25 @@ def test_batch_skips_queries_without_positives_and_without_violations(env, monke
     dbT, net, loader, calls, qf, dbf, aux = _setup_batch(env)
     before = _weights(net)
     o = TrainWeaklyOpts(**{**OPTS, "backPropToLayer": 1})
-    args = (qf, dbf, aux, o, np.random.default_rng(0), loader, 32, 0.1, torch.device("cpu"))
+    rng = np.random.default_rng(0)
+
+    def session(opts):  # what the batch step reads of trainWeakly's session
+        return SimpleNamespace(net=net, dbTrain=dbT, qFeat=qf, dbFeat=dbf, auxData=aux, opts=opts, loader=loader,
+                               origImS=32, device=torch.device("cpu"))
     # no potential positives: skipped, nothing loaded, no loss recorded (batch loss 0), no update
     monkeypatch.setattr(dbT, "nontrivialPosQ", lambda q: np.zeros(0, np.int64))
-    assert tw._train_batch(net, dbT, [0, 1], *args) == 0.0
+    assert train_batch(session(o), [0, 1], 0.1, rng) == 0.0
     assert calls == [] and all(c.size == 0 for c in aux["negCache"])
     monkeypatch.undo()
     # negative margin: nothing violates -> loss 0, no image loaded, caches filled, no update
     o2 = o.replace(margin=-10.0)
-    assert tw._train_batch(net, dbT, [0, 1], qf, dbf, aux, o2, *args[4:]) == 0.0
+    assert train_batch(session(o2), [0, 1], 0.1, rng) == 0.0
     assert calls == [] and len(aux["negCache"][0]) == o.nNegCache and len(aux["negCache"][1]) == o.nNegCache
     for x, y in zip(before, _weights(net)):
         assert torch.equal(x, y)
     # huge margin: every query violates -> 1 + 1 + nNegCap images per query, weights move
     o3 = o.replace(margin=10.0)
-    loss = tw._train_batch(net, dbT, [0, 1], qf, dbf, aux, o3, *args[4:])
+    loss = train_batch(session(o3), [0, 1], 0.1, rng)
     assert calls == [2 + o.nNegCap] * 2 and loss > 0
     assert any(not torch.equal(x, y) for x, y in zip(before, _weights(net)))
 
@@ -221,7 +231,7 @@ def test_concurrent_checkpoint0_writers_do_not_corrupt(env):
     nets = [_simple_head(loadNet("tiny", "conv3"), None, dbT) for _ in range(2)]
     o = TrainWeaklyOpts(**OPTS)
     fn = out / "shared_q.bin"
-    ts = [threading.Thread(target=tw._checkpoint0_feats, args=(n, dbT.qPath, dbT.qImageFns, str(fn), o)) for n in nets]
+    ts = [threading.Thread(target=session_files.checkpoint0_feats, args=(n, dbT.qPath, dbT.qImageFns, str(fn), o)) for n in nets]
     [t.start() for t in ts]
     [t.join() for t in ts]
     f = read_bin(fn, n=dbT.numQueries)
@@ -237,8 +247,8 @@ def test_nNegChoice_above_a_querys_negatives_refused_before_any_feature(env, mon
 
     def no_features(*a, **k):
         raise AssertionError("features were computed before the options were checked")
-    monkeypatch.setattr(tw, "_checkpoint0_feats", no_features)
-    monkeypatch.setattr(tw, "_serial_feats", no_features)
+    monkeypatch.setattr(tw, "checkpoint0_feats", no_features)
+    monkeypatch.setattr(session_files, "serial_feats", no_features)
     with pytest.raises(ValueError) as e:
         tw.trainWeakly(dbTrain, dbVal, **{**OPTS, "nNegChoice": 15, "nEpoch": 1})
     msg = str(e.value)

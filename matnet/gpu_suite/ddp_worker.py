@@ -2,7 +2,7 @@
 ddp_worker.py CONFIG.json`` (started by :func:`matnet.gpu_suite.steps.torchrun`).
 
 Joins the job (NCCL on GPUs, gloo on the CPU), runs one trainWeakly batch through
-:class:`~matnet.train.train_weakly.TupleTrainer` on the suite's network, street and
+:class:`~matnet.train.batch.TupleTrainer` on the suite's network, street and
 feature cache (the queries shared out over the ranks, the gradients all-reduced), then
 serialAllFeats of the suite's JPEG files sharded over the ranks; rank 0 writes the
 trained weights (``weights.pt``), ``ddp.bin`` and ``result.json`` into CONFIG's ``out``.
@@ -29,7 +29,7 @@ def main(cfg_fn: str) -> int:
     from matnet.extract import serialAllFeats
     from matnet.synthetic.db import dbSynthetic
     from matnet.train.opts import TrainWeaklyOpts
-    from matnet.train.train_weakly import TupleTrainer
+    from matnet.train.batch import TupleTrainer
 
     cfg = json.loads(Path(cfg_fn).read_text())
     out = Path(cfg["out"])

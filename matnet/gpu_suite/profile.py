@@ -52,7 +52,7 @@ def profile_workload(ws, target: str) -> dict:
         (ws.tmp / "profile.bin").unlink(missing_ok=True)
         what = f"serialAllFeats on {len(fns)} JPEG files, {precision}, batch size {bs}"
     elif target == "target.epoch":
-        from ..train.train_weakly import TupleTrainer
+        from ..train.batch import TupleTrainer
         from .steps import random_cache
         tr = TupleTrainer(ws.net_copy("cpu"), ws.street, _train_opts(ws, "fast"), device=ws.device)
         try:

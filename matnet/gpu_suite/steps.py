@@ -171,7 +171,7 @@ def _trainable(net) -> list[tuple[str, torch.Tensor]]:
 def _exact_training_step(ws) -> None:
     """One trainWeakly batch (1 query, 2 negatives: 4 images) on the CPU and the device
     from the same weights and cache: weights after the SGD step."""
-    from ..train.train_weakly import TupleTrainer
+    from ..train.batch import TupleTrainer
     rec, db = ws.record, ws.street
     opts = _train_opts(ws, batchSize=1, nNegCap=2, nNegCache=2)
     D = ws.sizes.pca_dim
@@ -275,7 +275,7 @@ def extraction(ws) -> None:
 # ----- 4 training
 
 def training(ws) -> None:
-    from ..train.train_weakly import TupleTrainer
+    from ..train.batch import TupleTrainer
     rec, s, db = ws.record, ws.sizes, ws.street
     fl = ws.flops
     nets = _prepared(ws, _train_opts(ws))
@@ -407,7 +407,7 @@ def torchrun(ws) -> None:
     from converters.bin_features import read_bin
     from converters.network import load_net, save_net
     from ..extract import serialAllFeats
-    from ..train.train_weakly import TupleTrainer
+    from ..train.batch import TupleTrainer
     rec, s, db = ws.record, ws.sizes, ws.street
     work = ws.tmp / "ddp"
     work.mkdir(parents=True, exist_ok=True)

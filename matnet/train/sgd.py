@@ -1,9 +1,33 @@
-"""MatConvNet's SGD update as trainWeakly.m applies it (not torch.optim.SGD)."""
+"""MatConvNet's SGD update as trainWeakly.m applies it (not torch.optim.SGD), and
+trainWeakly's learning-rate schedule."""
 from __future__ import annotations
+
+import math
 
 import torch
 
 from ..simplenn import SimpleNN
+
+
+def lr_schedule(opts) -> list[tuple[float, int]]:
+    """(learning rate, cache refresh period in batches) for epochs 1..nEpoch: both
+    start at learningRate and ceil(compFeatsFrequency/batchSize); at every epoch e > 1
+    with rem(e, lrDownFreq) == 1 the rate is divided by lrDownFactor and the period
+    multiplied by it (rounded).  As MATLAB, lrDownFreq 1 never lowers the rate, and an
+    infinite compFeatsFrequency never refreshes the cache within an epoch."""
+    lr, period, out = opts.learningRate, batches_per(opts.compFeatsFrequency, opts.batchSize), []
+    for e in range(1, opts.nEpoch + 1):
+        if e != 1 and e % opts.lrDownFreq == 1:
+            lr = lr / opts.lrDownFactor
+            period = round(period * opts.lrDownFactor) if math.isfinite(period) else period
+        out.append((lr, period))
+    return out
+
+
+def batches_per(frequency, batchSize: int):
+    """ceil(frequency / batchSize): a period counted in queries as one in batches
+    (inf stays inf: never)."""
+    return math.ceil(frequency / batchSize) if math.isfinite(frequency) else math.inf
 
 
 def trainable_layers(net: SimpleNN, backPropToLayer: int, fixLayers=()) -> list[int]:
