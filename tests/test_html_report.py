@@ -33,7 +33,7 @@ def report(tmp_path_factory):
     net = tiny_net_file(tmp / "tiny.mat")
     out = tmp / "out"
     assert cli(["evaluate", "--net", str(net), "--dataset", f"spec:{tmp / 'specs' / 'tokyo247.mat'}", "--root",
-                str(tmp / "Tokyo247"), "--out", str(out), "--cpu", "--save-predictions", str(N)]) == 0
+                str(tmp / "Tokyo247"), "--out", str(out), "--device", "cpu", "--save-predictions", str(N)]) == 0
     rec = json.loads(next(out.glob("*_recall.json")).read_text())
     with open(out / rec["predictions_csv"], newline="") as f:
         rows = list(csv.DictReader(f))

@@ -24,8 +24,8 @@ def read_rows(path):
 
 
 def evaluate(net, dataset, out, *extra, root=None):
-    args = ["evaluate", "--net", str(net), "--dataset", dataset, "--out", str(out), "--cpu", "--batch-size", "4",
-            "--save-predictions", str(N), "--no-save-predictions-images", *extra]
+    args = ["evaluate", "--net", str(net), "--dataset", dataset, "--out", str(out), "--device", "cpu",
+            "--batch-size", "4", "--save-predictions", str(N), "--no-save-predictions-images", *extra]
     assert cli(args + (["--root", str(root)] if root else [])) == 0
     recs = sorted(out.glob("*_recall.json"))
     assert len(recs) == 1
@@ -125,7 +125,7 @@ def test_too_many_predictions_refused_before_extraction(tokyo, capsys):
     tmp, _, _, net = tokyo
     out = tmp / "refused"
     assert cli(["evaluate", "--net", str(net), "--dataset", f"spec:{tmp / 'specs' / 'tokyo247.mat'}", "--root",
-                str(tmp / "Tokyo247"), "--out", str(out), "--cpu", "--num_preds_to_save", "101"]) == 1
+                str(tmp / "Tokyo247"), "--out", str(out), "--device", "cpu", "--num_preds_to_save", "101"]) == 1
     assert "--save-predictions" in capsys.readouterr().err
     assert not list(out.glob("*.bin"))
     assert cli(["evaluate", "--net", str(net), "--dataset", "vpr:/nowhere", "--only-wrong"]) == 1

@@ -67,5 +67,5 @@ def test_demo_chain_runs(tmp_path, capsys, monkeypatch):
     assert main(["export", wpca.group(1), "--format", "torchscript", str(tmp_path / "w.pt")]) == 0
     data = tmp_path / "d" / "data"
     assert main(["evaluate", "--net", wpca.group(1), "--dataset", f"spec:{data / 'datasets' / 'synth_test.mat'}",
-                 "--root", str(data / "images"), "--out", str(tmp_path / "ev"), "--cpu"]) == 0
+                 "--root", str(data / "images"), "--out", str(tmp_path / "ev"), "--device", "cpu"]) == 0
     assert list((tmp_path / "ev").glob("*_best_wpca16_synth_test_*.json"))
