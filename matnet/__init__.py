@@ -12,6 +12,7 @@ through this face.  ``load_net``/``save_net`` read and write every network file.
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
@@ -41,6 +42,30 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = list(_EXPORTS)
+
+if TYPE_CHECKING:  # what editors and type checkers see; at run time __getattr__ loads each on first use
+    from matnet.layers import (Layer, LayerError, layer_from_struct, layerTotalAvgPool, layerTotalMaxPool,
+                               layerVLAD, layerVLADv2, layerWholeL2Normalize)
+    from matnet.layout import matlab_to_torch, torch_to_matlab
+    from matnet.simplenn import SimpleNN, vl_simplenn
+    from matnet.nettools import (cropToLayer, layerNames, layerTypes, netOutputDim, netPrepareForTest,
+                                 netPrepareForTrain, swapLayersForEfficiency, whichLayer)
+    from converters.network import load_net, save_net
+    from matnet.images import vl_imreadjpeg
+    from matnet.datasets import (closePosition, dbBase, dbPitts, dbTiny, dbTokyo247, dbTokyoTimeMachine, dbVPR,
+                                 dbMSLS, dbSpec, db_from_spec, localPaths, parse_dataset)
+    from matnet.add_layers import addLayers
+    from matnet.get_clusters import getClusters
+    from matnet.extract import computeRepresentation, serialAllFeats
+    from matnet.recall_at_n import rawNnSearch, recallAtN, testCore, testCoreRank, testFromFn
+    from matnet.pca import addPCA, relja_PCA
+    from matnet.pick_best import getBestEpoch, pickBestNet
+    from matnet.pretrained import loadNet
+    from matnet.plots import plotResults
+    from matnet.train.opts import TrainWeaklyOpts
+    from matnet.train.train_weakly import trainWeakly
+    from matnet.train.checkpoint import saveNet
+    from . import export, nn
 
 
 # subpackages/modules reachable as attributes (``matnet.nn.NetVLAD`` after ``import matnet``)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .images import _to_rgb_uint8, mean_colour
+from .images import to_rgb_uint8, mean_colour
 from .layers.base import add_epsilon
 from .layers.heads import layerWholeL2Normalize
 from .nettools import netOutputDim
@@ -53,7 +53,7 @@ def preprocess(images) -> torch.Tensor:
 def _one(im, i: int) -> np.ndarray:
     from PIL import Image
     if isinstance(im, Image.Image):
-        return _to_rgb_uint8(im, f"image {i}")
+        return to_rgb_uint8(im, f"image {i}")
     a = np.asarray(im)
     if a.dtype != np.uint8:
         raise TypeError(f"preprocess: image {i} is {a.dtype}; pass uint8 (0..255) images, or give float "

@@ -64,7 +64,7 @@ def _sixteen_bit(im: Image.Image) -> bool:
     return im.mode.startswith("I;16") or (im.mode == "I" and im.format == "PNG")
 
 
-def _to_rgb_uint8(im: Image.Image, p: Path) -> np.ndarray:
+def to_rgb_uint8(im: Image.Image, p: Path) -> np.ndarray:
     if _sixteen_bit(im):
         a = np.asarray(im).astype(np.uint32)
         if a.size and a.max() > 0xFFFF:
@@ -89,7 +89,7 @@ def imread_uint8(path) -> np.ndarray:
     p = resolve_image_path(path)
     try:
         with Image.open(p) as im:
-            a = _to_rgb_uint8(im, p)
+            a = to_rgb_uint8(im, p)
     except ImageReadError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:

@@ -4,7 +4,7 @@ Parses every import (module level and inside functions) of matnet/, converters/ 
 reference/ with ``ast``; importing ``a.b.c`` also counts as importing the packages
 ``a.b`` (their ``__init__`` runs; a module's own packages are running already), except
 the ``matnet`` face, which imports nothing
-eagerly (PEP 562).
+eagerly (PEP 562; its ``if TYPE_CHECKING:`` imports are for editors and never run).
 """
 import ast
 from pathlib import Path
@@ -37,7 +37,13 @@ def imports(mods) -> dict[str, set[str]]:
     graph = {}
     for name, (f, is_pkg) in mods.items():
         targets = set()
-        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+        tree = ast.parse(f.read_text(), str(f))
+        typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                       and isinstance(block.test, ast.Name) and block.test.id == "TYPE_CHECKING"
+                       for stmt in block.body for n in ast.walk(stmt)}  # never run
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
             if isinstance(node, ast.Import):
                 targets.update(a.name for a in node.names)
             elif isinstance(node, ast.ImportFrom):
@@ -139,3 +145,61 @@ def test_any_module_imports_first(first):
     r = subprocess.run([sys.executable, "-c", f"import {first}, matnet; matnet.load_net; matnet.trainWeakly"],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def private_imports(mods) -> list[str]:
+    """``from x import _name`` and ``module._name`` (``module`` an imported project module)
+    in matnet/, converters/, reference/: a private name used outside its module."""
+    found = []
+    for name, (f, is_pkg) in mods.items():
+        tree = ast.parse(f.read_text(), str(f))
+        modules = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules.update(a.asname or a.name.split(".")[0] for a in node.names
+                               if a.name.split(".")[0] in PACKAGES)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = name.split(".") if is_pkg else name.split(".")[:-1]
+                    base = ".".join(parts[:len(parts) - (node.level - 1)] + ([node.module] if node.module else []))
+                if base.split(".")[0] not in PACKAGES:
+                    continue
+                for a in node.names:
+                    if a.name.startswith("_") and not a.name.startswith("__"):
+                        found.append(f"{name}:{node.lineno}: from {base} import {a.name}")
+                    elif f"{base}.{a.name}" in mods:
+                        modules.add(a.asname or a.name)
+        found += [f"{name}:{node.lineno}: {node.value.id}.{node.attr}" for node in ast.walk(tree)
+                  if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                  and node.value.id in modules and node.attr.startswith("_") and not node.attr.startswith("__")]
+    return found
+
+
+def test_no_private_name_used_across_modules():
+    """A helper another module needs is public in the module that owns it."""
+    found = private_imports(modules())
+    assert not found, "\n".join(found)
+
+
+def test_the_private_check_sees_offenders(tmp_path):
+    pkg = tmp_path / "matnet"
+    pkg.mkdir()
+    (pkg / "a.py").write_text("def _h():\n    pass\n")
+    (pkg / "b.py").write_text("from .a import _h\nfrom . import a\na._h()\n")
+    found = private_imports({"matnet.a": (pkg / "a.py", False), "matnet.b": (pkg / "b.py", False)})
+    assert found == ["matnet.b:1: from matnet.a import _h", "matnet.b:3: a._h"]
+
+
+def test_the_face_lists_every_name_for_tools():
+    """matnet.__all__ resolves name by name, and the face's ``if TYPE_CHECKING:`` block
+    imports exactly those names from the modules __getattr__ loads them from."""
+    import matnet
+    assert sorted(matnet.__all__) == sorted(matnet._EXPORTS)
+    for name in matnet.__all__:
+        assert getattr(matnet, name) is getattr(__import__(matnet._EXPORTS[name], fromlist=[name]), name), name
+    tree = ast.parse((ROOT / "matnet" / "__init__.py").read_text())
+    listed = {a.name: node.module for block in tree.body if isinstance(block, ast.If)
+              and getattr(block.test, "id", "") == "TYPE_CHECKING" for node in block.body
+              if isinstance(node, ast.ImportFrom) and node.level == 0 for a in node.names}
+    assert listed == matnet._EXPORTS

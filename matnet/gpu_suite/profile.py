@@ -23,7 +23,7 @@ def profile_workload(ws, target: str) -> dict:
     of the workload behind ``target`` ('target.fast' / 'target.exact': the network on
     device tensors; 'target.files': serialAllFeats on JPEG files; 'target.epoch': a
     trainWeakly batch in fast mode)."""
-    from .steps import _train_opts, quiet
+    from .steps import train_opts, quiet
     rec, s = ws.record, ws.sizes
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if ws.cuda else [])
     precision = "exact" if target == "target.exact" else "fast"
@@ -54,7 +54,7 @@ def profile_workload(ws, target: str) -> dict:
     elif target == "target.epoch":
         from ..train.batch import TupleTrainer
         from .steps import random_cache
-        tr = TupleTrainer(ws.net_copy("cpu"), ws.street, _train_opts(ws, "fast"), device=ws.device)
+        tr = TupleTrainer(ws.net_copy("cpu"), ws.street, train_opts(ws, "fast"), device=ws.device)
         try:
             tr.set_cache(*random_cache(ws.street, s.pca_dim))
             rng = np.random.default_rng(2)

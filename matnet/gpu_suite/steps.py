@@ -142,7 +142,7 @@ def exactness(ws) -> None:
     _exact_training_step(ws)
 
 
-def _train_opts(ws, precision="exact", **kw):
+def train_opts(ws, precision="exact", **kw):
     from ..train.opts import TrainWeaklyOpts
     db = ws.street
     # every sampled negative must leave room for positives (about 10 at 5 m spacing, 25 m)
@@ -173,7 +173,7 @@ def _exact_training_step(ws) -> None:
     from the same weights and cache: weights after the SGD step."""
     from ..train.batch import TupleTrainer
     rec, db = ws.record, ws.street
-    opts = _train_opts(ws, batchSize=1, nNegCap=2, nNegCache=2)
+    opts = train_opts(ws, batchSize=1, nNegCap=2, nNegCache=2)
     D = ws.sizes.pca_dim
     cache = random_cache(db, D)
     before = {n: w for n, w in _trainable(_prepared(ws, opts))}
@@ -278,14 +278,14 @@ def training(ws) -> None:
     from ..train.batch import TupleTrainer
     rec, s, db = ws.record, ws.sizes, ws.street
     fl = ws.flops
-    nets = _prepared(ws, _train_opts(ws))
+    nets = _prepared(ws, train_opts(ws))
     bp = next(i for i, l in enumerate(nets.layers) if l.weights and l.weights[0].requires_grad)
     from .flops import network_flops
     tr_flops = network_flops(nets, *s.image, backprop_from=bp)["trainable"]
     del nets
     per_tuple = 12 * (fl["total"] + 2 * tr_flops)  # forward, and backward of the trained layers (2x forward)
     for precision in PRECISIONS:
-        opts = _train_opts(ws, precision)
+        opts = train_opts(ws, precision)
         tr = TupleTrainer(ws.net_copy("cpu"), db, opts, device=ws.device)
         try:
             with quiet():
@@ -413,7 +413,7 @@ def torchrun(ws) -> None:
     work.mkdir(parents=True, exist_ok=True)
     netFn = work / "net.safetensors"
     save_net(ws.net, netFn)
-    opts = _train_opts(ws, nNegCap=4, nNegCache=4)
+    opts = train_opts(ws, nNegCap=4, nNegCache=4)
     q, d = random_cache(db, s.pca_dim, seed=3)
     np.save(work / "q.npy", q)
     np.save(work / "db.npy", d)

@@ -70,7 +70,7 @@ class LayerError(ValueError):
     """A layer struct or a layer input that cannot be used; the message names the layer."""
 
 
-def _as_list(v) -> list:
+def as_list(v) -> list:
     """MATLAB cell (list, tuple, object ndarray) or empty -> python list."""
     if v is None:
         return []
@@ -125,8 +125,8 @@ class Layer(nn.Module):
         self.precious = bool(precious)
         self.learningRate = _optional_floats(learningRate)
         self.weightDecay = _optional_floats(weightDecay)
-        self.momentum = None if momentum is None or len(_as_list(momentum)) == 0 else [
-            torch.as_tensor(np.asarray(m, dtype=np.float32)).clone() for m in _as_list(momentum)]
+        self.momentum = None if momentum is None or len(as_list(momentum)) == 0 else [
+            torch.as_tensor(np.asarray(m, dtype=np.float32)).clone() for m in as_list(momentum)]
         self.extra = dict(extra or {})
 
     # -- construction from / to MATLAB structs ---------------------------------------

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ..layout import conv_filters_to_torch, matlab_shape
-from .base import Layer, LayerError, _as_list, pad4, pair, register_type, require
+from .base import Layer, LayerError, as_list, pad4, pair, register_type, require
 
 
 @register_type("conv")
@@ -33,7 +33,7 @@ class Conv(Layer):
     @classmethod
     def from_struct(cls, s):
         if "weights" in s:
-            ws = _as_list(s["weights"])
+            ws = as_list(s["weights"])
         elif "filters" in s:  # MatConvNet < beta17 field layout
             ws = [s["filters"], s.get("biases", np.zeros((0, 0), np.float32))]
         else:

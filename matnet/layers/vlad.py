@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..layout import matlab_shape
-from .base import Layer, LayerError, _as_list, add_epsilon, exporting, register_class
+from .base import Layer, LayerError, as_list, add_epsilon, exporting, register_class
 from .normalize import Normalize, channel_sumsq, fused_prenorm
 
 # The MATLAB classdef properties, in declaration order (relja_saveobj writes them all).
@@ -290,7 +290,7 @@ class _VLADBase(Layer):
         """From the MATLAB object's properties (relja_saveobj struct): the 1x1xDxK weights
         may come with trailing singletons dropped; K, D, vladDim are checked against them."""
         name = s.get("name", "VLAD")
-        ws = _as_list(s.get("weights"))
+        ws = as_list(s.get("weights"))
         if ws:
             if len(ws) != cls.n_weights:
                 raise LayerError(f"layer '{name}' ({cls.class_name}): expected {cls.n_weights} "
