@@ -3,9 +3,11 @@
 file's memory map under a memory cap, against the in-memory search on a subset of the
 database, in the same run.
 
-Each search runs in its own process: queries/s, peak RSS (VmHWM; also the RSS after the
-imports, which the cap does not cover) and whether the streamed and in-memory results
-(ids and distances) are identical on the subset.  The files go to --dir (default a
+Each search runs in its own process: queries/s, the peak resident memory the search adds
+(VmHWM after resetting it through /proc/self/clear_refs, minus VmRSS before; anonymous
+and file-backed pages alike) printed next to the memory cap, and whether the streamed and
+in-memory results (ids and distances) are identical on the subset.  --caps runs the
+streamed search of the whole database once per cap (e.g. --caps 64MB 512MB 2GB).  The files go to --dir (default a
 temporary folder) and are deleted afterwards.
 
     python benchmarks/bench_search.py [--n 2000000 --d 512 --nq 1000 --k 100 --cap 1GB --subset 250000]
@@ -55,6 +57,9 @@ def child(a):
     torch.set_num_threads(a.threads)
     folder = Path(a.dir)
     q = np.load(folder / "q.npy")
+    rawNnSearch(q[:2], np.zeros((4, a.d), np.float32), 2)  # torch's kernels and threads, before measuring
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # VmHWM := VmRSS: the peak from here on
     base = rss_mib("VmRSS")
     t = time.perf_counter()
     if a.child == "memory":
@@ -76,6 +81,8 @@ def main():
     p.add_argument("--nq", type=int, default=1000)
     p.add_argument("--k", type=int, default=100)
     p.add_argument("--cap", default="1GB", help="memoryCap of the streamed searches")
+    p.add_argument("--caps", nargs="+", metavar="CAP",
+                   help="only the streamed search of the whole database, once per cap (growth next to each cap)")
     p.add_argument("--subset", type=int, default=250_000, help="rows searched in memory and streamed")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--dir", help="folder for the generated files (default: a temporary one)")
@@ -94,9 +101,23 @@ def main():
         generate(folder, a.n, a.d, a.nq, a.subset)
         print(f"database {a.n} x {a.d} float32 ({4 * a.n * a.d / 2**30:.2f} GiB on disk), {a.nq} queries, "
               f"k={a.k}, {a.threads} threads; generated in {time.perf_counter() - t:.0f} s")
+        from matnet.search.memory import parse_bytes
+        if a.caps:
+            print(f"whole database ({a.n} rows, {4 * a.n * a.d / 2**20:.0f} MiB), streamed; growth = peak "
+                  f"resident memory the search adds")
+            for cap in a.caps:
+                argv = [x for x in sys.argv[1:] if x not in a.caps and x != "--caps"]
+                out = subprocess.run([sys.executable, __file__] + argv + ["--child", "streamed_full", "--dir", str(folder),
+                                     "--cap", cap], check=True, capture_output=True, text=True).stdout
+                r = json.loads(out.strip().splitlines()[-1])
+                capm = parse_bytes(cap) / 2**20
+                growth = r["peak_mib"] - r["base_mib"]
+                print(f"  memoryCap {cap:>6s} = {capm:7.0f} MiB: growth {growth:7.0f} MiB "
+                      f"({100 * growth / capm:5.1f} % of the cap), {a.nq / r['sec']:8.1f} queries/s")
+            return
         runs = {}
         for v in ("memory", "streamed_sub", "streamed_full"):
-            out = subprocess.run([sys.executable, __file__, "--child", v, "--dir", str(folder)] + sys.argv[1:],
+            out = subprocess.run([sys.executable, __file__] + sys.argv[1:] + ["--child", v, "--dir", str(folder)],
                                  check=True, capture_output=True, text=True).stdout
             runs[v] = json.loads(out.strip().splitlines()[-1])
         same_ids = np.array_equal(np.load(folder / "memory_ids.npy"), np.load(folder / "streamed_sub_ids.npy"))
@@ -107,8 +128,8 @@ def main():
 
         def line(label, r, n):
             return (f"  {label:34s} {a.nq / r['sec']:9.1f} queries/s ({r['sec']:7.2f} s, "
-                    f"{n * a.nq / r['sec'] / 1e6:7.1f} M distances/s)  peak RSS {r['peak_mib']:7.0f} MiB "
-                    f"({r['peak_mib'] - r['base_mib']:6.0f} above the {r['base_mib']:.0f} MiB after imports)")
+                    f"{n * a.nq / r['sec'] / 1e6:7.1f} M distances/s)  growth {r['peak_mib'] - r['base_mib']:6.0f} MiB"
+                    + (f" (cap {parse_bytes(a.cap) / 2**20:.0f} MiB)" if "streamed" in label else ""))
         print(f"subset: the first {a.subset} rows ({4 * a.subset * a.d / 2**20:.0f} MiB)")
         print(line("in memory", runs["memory"], a.subset))
         print(line(f"streamed, memoryCap {a.cap}", runs["streamed_sub"], a.subset))

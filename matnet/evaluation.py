@@ -27,7 +27,7 @@ from .search.approximate import build_index
 from .datasets.close_position import sqdist
 from .recall_at_n import RECALL_NS, testFromFn
 from .search import SearchOptions
-from .search.memory import chunk_rows, parse_bytes, streaming_cap
+from .search.memory import chunk_rows, in_memory_bytes, parse_bytes, streaming_cap
 from .device import uses_gpu
 from .extract import computeRepresentation, extract_features, seconds_per_image
 from .feature_files import features_complete
@@ -203,7 +203,7 @@ def check_memory_cap(memoryCap, nImages: int, nQueries: int, D: int):
         cap = parse_bytes(memoryCap)
     except ValueError as e:
         raise EvaluationError(f"--memory-cap {memoryCap}: {e}") from None
-    if streaming_cap(4 * D * nImages, cap) is not None:
+    if streaming_cap(4 * D * nImages, cap, need=in_memory_bytes(4 * D * nImages, D, nQueries)) is not None:
         try:
             chunk_rows(D, nQueries, cap)
         except MemoryError as e:

@@ -23,7 +23,7 @@ from .device import compute_device
 from .predictions import PredictionRecorder
 from .search import SearchOptions, exact_searcher, knn, make_searcher
 from .search.exact import relja_l2normalize_rows
-from .search.memory import SEARCH_BLOCK, streaming_cap
+from .search.memory import SEARCH_BLOCK, chunk_rows, in_memory_bytes, rank_block, streaming_cap
 from .search.streamed import StreamedDb
 
 RECALL_NS = [1, 2, 3, 4, 5] + list(range(10, 101, 5))
@@ -162,12 +162,13 @@ def testCore(db, qFeat, dbFeat, nTestSample=math.inf, recallNs=RECALL_NS, printN
 
 
 def testCoreRank(db, qFeat, dbFeat, margin, nNegChoice, nTestSample=1000, rng=None, device=None,
-                 verbose: bool = True):
+                 verbose: bool = True, block: int = SEARCH_BLOCK):
     """testCoreRank.m: mean over sampled queries (with non-trivial positives) of
     ``mean_neg max(d_pos + margin - d_neg, 0)``, d = squared L2, d_pos the closest
     non-trivial positive, ``nNegChoice`` random negatives per query.  Returns
     ``(rankloss, losses)``.  Negatives come from numpy (seeded 43 by default), not
-    MATLAB's randsample stream.
+    MATLAB's randsample stream.  ``block``: the query x negative x D entries compared at
+    once (testFromFn sizes it from a streamed search's memory cap).
     """
     if not math.isfinite(nTestSample):
         raise ValueError("testCoreRank needs a finite nTestSample")
@@ -194,11 +195,13 @@ def testCoreRank(db, qFeat, dbFeat, margin, nNegChoice, nTestSample=1000, rng=No
     owner = np.repeat(np.arange(toTest.size), [p.size for p in pos])
     pid = torch.as_tensor(np.concatenate(pos)).to(dev)
     owner_t = torch.as_tensor(owner).to(dev)
-    dpos_all = ((qt[owner_t] - db_rows(pid)) ** 2).sum(1)
+    step = max(1, int(block) // qt.shape[1])  # positives compared at once
+    dpos_all = torch.cat([((qt[owner_t[s:s + step]] - db_rows(pid[s:s + step])) ** 2).sum(1)
+                          for s in range(0, pid.numel(), step)]) if pid.numel() else pid.new_zeros(0, dtype=qt.dtype)
     dPos = torch.full((toTest.size,), math.inf, device=dev).scatter_reduce(0, owner_t, dpos_all, "amin")
     negs_t = torch.as_tensor(negs).to(dev)
     losses = torch.empty(toTest.size, device=dev)
-    chunk = max(1, SEARCH_BLOCK // (negs.shape[1] * qt.shape[1]))
+    chunk = max(1, int(block) // (negs.shape[1] * qt.shape[1]))
     with torch.no_grad():
         for s in range(0, toTest.size, chunk):
             x = db_rows(negs_t[s:s + chunk])  # c x nNeg x D
@@ -273,8 +276,11 @@ def testFromFn(db, dbFeatFn, qFeatFn, opts=None, verbose: bool = True, **overrid
         crop = 0
     bin_shape(dbFeatFn, D=nDims, n=nDb)  # a wrong file fails here, before any search
     dbBytes = os.path.getsize(dbFeatFn)
-    cap = streaming_cap(dbBytes, opts.get("memoryCap"))
+    nTop = max(list(opts["recallNs"]) + [int(opts.get("savePredictions") or 0)])
+    cap = streaming_cap(dbBytes, opts.get("memoryCap"),
+                        need=in_memory_bytes(dbBytes, nDims, nQ, nTop, crop))
     if cap is not None:
+        chunk_rows(crop or nDims, nQ, cap, nTop)  # a cap too small is refused here, before any search
         print(f"testFromFn: streaming {dbFeatFn} ({dbBytes / 2**20:.1f} MiB) within {cap / 2**20:.1f} MiB")
         dbFeat = StreamedDb(dbFeatFn, nDims, nDb, cap, crop)
     else:
@@ -286,7 +292,8 @@ def testFromFn(db, dbFeatFn, qFeatFn, opts=None, verbose: bool = True, **overrid
     rankloss = None
     if opts["nTestRankSample"] > 0:
         rankloss, _ = testCoreRank(db, qFeat, dbFeat, opts["margin"], opts["nNegChoice"],
-                                   nTestSample=opts["nTestRankSample"], verbose=verbose)
+                                   nTestSample=opts["nTestRankSample"], verbose=verbose,
+                                   block=SEARCH_BLOCK if cap is None else rank_block(cap))
     check, preds = {}, {}
     search = SearchOptions(opts["searchMethod"], opts["searchParams"], opts["searchCheckSample"], opts["memoryCap"])
     recall, allRecalls = testCore(db, qFeat, dbFeat, nTestSample=opts["nTestSample"], recallNs=opts["recallNs"],

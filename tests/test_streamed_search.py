@@ -8,9 +8,17 @@ import torch
 from converters.bin_features import BinFeatureError, MappedBin, write_bin
 from matnet.recall_at_n import rawNnSearch, testFromFn
 from matnet.search.exact import smallest_k
-from matnet.search.memory import chunk_rows
+from matnet.search.memory import chunk_rows, row_bytes, search_overhead
 from matnet.search.memory import parse_bytes
 from test_evaluate import make_db
+
+
+@pytest.fixture(autouse=True)
+def no_working_set(monkeypatch):
+    """These tests check chunking on small files with tiny caps: the working-set reserve of
+    a real search (tens of MiB, see test_search_memory.py) is left out of the sizing."""
+    import matnet.search.memory as memory
+    monkeypatch.setattr(memory, "WORKING_SET", 0)
 
 
 def brute_force(q, db, k):
@@ -40,11 +48,12 @@ def tied(tmp_path):
     return q, db, tmp_path / "db.bin"
 
 
-@pytest.mark.parametrize("cap", [20_000, 60_000, 200_000])
-def test_streamed_equals_in_memory_with_ties(tied, cap):
+@pytest.mark.parametrize("chunk", [30, 100, 400])
+def test_streamed_equals_in_memory_with_ties(tied, chunk):
     q, db, fn = tied
-    rows = chunk_rows(8, q.shape[0], cap)
-    assert 1 < rows < db.shape[0] and db.shape[0] % rows  # several chunks, the last one partial
+    cap = search_overhead(8, q.shape[0], 25) + chunk * row_bytes(8, q.shape[0])
+    rows = chunk_rows(8, q.shape[0], cap, 25)
+    assert rows == chunk and db.shape[0] % rows  # several chunks, the last one partial
     want_ids, want_ds = brute_force(q, db, 25)
     mem_ids, mem_ds = rawNnSearch(q, db, 25)
     got_ids, got_ds = rawNnSearch(q, MappedBin(fn, D=8), 25, memoryCap=cap)
@@ -60,7 +69,7 @@ def test_streamed_equals_in_memory_random_floats(tmp_path):
     q = rng.standard_normal((70, 48)).astype(np.float32)
     write_bin(tmp_path / "db.bin", db)
     mem = rawNnSearch(q, db, 100)
-    got = rawNnSearch(q, MappedBin(tmp_path / "db.bin", n=2500), 100, memoryCap="300kB")
+    got = rawNnSearch(q, MappedBin(tmp_path / "db.bin", n=2500), 100, memoryCap="600kB")  # 355-row chunks
     np.testing.assert_array_equal(got[0], mem[0])
     np.testing.assert_array_equal(got[1], mem[1])
     np.testing.assert_array_equal(mem[0], brute_force(q, db, 100)[0])
@@ -85,9 +94,9 @@ def test_testFromFn_streamed_equals_in_memory(toy_files, crop, capsys):
     db, d = toy_files
     kw = dict(cropToDim=crop, nTestRankSample=20, nNegChoice=50, recallNs=[1, 2, 5, 10, 50])
     rec, rl, allRec, _ = testFromFn(db, d / "db.bin", d / "q.bin", **kw)
-    srec, srl, sallRec, opts = testFromFn(db, d / "db.bin", d / "q.bin", memoryCap=20_000, **kw)
+    srec, srl, sallRec, opts = testFromFn(db, d / "db.bin", d / "q.bin", memoryCap=150_000, **kw)
     assert "streaming" in capsys.readouterr().out
-    assert opts["memoryCap"] == 20_000
+    assert opts["memoryCap"] == 150_000
     np.testing.assert_array_equal(sallRec, allRec)
     np.testing.assert_array_equal(srec, rec)
     assert srl == rl
@@ -100,7 +109,7 @@ def test_streamed_file_with_nan_names_file_and_image(toy_files):
     feats[523, 3] = np.nan
     write_bin(d / "nan.bin", feats)
     with pytest.raises(BinFeatureError, match=r"nan\.bin: .*NaN/Inf features \(first 0-based index 523\)"):
-        testFromFn(db, d / "nan.bin", d / "q.bin", memoryCap=20_000)
+        testFromFn(db, d / "nan.bin", d / "q.bin", memoryCap=250_000)
 
 
 def test_memory_sizes_and_a_cap_too_small():

@@ -53,7 +53,7 @@ FULL = Sizes("full", VGG16_WIDTHS, 64, 4096, (480, 640), n_exact=8, batch_sizes=
              kmeans=(50_000, 512, 64), ddp_images=256)
 SMALL = Sizes("small", (8, 16, 32, 32, 32), 16, 128, (64, 80), n_exact=8, batch_sizes=(1, 8, 32, 64), n_jpegs=32,
               n_jpegs_bs1=8, min_seconds=0.0, street_images=32, street_queries=8, train_batches=1,
-              search_rows=10_000, search_dim=256, search_queries=100, search_k=100, search_cap="2MiB",
+              search_rows=10_000, search_dim=256, search_queries=100, search_k=100, search_cap="30MiB",
               kmeans=(5_000, 64, 16), ddp_images=24, warmup=0, min_iters=1)
 
 PITTS30K_QUERIES = 7416       # query tuples of one Pitts30k training epoch

@@ -52,9 +52,10 @@ class SearchOptions:
 def knn(qt: torch.Tensor, db, k: int, device: torch.device, memoryCap=None) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k (ids, squared distances; numpy) of queries ``qt`` (nQ x D on ``device``)
     over ``db``: in memory, or streamed within ``memoryCap`` when one is given or ``db`` is a
-    :class:`~converters.bin_features.MappedBin` (then the default cap when none is given)."""
+    file (a :class:`~converters.bin_features.MappedBin` or a ``np.memmap``, read in chunks,
+    never whole; then the default cap when none is given)."""
     with torch.no_grad():
-        if memoryCap is not None or isinstance(db, MappedBin):
+        if memoryCap is not None or isinstance(db, (MappedBin, np.memmap)):
             cap = parse_bytes(memoryCap) if memoryCap is not None else default_memory_cap()
             return knn_streamed(qt, db, k, device, cap)
         return knn_in_memory(qt, db, k, device)

@@ -37,6 +37,26 @@ def smallest_k(d: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return vals.gather(1, o), idx.gather(1, o)
 
 
+NORM_BLOCK = 1 << 20  # elements of squared_norms' reused temporary (4 MiB of float32)
+
+
+def squared_norms(x: torch.Tensor) -> torch.Tensor:
+    """``(x * x).sum(1)``, the same numbers, through one reused temporary of at most
+    NORM_BLOCK elements: x * x of a whole in-memory database is a second copy of it
+    (16 GB for 1M x 4096 on a GPU), and of a streamed chunk a third chunk buffer (a new
+    temporary per block grew the heap as much, as the allocator kept the freed ones)."""
+    rows = NORM_BLOCK // max(1, x.shape[1])
+    if x.shape[0] <= rows or rows < 1:  # (rows of more than NORM_BLOCK values: one temporary)
+        return (x * x).sum(1)
+    out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+    tmp = torch.empty((rows, x.shape[1]), dtype=x.dtype, device=x.device)
+    for s in range(0, x.shape[0], rows):
+        c = x[s:s + rows]
+        t = torch.mul(c, c, out=tmp[:c.shape[0]])
+        torch.sum(t, 1, out=out[s:s + c.shape[0]])
+    return out
+
+
 class KnnAccumulator:
     """Running exact top-k of queries ``q`` (nQ x D tensor on the compute device) over
     database chunks given in increasing id order (:meth:`add`); :meth:`result`."""
@@ -48,10 +68,7 @@ class KnnAccumulator:
 
     def add(self, start: int, x: torch.Tensor) -> None:
         """Database rows ``start .. start + len(x) - 1`` (a tensor on the device of q)."""
-        # squared norms in row blocks: x * x of a whole in-memory database is a second copy
-        # of it (16 GB for 1M x 4096 on a GPU)
-        xn = torch.cat([(c * c).sum(1) for c in x.split(max(1, self.block // max(1, x.shape[1])))]) \
-            if x.numel() > self.block else (x * x).sum(1)
+        xn = squared_norms(x)
         rows = max(1, self.block // max(1, x.shape[0]))  # queries per distance block
         k = min(self.k, x.shape[0])
         vals, ids = [], []

@@ -44,25 +44,70 @@ def default_memory_cap() -> int:
     return max(1 << 28, available_memory() // 4)
 
 
-def streaming_cap(nbytes: int, memoryCap=None) -> int | None:
-    """The cap within which a database of ``nbytes`` is streamed, or None when it is loaded:
-    streamed when larger than ``memoryCap`` (bytes or a string such as '1GB'), or, with no
-    cap given, than half the available memory (then within :func:`default_memory_cap`)."""
-    if nbytes <= (parse_bytes(memoryCap) if memoryCap is not None else available_memory() // 2):
-        return None
-    return parse_bytes(memoryCap) if memoryCap is not None else default_memory_cap()
-
-
 QUERY_BLOCK = 1024  # queries per distance block in a streamed search
+WORKING_SET = 24 << 20  # what a search needs besides its sized buffers: torch's and BLAS's scratch,
+                        # the reader's staging block, the top-k's temporaries, allocator slack
+STAGE_BYTES = 1 << 20  # a streamed read's staging block (dtype conversion, cropToDim, NaN check)
 
 
-def chunk_rows(D: int, nQ: int, memoryCap: int) -> int:
-    """Database rows per chunk so that two chunk buffers (one read ahead while the other
-    is searched), a block of distances (QUERY_BLOCK queries; with top-k's temporaries) and
-    the queries fit in ``memoryCap`` bytes."""
-    free = 0.9 * memoryCap - 4 * nQ * D  # a tenth left for the allocator and top-k's own buffers
-    per_row = 4 * 2 * D + 4 * min(nQ, QUERY_BLOCK)  # two rows of the buffers, float32 distances
+def search_overhead(D: int, nQ: int, k: int = 100) -> int:
+    """Bytes a streamed search needs whatever its chunk size: the queries (twice: the
+    caller's and the searched copy), the running top-k (ids and distances, old and new
+    while merging) and :data:`WORKING_SET`."""
+    return WORKING_SET + 2 * 4 * nQ * D + 4 * 12 * nQ * max(1, k)
+
+
+def row_bytes(D: int, nQ: int) -> int:
+    """Bytes per database row of a streamed chunk: the two chunk buffers (one read ahead
+    while the other is searched), a column of the distance block (QUERY_BLOCK queries)
+    and the row's squared norm."""
+    return 4 * 2 * D + 4 * min(nQ, QUERY_BLOCK) + 4
+
+
+def smallest_cap(D: int, nQ: int, k: int = 100) -> int:
+    """The smallest memory cap a streamed search of ``nQ`` queries of ``D`` values runs in
+    (one database row per chunk), rounded up to a MiB."""
+    need = search_overhead(D, nQ, k) + row_bytes(D, nQ)
+    return -(-need // 2**20) * 2**20
+
+
+def chunk_rows(D: int, nQ: int, memoryCap: int, k: int = 100) -> int:
+    """Database rows per chunk of a streamed search so that its peak resident memory stays
+    within ``memoryCap`` bytes: :func:`search_overhead` plus :func:`row_bytes` per row.
+    A cap below :func:`smallest_cap` is refused (MemoryError) naming the smallest that works."""
+    free = int(memoryCap) - search_overhead(D, nQ, k)
+    per_row = row_bytes(D, nQ)
     if free < per_row:
-        raise MemoryError(f"memoryCap {memoryCap / 2**20:.0f} MiB is too small for {nQ} queries of "
-                          f"D={D} (needs at least {(4 * nQ * D + per_row) / 2**20:.1f} MiB)")
+        raise MemoryError(f"memoryCap {memoryCap / 2**20:.1f} MiB is too small for {nQ} queries of D={D} "
+                          f"(k={k}): the queries, the running top-k and the search's working set need "
+                          f"{search_overhead(D, nQ, k) / 2**20:.1f} MiB before any database row, so the search "
+                          f"needs at least {smallest_cap(D, nQ, k) / 2**20:.0f} MiB (the smallest cap that works)")
     return int(free // per_row)
+
+
+def rank_block(memoryCap: int) -> int:
+    """Entries (queries x negatives x D) testCoreRank compares at once within a streamed
+    search's cap: its rows, their differences and squares, and the read's copies (about
+    32 bytes per entry) in a quarter of the cap."""
+    return max(1, int(memoryCap) // 128)
+
+
+def in_memory_bytes(nbytes: int, D: int, nQ: int = 0, k: int = 100, crop: int = 0) -> int:
+    """Peak bytes of searching a database file of ``nbytes`` (rows of ``D`` values) loaded
+    whole: the file, read_bin's NaN check (a byte per value), the cropped copy and its
+    temporaries, a distance block, the queries and top-k, the working set."""
+    n = nbytes // (4 * D) if D else 0
+    cropped = 2 * 4 * n * crop if crop else 0
+    return nbytes + nbytes // 4 + cropped + min(4 << 26, 4 * n * max(1, nQ)) + search_overhead(crop or D, nQ, k)
+
+
+def streaming_cap(nbytes: int, memoryCap=None, need: int | None = None) -> int | None:
+    """The cap within which a database of ``nbytes`` is streamed, or None when it is loaded:
+    streamed when loading it would need more than ``memoryCap`` (bytes or a string such as
+    '1GB'; ``need``: the peak of the in-memory search, default ``nbytes``), or, with no cap
+    given, when the file is larger than half the available memory (then within
+    :func:`default_memory_cap`)."""
+    if memoryCap is None:
+        return None if nbytes <= available_memory() // 2 else default_memory_cap()
+    cap = parse_bytes(memoryCap)
+    return None if (nbytes if need is None else need) <= cap else cap
