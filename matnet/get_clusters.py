@@ -17,6 +17,7 @@ from converters.artefacts import read_clusters, read_train_descs, write_clusters
 from .device import compute_device
 from .images import subtract_average, vl_imreadjpeg
 from .option import opt
+from .precision import forward
 from .simplenn import SimpleNN
 
 N_TRAIN = 50000     # descriptors in total
@@ -101,7 +102,7 @@ def sample_train_descs(net: SimpleNN, dbTrain, useGPU: bool = False, nTrain: int
                 break
             x = torch.from_numpy(subtract_average(im, avg)).permute(2, 0, 1)[None].to(device)
             with torch.no_grad():
-                y = net(x.contiguous())[0]                               # D x H x W
+                y = forward(net, x.contiguous(), "exact")[0]             # D x H x W; TF32 off on a GPU
             descs = y.transpose(1, 2).reshape(y.shape[0], -1)           # D x (h + H*w)
             nThis = min(nPerImage, descs.shape[1], nTrain - nTotal)
             rng = np.random.default_rng([SEED, iIm])

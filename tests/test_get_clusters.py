@@ -155,3 +155,17 @@ def test_extraction_resumes_from_checkpoint(tmp_path, monkeypatch):
         img(i).unlink()
     resumed = sample_train_descs(id_net(), db, nTrain=100, nPerImage=10, checkpoint=ck)
     np.testing.assert_array_equal(resumed, full)
+
+
+def test_descriptors_computed_with_tf32_off(tmp_path):
+    """getClusters' descriptors are exact float32 on a GPU too: TF32 (allowed by default
+    for cuDNN convolutions) is off while the network runs, and restored after."""
+    from matnet.precision import tf32, tf32_state
+    db = make_db(tmp_path, 3)
+    net = id_net()
+    seen = []
+    net.layers[0].register_forward_pre_hook(lambda m, a: seen.append(tf32_state()))
+    with tf32(True):
+        sample_train_descs(net, db, nTrain=20, nPerImage=10)
+        assert tf32_state() == {"matmul": True, "conv": True}
+    assert seen and all(s == {"matmul": False, "conv": False} for s in seen)

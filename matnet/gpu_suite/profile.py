@@ -68,11 +68,13 @@ def profile_workload(ws, target: str) -> dict:
         what = "one trainWeakly batch (4 tuples of 12 images), fast"
     else:
         raise ValueError(f"no workload to profile for {target!r}")
-    events = sorted(prof.key_averages(), key=lambda e: _self_time(e, ws.cuda), reverse=True)[:10]
-    total = sum(_self_time(e, ws.cuda) for e in prof.key_averages()) or 1.0
-    top = [{"op": e.key, "self_ms": _self_time(e, ws.cuda) / 1e3, "share": _self_time(e, ws.cuda) / total,
+    avg = prof.key_averages()
+    on_device = ws.cuda and any(_self_time(e, True) for e in avg)  # no device times without CUPTI: the CPU's
+    events = sorted(avg, key=lambda e: _self_time(e, on_device), reverse=True)[:10]
+    total = sum(_self_time(e, on_device) for e in avg) or 1.0
+    top = [{"op": e.key, "self_ms": _self_time(e, on_device) / 1e3, "share": _self_time(e, on_device) / total,
             "calls": e.count} for e in events]
-    clock = "device" if ws.cuda else "CPU"
+    clock = "device" if on_device else "CPU"
     table = "\n".join([f"{'op':<50} {'self ' + clock + ' ms':>14} {'share':>7} {'calls':>7}"] +
                       [f"{t['op'][:50]:<50} {t['self_ms']:14.2f} {100 * t['share']:6.1f}% {t['calls']:7d}" for t in top])
     ws.free_device_memory()

@@ -263,7 +263,15 @@ def extraction(ws) -> None:
                        precision, fl)
             rec.figure(f"extract.memory_peak.{precision}.bs{bs}", "extraction peak memory", ws.peak_mib(),
                        ws.memory_unit, bs, precision)
-            f = _rate_files(ws, net, bs, precision)
+            try:
+                f = _rate_files(ws, net, bs, precision)
+            except Exception as e:
+                if not is_oom(e):
+                    raise
+                ws.free_device_memory()
+                rec.figure(f"extract.oom.{precision}", "first batch size out of memory in serialAllFeats (larger "
+                           "ones not run)", bs, "images", bs, precision)
+                break
             rec.figure(f"extract.files.{precision}.bs{bs}", "serialAllFeats on JPEG files", f, "images/s", bs,
                        precision, fl)
             rec.figure(f"extract.files_ratio.{precision}.bs{bs}", "file pipeline / device tensors", f / r, "x", bs,
