@@ -26,7 +26,7 @@ from .images import ImageNetworkError, imread_uint8, mean_colour, resolve_image_
 from .nettools import netPrepareForTest
 from .precision import check_precision
 from .precision import forward as precision_forward
-from .simplenn import SimpleNN, failure_text
+from .simplenn import SimpleNN, failure_text, is_device_failure
 
 _CHUNK_BATCHES = 8  # batches decoded, computed and checkpointed together
 
@@ -171,9 +171,9 @@ def _forward_named(net, batch, mean, device, names, precision="exact") -> torch.
     """_forward, with an error naming the image files when the network fails on them."""
     try:
         return _forward(net, batch, mean, device, precision)
-    except torch.cuda.OutOfMemoryError:
-        raise
     except (RuntimeError, ValueError) as e:
+        if is_device_failure(e):  # the GPU, not the images
+            raise
         raise ImageNetworkError(f"{names[0]}"
                                 + (f" (and {len(names) - 1} more images of this size)" if len(names) > 1 else "")
                                 + f": the network fails on this {batch.shape[1]} x {batch.shape[2]} image "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import torch
 from torch import nn
@@ -69,6 +70,17 @@ class SimpleNN(nn.Module):
 def _note_layer(e: BaseException, i: int, layer: Layer) -> None:
     """Add to ``e`` a note naming the layer it came from (the type is kept)."""
     e.add_note(f"in layer {i} '{layer.name}' ({layer.class_name or layer.type}) of the network")
+
+
+_DEVICE_FAILURE = re.compile(r"CUDA|cuDNN|CUDNN|CUBLAS|cuBLAS|NCCL|device-side assert|out of memory")
+
+
+def is_device_failure(e: BaseException) -> bool:
+    """Whether ``e`` is the GPU failing (out of memory, a CUDA, cuDNN or cuBLAS error)
+    rather than the network refusing its input: such errors are re-raised as they are,
+    never reported as a problem of the images."""
+    kinds = (torch.cuda.OutOfMemoryError, getattr(torch, "AcceleratorError", torch.cuda.OutOfMemoryError))
+    return isinstance(e, kinds) or bool(_DEVICE_FAILURE.search(str(e)))
 
 
 def failure_text(e: BaseException) -> str:

@@ -222,3 +222,28 @@ def test_batch_tensor_pinned_on_a_gpu_only():
         p = batch_tensor(ims, torch.device("cuda"))
         assert p.is_pinned() and p.device.type == "cpu"
         np.testing.assert_array_equal(p.numpy(), np.stack(ims))
+
+
+@pytest.mark.parametrize("message", ["CUDA error: an illegal memory access was encountered",
+                                     "cuDNN error: CUDNN_STATUS_EXECUTION_FAILED",
+                                     "CUDA out of memory. Tried to allocate 2.00 GiB"])
+def test_gpu_failures_are_not_blamed_on_the_images(tmp_path, message):
+    """A GPU error inside the network propagates as it is (not as 'the network fails on
+    this image ... smaller than its receptive field?'); an input error still names the image."""
+    from matnet.images import ImageNetworkError
+    net = tiny_net()
+    counter = Counter()
+    net.layers.insert(0, counter)
+    Image.fromarray(rgb(6, 4, 30)).save(tmp_path / "0.png")
+    counter.fail_after = 0
+    real = Counter.forward
+    try:
+        Counter.forward = lambda self, x: (_ for _ in ()).throw(RuntimeError(message))
+        with pytest.raises(RuntimeError) as e:
+            serialAllFeats(net, str(tmp_path) + "/", ["0.png"], tmp_path / "g.bin", useGPU=False)
+        assert not isinstance(e.value, ImageNetworkError) and str(e.value) == message
+        Counter.forward = lambda self, x: (_ for _ in ()).throw(RuntimeError("Given input size: too small"))
+        with pytest.raises(ImageNetworkError, match=r"0\.png.*too small"):
+            serialAllFeats(net, str(tmp_path) + "/", ["0.png"], tmp_path / "g.bin", useGPU=False)
+    finally:
+        Counter.forward = real

@@ -18,7 +18,7 @@ from .. import distributed
 from ..device import compute_device
 from ..images import ImageNetworkError, TrainingImageLoader
 from ..nettools import netPrepareForTrain, whichLayer
-from ..simplenn import failure_text
+from ..simplenn import failure_text, is_device_failure
 from .loss import triplet_loss
 from .mining import mine_query
 from .opts import TrainWeaklyOpts
@@ -37,9 +37,9 @@ def tuple_forward(net, x, fns, precision="exact"):
     from ..precision import forward
     try:
         return forward(net, x, precision).reshape(x.shape[0], -1)
-    except torch.cuda.OutOfMemoryError:
-        raise
     except (RuntimeError, ValueError) as e:
+        if is_device_failure(e):  # the GPU, not the images
+            raise
         raise ImageNetworkError(f"{', '.join(fns)}: the network fails on these {x.shape[2]} x {x.shape[3]} "
                                 f"images (smaller than its receptive field?): {failure_text(e)}") from e
 
