@@ -16,7 +16,8 @@ import os
 import re
 import time
 import warnings
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -216,11 +217,44 @@ def write_json(path: Path, record: dict) -> None:
     write_text(path, json.dumps(record, indent=1))
 
 
-def evaluate_dataset(net, db, outDir, netName: str, dims=None, protocol: str = "matlab", useGPU=None,
-                     batchSize: int = 16, qBatchSize: int | None = None, numThreads: int | None = None,
-                     reference=None, netFile=None, log=print, precision: str = "exact",
-                     search: SearchOptions | None = None, savePredictions: int = 0,
-                     savePredictionsImages: bool = True, onlyWrong: bool = False) -> dict:
+@dataclass(frozen=True)
+class EvaluationOptions:
+    """The choices of :func:`evaluate_dataset` (keywords of the same names work too)."""
+    dims: list | None = None
+    protocol: str = "matlab"
+    useGPU: object = None
+    batchSize: int = 16
+    qBatchSize: int | None = None
+    numThreads: int | None = None
+    precision: str = "exact"
+    search: SearchOptions | None = None
+    savePredictions: int = 0
+    savePredictionsImages: bool = True
+    onlyWrong: bool = False
+
+    def replace(self, **kw) -> "EvaluationOptions":
+        known = {f.name for f in fields(self)}
+        bad = sorted(set(kw) - known)
+        if bad:
+            raise TypeError(f"evaluate_dataset: unknown option(s) {', '.join(bad)} (known: {', '.join(sorted(known))})")
+        return dataclasses.replace(self, **kw)
+
+
+@dataclass
+class _Run:
+    """What evaluate_dataset works out before the recalls."""
+    name: str
+    fullD: int
+    dims: list
+    useGPU: bool
+    dbFn: Path
+    qFn: Path
+    recordBase: Path
+    first: object = None  # the first database image (D and the time estimate)
+
+
+def evaluate_dataset(net, db, outDir, netName: str, options: EvaluationOptions | None = None, *, reference=None,
+                     netFile=None, log=print, **kw) -> dict:
     """Evaluate ``net`` (called ``netName``, read from ``netFile``) on dataset ``db`` (any
     dbBase).  Files in ``outDir``, named after :func:`network_name` (``netName``, or
     ``netName-<hash>`` when another network file of that name already wrote there):
@@ -247,10 +281,37 @@ def evaluate_dataset(net, db, outDir, netName: str, dims=None, protocol: str = "
     wrong at 1 only) and ``<stem>_report.html`` (see :mod:`matnet.prediction_files`;
     with several ``dims`` the stem ends in ``_<d>d``); each result names its files
     (``predictions_csv``...), and the record too when there is one result.
-    Returns the JSON record."""
-    if protocol not in PROTOCOLS:
-        raise EvaluationError(f"unknown protocol {protocol!r} (use {' or '.join(PROTOCOLS)})")
+    The options are :class:`EvaluationOptions`' fields, given as ``options`` or as keywords
+    (``dims=``, ``protocol=``, ``savePredictions=``...).  Returns the JSON record."""
+    o = (options or EvaluationOptions()).replace(**kw)
     outDir = Path(outDir)
+    o = _check_inputs(db, outDir, o, log)
+    run = _prepare(net, db, outDir, netName, netFile, o, log)
+    computed, extract_s = _extract(net, db, run, o, log)
+    test_db = db if o.protocol == "matlab" else PlainKnn(db)
+    record = _new_record(db, run, netFile, o, computed, extract_s)
+    recordFn, plotFn = Path(f"{run.recordBase}_recall.json"), Path(f"{run.recordBase}_recall.png")
+    recordFn.unlink(missing_ok=True)  # from here on, no record until this run's is complete
+    curves = {}
+    for d in run.dims:
+        res, dcurves = _evaluate_dims(db, test_db, d, run, record, recordFn, reference, netFile, o, log)
+        record["results"].append(res)
+        curves.update(dcurves)
+    if len(record["results"]) == 1 and "predictions_csv" in record["results"][0]:
+        record["predictions_csv"] = record["results"][0]["predictions_csv"]
+    method = o.search.method
+    title = f"{run.recordBase.name} ({o.protocol} protocol" + (")" if method == "exact" else f", search {method})")
+    plot_recall_at_n(plotFn, curves, title)
+    write_json(recordFn, record)  # last: the mark of a finished run
+    log(f"\nwrote {recordFn} and {plotFn}")
+    return record
+
+
+def _check_inputs(db, outDir: Path, o: EvaluationOptions, log) -> EvaluationOptions:
+    """The protocol, the images and the search options, before anything is computed;
+    the options with ``search`` and ``savePredictions`` in their checked form."""
+    if o.protocol not in PROTOCOLS:
+        raise EvaluationError(f"unknown protocol {o.protocol!r} (use {' or '.join(PROTOCOLS)})")
     outDir.mkdir(parents=True, exist_ok=True)
     log(f"dataset {db.name}: {db.numImages} database images, {db.numQueries} queries")
     chk_db, chk_q = check_images(db.dbPath, db.dbImageFns), check_images(db.qPath, db.qImageFns)
@@ -259,102 +320,114 @@ def evaluate_dataset(net, db, outDir, netName: str, dims=None, protocol: str = "
     if chk_db.missing or chk_q.missing:
         raise EvaluationError(f"{len(chk_db.missing)} database and {len(chk_q.missing)} query images of "
                               f"{db.name} are missing (first: {(chk_db.missing + chk_q.missing)[0]})")
-    search = SearchOptions() if search is None else search
-    savePredictions = check_save_predictions(savePredictions, RECALL_NS)
-    searchMethod, searchParams = search.method, search.params
+    search = SearchOptions() if o.search is None else o.search
+    savePredictions = check_save_predictions(o.savePredictions, RECALL_NS)
     if int(search.checkSample) < 0:
         raise EvaluationError(f"searchCheckSample must be >= 0, got {search.checkSample}")
-    if search.exact and searchParams:
-        raise EvaluationError(f"searchParams {searchParams} apply to a faiss searchMethod, not to 'exact'")
+    if search.exact and search.params:
+        raise EvaluationError(f"searchParams {search.params} apply to a faiss searchMethod, not to 'exact'")
     if search.memoryCap is not None:
         try:
             parse_bytes(search.memoryCap)
         except ValueError as e:
             raise EvaluationError(f"--memory-cap {search.memoryCap}: {e}") from None
-    useGPU = uses_gpu(useGPU)
+    return o.replace(search=search, savePredictions=savePredictions)
+
+
+def _prepare(net, db, outDir: Path, netName: str, netFile, o: EvaluationOptions, log) -> _Run:
+    """The network's D on the first image, the dims and memory cap checked against it, the
+    files' names, a faiss index built once per D (a bad method fails before extraction)."""
+    search = o.search
+    useGPU = uses_gpu(o.useGPU)
     first = vl_imreadjpeg(resolve_image_path(Path(db.dbPath) / db.dbImageFns[0]))
-    fullD = int(computeRepresentation(net, first, useGPU=useGPU, precision=precision).size)
-    dims = check_dims(dims, fullD, netName)
+    fullD = int(computeRepresentation(net, first, useGPU=useGPU, precision=o.precision).size)
+    dims = check_dims(o.dims, fullD, netName)
     for d in sorted(set(dims)):
         check_memory_cap(search.memoryCap, db.numImages, db.numQueries, d)
     name = network_name(outDir, netName, netFile)
     if name != netName:
         log(f"another network file named {netName} has results in {outDir}: this one's files are named {name}")
-    tag = feature_stem(name, db.name, precision)
-    dbFn, qFn = outDir / f"{tag}_db.bin", outDir / f"{tag}_q.bin"
-    recordBase = outDir / result_stem(name, db.name, protocol, searchMethod, precision)
-    if searchMethod != "exact":  # a bad method fails now, not after the extraction
+    tag = feature_stem(name, db.name, o.precision)
+    recordBase = outDir / result_stem(name, db.name, o.protocol, search.method, o.precision)
+    if not search.exact:
         for d in sorted(set(dims)):
-            spec = build_index(searchMethod, searchParams, db.numImages, d)[0]
-            log(f"search {searchMethod}, {d}-D: faiss index {spec}")
-    todo = [(db.dbPath, db.dbImageFns, dbFn), (db.qPath, db.qImageFns, qFn)]
-    todo = [t for t in todo if not features_complete(net, t[0], t[1], t[2], precision)]
+            spec = build_index(search.method, search.params, db.numImages, d)[0]
+            log(f"search {search.method}, {d}-D: faiss index {spec}")
+    return _Run(name, fullD, dims, useGPU, outDir / f"{tag}_db.bin", outDir / f"{tag}_q.bin", recordBase, first)
+
+
+def _extract(net, db, run: _Run, o: EvaluationOptions, log) -> tuple[int, float | None]:
+    """Both feature files, reused when complete; the time estimated first from a measured
+    batch.  Returns (images extracted, seconds or None)."""
+    todo = [(db.dbPath, db.dbImageFns, run.dbFn), (db.qPath, db.qImageFns, run.qFn)]
+    todo = [t for t in todo if not features_complete(net, t[0], t[1], t[2], o.precision)]
     if todo:
         total = sum(len(t[1]) for t in todo)
-        n = max(1, min(int(batchSize), total))
-        per_image = seconds_per_image(net, first, n, useGPU=useGPU, precision=precision)
+        n = max(1, min(int(o.batchSize), total))
+        per_image = seconds_per_image(net, run.first, n, useGPU=run.useGPU, precision=o.precision)
         log(f"estimated extraction time: {per_image * total / 3600:.2f} h ({per_image:.3f} s/image x {total} images, "
             f"measured on a batch of {n} after a warm-up image, decoding not included; "
-            f"{'GPU' if useGPU else 'CPU'})")
+            f"{'GPU' if run.useGPU else 'CPU'})")
     t0 = time.perf_counter()
-    kw = dict(useGPU=useGPU, numThreads=numThreads, precision=precision)
+    kw = dict(useGPU=run.useGPU, numThreads=o.numThreads, precision=o.precision)
     computed = 0
-    for imPath, fns, fn, bs in ((db.dbPath, db.dbImageFns, dbFn, batchSize),
-                                (db.qPath, db.qImageFns, qFn, qBatchSize or batchSize)):
+    for imPath, fns, fn, bs in ((db.dbPath, db.dbImageFns, run.dbFn, o.batchSize),
+                                (db.qPath, db.qImageFns, run.qFn, o.qBatchSize or o.batchSize)):
         if extract_features(net, imPath, fns, fn, log=log, batchSize=bs, **kw):
             computed += len(fns)
     extract_s = time.perf_counter() - t0 if computed else None
-    fileD = os.path.getsize(qFn) // (4 * db.numQueries)
-    if fileD != fullD:
-        raise EvaluationError(f"{qFn}: holds {fileD} values per image, the network gives {fullD}")
-    test_db = db if protocol == "matlab" else PlainKnn(db)
-    record = {"network": name, "network_file": None if netFile is None else str(netFile), "dataset": db.name, "spec": str(getattr(db, "specFn", "")),
-              "protocol": protocol, "posDistThr": float(db.posDistThr if protocol == "matlab" else VPR_POS_DIST),
-              "search_postprocess": type(db).__name__ if protocol == "matlab" and
-              hasattr(db, "nnSearchPostprocess") else None,
-              "num_queries": int(db.numQueries), "num_images": int(db.numImages), "dims_full": int(fullD),
-              "recallNs": RECALL_NS, "device": "GPU" if useGPU else "CPU", "precision": precision,
-              "features_reused": not computed, "images_extracted": computed, "extract_seconds": extract_s,
-              "images_per_second": computed / extract_s if computed and extract_s > 0 else None,
-              "search_method": searchMethod, "search_params": dict(searchParams or {}), "results": []}
-    recordFn, plotFn = Path(f"{recordBase}_recall.json"), Path(f"{recordBase}_recall.png")
-    recordFn.unlink(missing_ok=True)  # from here on, no record until this run's is complete
+    fileD = os.path.getsize(run.qFn) // (4 * db.numQueries)
+    if fileD != run.fullD:
+        raise EvaluationError(f"{run.qFn}: holds {fileD} values per image, the network gives {run.fullD}")
+    return computed, extract_s
+
+
+def _new_record(db, run: _Run, netFile, o: EvaluationOptions, computed: int, extract_s) -> dict:
+    protocol, search = o.protocol, o.search
+    return {"network": run.name, "network_file": None if netFile is None else str(netFile), "dataset": db.name,
+            "spec": str(getattr(db, "specFn", "")),
+            "protocol": protocol, "posDistThr": float(db.posDistThr if protocol == "matlab" else VPR_POS_DIST),
+            "search_postprocess": type(db).__name__ if protocol == "matlab" and
+            hasattr(db, "nnSearchPostprocess") else None,
+            "num_queries": int(db.numQueries), "num_images": int(db.numImages), "dims_full": int(run.fullD),
+            "recallNs": RECALL_NS, "device": "GPU" if run.useGPU else "CPU", "precision": o.precision,
+            "features_reused": not computed, "images_extracted": computed, "extract_seconds": extract_s,
+            "images_per_second": computed / extract_s if computed and extract_s > 0 else None,
+            "search_method": search.method, "search_params": dict(search.params or {}), "results": []}
+
+
+def _evaluate_dims(db, test_db, d: int, run: _Run, record: dict, recordFn: Path, reference, netFile,
+                   o: EvaluationOptions, log) -> tuple[dict, dict]:
+    """testFromFn at ``d`` dimensions: the result entry and its plot curves (and the
+    predictions' files when asked for)."""
+    search, method = o.search, o.search.method
+    crop = 0 if d == run.fullD else int(d)
+    recall, _, _, opts = testFromFn(test_db, str(run.dbFn), str(run.qFn), recallNs=RECALL_NS, cropToDim=crop,
+                                    memoryCap=search.memoryCap, searchMethod=method, searchParams=search.params,
+                                    searchCheckSample=search.checkSample, savePredictions=o.savePredictions)
+    recall = np.asarray(recall, dtype=np.float64)
+    ref, source = reference(int(d)) if reference else ({}, None)
+    log(f"\n{run.recordBase.name}, {d}-D ({'cropToDim %d' % crop if crop else 'full'}), protocol {o.protocol}"
+        + ("" if method == "exact" else f", search {method}") + ":")
+    log(recall_table(RECALL_NS, recall, db.numQueries, ref))
+    res = {"dims": int(d), "cropToDim": crop, "recall": recall.tolist(),
+           "counts": [int(round(r * db.numQueries)) for r in recall]}
     curves = {}
-    for d in dims:
-        crop = 0 if d == fullD else int(d)
-        recall, _, _, opts = testFromFn(test_db, str(dbFn), str(qFn), recallNs=RECALL_NS, cropToDim=crop,
-                                        memoryCap=search.memoryCap, searchMethod=searchMethod,
-                                        searchParams=searchParams, searchCheckSample=search.checkSample,
-                                        savePredictions=savePredictions)
-        recall = np.asarray(recall, dtype=np.float64)
-        ref, source = reference(int(d)) if reference else ({}, None)
-        log(f"\n{recordBase.name}, {d}-D ({'cropToDim %d' % crop if crop else 'full'}), protocol {protocol}"
-            + ("" if searchMethod == "exact" else f", search {searchMethod}") + ":")
-        log(recall_table(RECALL_NS, recall, db.numQueries, ref))
-        res = {"dims": int(d), "cropToDim": crop, "recall": recall.tolist(),
-               "counts": [int(round(r * db.numQueries)) for r in recall]}
-        if "searchCheck" in opts:
-            check = res["search_check"] = opts["searchCheck"]
-            curves[f"exact search {d}-D, {check['queries']} queries"] = (check["recallNs"], check["exact"])
-        if reference:
-            res.update(published={str(n): r for n, (r, _) in ref.items()}, published_source=source)
-            if ref:
-                ns = sorted(ref)
-                curves[f"published {d}-D"] = (ns, [ref[n][0] / 100 for n in ns])
-        if "predictions" in opts:
-            stem = Path(f"{recordBase}_{d}d" if len(dims) > 1 else recordBase)
-            info = {"network": name, "network file": netFile or "", "dataset": f"{db.name} ({db.numQueries} "
-                    f"queries, {db.numImages} database images)", "protocol": protocol, "dimensions": d,
-                    "search": searchMethod, "post-processing": record["search_postprocess"] or "none",
-                    "record": recordFn.name}
-            res.update(save_prediction_files(db, test_db, opts["predictions"], stem, RECALL_NS, recall, info,
-                                             savePredictionsImages, onlyWrong, log=log))
-        record["results"].append(res)
-        curves[f"ours {d}-D"] = (RECALL_NS, recall)
-    if len(record["results"]) == 1 and "predictions_csv" in record["results"][0]:
-        record["predictions_csv"] = record["results"][0]["predictions_csv"]
-    title = f"{recordBase.name} ({protocol} protocol" + (")" if searchMethod == "exact" else f", search {searchMethod})")
-    plot_recall_at_n(plotFn, curves, title)
-    write_json(recordFn, record)  # last: the mark of a finished run
-    log(f"\nwrote {recordFn} and {plotFn}")
-    return record
+    if "searchCheck" in opts:
+        check = res["search_check"] = opts["searchCheck"]
+        curves[f"exact search {d}-D, {check['queries']} queries"] = (check["recallNs"], check["exact"])
+    if reference:
+        res.update(published={str(n): r for n, (r, _) in ref.items()}, published_source=source)
+        if ref:
+            ns = sorted(ref)
+            curves[f"published {d}-D"] = (ns, [ref[n][0] / 100 for n in ns])
+    if "predictions" in opts:
+        stem = Path(f"{run.recordBase}_{d}d" if len(run.dims) > 1 else run.recordBase)
+        info = {"network": run.name, "network file": netFile or "", "dataset": f"{db.name} ({db.numQueries} "
+                f"queries, {db.numImages} database images)", "protocol": o.protocol, "dimensions": d,
+                "search": method, "post-processing": record["search_postprocess"] or "none",
+                "record": recordFn.name}
+        res.update(save_prediction_files(db, test_db, opts["predictions"], stem, RECALL_NS, recall, info,
+                                         o.savePredictionsImages, o.onlyWrong, log=log))
+    curves[f"ours {d}-D"] = (RECALL_NS, recall)
+    return res, curves

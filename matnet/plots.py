@@ -55,6 +55,41 @@ def _smooth(x: np.ndarray, w: int) -> np.ndarray:
     return (c[i + half + 1] - c[i - half]) / (2 * half + 1)
 
 
+def _plot_epochs(fig, obj: dict, opts, tRank: np.ndarray) -> None:
+    """plotResults' per-epoch panels: train/val rank loss and recall@{1,2,5,10,30}, from the
+    off-the-shelf values in ``obj['pretrain']`` when present."""
+    epochs = np.arange(1, tRank.size + 1) * opts.epochTestFrequency
+    vRank = np.asarray(obj["val"]["rankloss"], np.float64).reshape(-1)
+    tRec = np.asarray(obj["train"]["recall"], np.float64)
+    vRec = np.asarray(obj["val"]["recall"], np.float64)
+    pre = obj.get("pretrain")
+    if pre is not None:
+        epochs = np.concatenate([[0], epochs])
+        tRank = np.concatenate([[float(np.asarray(pre["train"]["rankloss"]).reshape(-1)[-1])], tRank])
+        vRank = np.concatenate([[float(np.asarray(pre["val"]["rankloss"]).reshape(-1)[-1])], vRank])
+        tRec = np.hstack([np.asarray(pre["train"]["recall"], np.float64).reshape(-1, 1), tRec])
+        vRec = np.hstack([np.asarray(pre["val"]["recall"], np.float64).reshape(-1, 1), vRec])
+    ax = fig.add_subplot(2, 2, 3)
+    ax.semilogy(epochs, np.maximum(tRank, 1e-12), "rx--", label="train.Q")
+    ax.semilogy(epochs, np.maximum(vRank, 1e-12), "rx-", label="val.Q")
+    ax.legend(loc="upper center", ncol=2)
+    ax.grid(True)
+    ax.set_title("loss")
+    ax.set_xlabel("epoch")
+    ax = fig.add_subplot(1, 2, 2)
+    ns = list(np.asarray(opts.recallNs).reshape(-1))
+    for col, n in zip("rgbmc", (1, 2, 5, 10, 30)):
+        if n in ns:
+            i = ns.index(n)
+            ax.plot(epochs, 100 * tRec[i], col + "o--", label=f"t.{n}")
+            ax.plot(epochs, 100 * vRec[i], col + "x-", label=f"v.{n}")
+    ax.grid(True)
+    set_recall_axis(ax)
+    ax.set_title("recall")
+    ax.set_xlabel("epoch")
+    ax.legend(loc="lower right", fontsize="small")
+
+
 def plotResults(obj: dict, opts, auxData: dict | None = None, outFn=None, w: int | None = None):
     """plotResults.m: the (smoothed) per-batch training loss against epochs, the train
     and val rank loss per epoch, and recall@{1,2,5,10,30} per epoch (train dashed,
@@ -82,36 +117,7 @@ def plotResults(obj: dict, opts, auxData: dict | None = None, outFn=None, w: int
     ax.grid(True)
     ax.set_xlabel("epoch")
     if tRank.size:
-        epochs = np.arange(1, tRank.size + 1) * opts.epochTestFrequency
-        vRank = np.asarray(obj["val"]["rankloss"], np.float64).reshape(-1)
-        tRec = np.asarray(obj["train"]["recall"], np.float64)
-        vRec = np.asarray(obj["val"]["recall"], np.float64)
-        pre = obj.get("pretrain")
-        if pre is not None:
-            epochs = np.concatenate([[0], epochs])
-            tRank = np.concatenate([[float(np.asarray(pre["train"]["rankloss"]).reshape(-1)[-1])], tRank])
-            vRank = np.concatenate([[float(np.asarray(pre["val"]["rankloss"]).reshape(-1)[-1])], vRank])
-            tRec = np.hstack([np.asarray(pre["train"]["recall"], np.float64).reshape(-1, 1), tRec])
-            vRec = np.hstack([np.asarray(pre["val"]["recall"], np.float64).reshape(-1, 1), vRec])
-        ax = fig.add_subplot(2, 2, 3)
-        ax.semilogy(epochs, np.maximum(tRank, 1e-12), "rx--", label="train.Q")
-        ax.semilogy(epochs, np.maximum(vRank, 1e-12), "rx-", label="val.Q")
-        ax.legend(loc="upper center", ncol=2)
-        ax.grid(True)
-        ax.set_title("loss")
-        ax.set_xlabel("epoch")
-        ax = fig.add_subplot(1, 2, 2)
-        ns = list(np.asarray(opts.recallNs).reshape(-1))
-        for col, n in zip("rgbmc", (1, 2, 5, 10, 30)):
-            if n in ns:
-                i = ns.index(n)
-                ax.plot(epochs, 100 * tRec[i], col + "o--", label=f"t.{n}")
-                ax.plot(epochs, 100 * vRec[i], col + "x-", label=f"v.{n}")
-        ax.grid(True)
-        set_recall_axis(ax)
-        ax.set_title("recall")
-        ax.set_xlabel("epoch")
-        ax.legend(loc="lower right", fontsize="small")
+        _plot_epochs(fig, obj, opts, tRank)
     fig.tight_layout()
     try:
         if outFn is not None:

@@ -232,6 +232,37 @@ def _opts_dict(opts) -> dict:
     return {**TEST_OPTS, **d}
 
 
+def _read_features(dbFeatFn, qFeatFn, nQ: int, nDb: int, crop: int, memoryCap, nTop: int):
+    """testFromFn's features: the queries read, the database read or (larger than the
+    cap) a :class:`~matnet.search.streamed.StreamedDb`, both checked against each other and
+    cropped to ``crop`` dimensions (L2-normalised again) when 0 < crop < D; and the
+    streaming cap (None: in memory)."""
+    qFeat = read_bin(qFeatFn, n=nQ)
+    nDims = qFeat.shape[1]
+    nvals = os.path.getsize(dbFeatFn) // 4 if os.path.isfile(dbFeatFn) else 0
+    if nvals and nDb and nvals % nDb == 0 and nvals // nDb != nDims:
+        raise BinFeatureError(f"query features {qFeatFn} have D={nDims} ({nQ} queries), database features "
+                              f"{dbFeatFn} have D={nvals // nDb} ({nDb} images): not from the same network")
+    if crop > nDims:
+        warnings.warn(f"cropToDim ({crop}) larger than the dimensionality ({nDims}) -- ignoring")
+        crop = 0
+    bin_shape(dbFeatFn, D=nDims, n=nDb)  # a wrong file fails here, before any search
+    dbBytes = os.path.getsize(dbFeatFn)
+    cap = streaming_cap(dbBytes, memoryCap,
+                        need=in_memory_bytes(dbBytes, nDims, nQ, nTop, crop))
+    if cap is not None:
+        chunk_rows(crop or nDims, nQ, cap, nTop)  # a cap too small is refused here, before any search
+        print(f"testFromFn: streaming {dbFeatFn} ({dbBytes / 2**20:.1f} MiB) within {cap / 2**20:.1f} MiB")
+        dbFeat = StreamedDb(dbFeatFn, nDims, nDb, cap, crop)
+    else:
+        dbFeat = read_bin(dbFeatFn, D=nDims, n=nDb)
+        if crop:
+            dbFeat = relja_l2normalize_rows(dbFeat[:, :crop])
+    if crop:
+        qFeat = relja_l2normalize_rows(qFeat[:, :crop])
+    return qFeat, dbFeat, cap
+
+
 def testFromFn(db, dbFeatFn, qFeatFn, opts=None, verbose: bool = True, **overrides):
     """testFromFn.m: recall@N from ``.bin`` feature files (serialAllFeats output).
 
@@ -264,31 +295,9 @@ def testFromFn(db, dbFeatFn, qFeatFn, opts=None, verbose: bool = True, **overrid
         raise ValueError(f"{getattr(db, 'specFn', getattr(db, 'name', 'db'))}: the dataset has no queries")
     if verbose:
         print(f"testFromFn:\n{dbFeatFn}\n{qFeatFn}")
-    qFeat = read_bin(qFeatFn, n=nQ)
-    nDims = qFeat.shape[1]
-    nvals = os.path.getsize(dbFeatFn) // 4 if os.path.isfile(dbFeatFn) else 0
-    if nvals and nDb and nvals % nDb == 0 and nvals // nDb != nDims:
-        raise BinFeatureError(f"query features {qFeatFn} have D={nDims} ({nQ} queries), database features "
-                              f"{dbFeatFn} have D={nvals // nDb} ({nDb} images): not from the same network")
-    crop = int(opts.get("cropToDim") or 0)
-    if crop > nDims:
-        warnings.warn(f"cropToDim ({crop}) larger than the dimensionality ({nDims}) -- ignoring")
-        crop = 0
-    bin_shape(dbFeatFn, D=nDims, n=nDb)  # a wrong file fails here, before any search
-    dbBytes = os.path.getsize(dbFeatFn)
     nTop = max(list(opts["recallNs"]) + [int(opts.get("savePredictions") or 0)])
-    cap = streaming_cap(dbBytes, opts.get("memoryCap"),
-                        need=in_memory_bytes(dbBytes, nDims, nQ, nTop, crop))
-    if cap is not None:
-        chunk_rows(crop or nDims, nQ, cap, nTop)  # a cap too small is refused here, before any search
-        print(f"testFromFn: streaming {dbFeatFn} ({dbBytes / 2**20:.1f} MiB) within {cap / 2**20:.1f} MiB")
-        dbFeat = StreamedDb(dbFeatFn, nDims, nDb, cap, crop)
-    else:
-        dbFeat = read_bin(dbFeatFn, D=nDims, n=nDb)
-        if crop:
-            dbFeat = relja_l2normalize_rows(dbFeat[:, :crop])
-    if crop:
-        qFeat = relja_l2normalize_rows(qFeat[:, :crop])
+    qFeat, dbFeat, cap = _read_features(dbFeatFn, qFeatFn, nQ, nDb, int(opts.get("cropToDim") or 0),
+                                        opts.get("memoryCap"), nTop)
     rankloss = None
     if opts["nTestRankSample"] > 0:
         rankloss, _ = testCoreRank(db, qFeat, dbFeat, opts["margin"], opts["nNegChoice"],

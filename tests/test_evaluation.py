@@ -135,3 +135,14 @@ def test_record_written_last(data, tmp_path, monkeypatch):
     rec, _ = run(data, out, dims=[8])
     assert json.loads(rec_fn.read_text())["results"][0]["dims"] == 8
     assert rec_fn.stat().st_mtime_ns >= (out / "net_vpr_test_matlab_recall.png").stat().st_mtime_ns
+
+
+def test_options_object_or_keywords(tmp_path):
+    """evaluate_dataset takes EvaluationOptions or its fields as keywords; an unknown
+    keyword is refused, naming it, before anything runs."""
+    from matnet.evaluation import EvaluationOptions
+    o = EvaluationOptions(protocol="vpr").replace(savePredictions=5)
+    assert (o.protocol, o.savePredictions, o.batchSize) == ("vpr", 5, 16)
+    with pytest.raises(TypeError, match="unknown option.*savePrediction\\b"):
+        evaluate_dataset(None, None, tmp_path, "net", savePrediction=5)
+    assert not any(tmp_path.iterdir())

@@ -90,6 +90,24 @@ def _test(net, db, tag: str, out: str, threads: int, precision: str = "exact", r
     return np.asarray(recall)
 
 
+def _print_test_table(rows, dbTest, out: str, sessionID: str) -> str:
+    """The demo's test table (recall at PRINTED_NS per network), the trained - off-the-shelf
+    gain and the recall plot of ``rows`` ((name, recall at RECALL_NS)); returns the plot's path."""
+    from ..plots import plot_recall_at_n
+    print(f"\n[demo] test street '{dbTest.name}': {dbTest.numImages} database images, {dbTest.numQueries} queries")
+    cols = [RECALL_NS.index(n) for n in PRINTED_NS]
+    print(f"{'':28s} " + "  ".join(f"R@{n:<4d}" for n in PRINTED_NS))
+    for name, r in rows:
+        print(f"{name:28s} " + "  ".join(f"{r[i]:.3f} " for i in cols))
+    gain = rows[1][1] - rows[0][1]
+    print(f"[demo] trained - off-the-shelf recall@{'/'.join(map(str, PRINTED_NS))}: "
+          + " ".join(f"{gain[i]:+.3f}" for i in cols))
+    recallPlot = f"{out}{sessionID}_test_recall.png"
+    plot_recall_at_n(recallPlot, {name: (RECALL_NS, r) for name, r in rows},
+                     f"test street '{dbTest.name}' ({dbTest.numImages} database images, {dbTest.numQueries} queries)")
+    return recallPlot
+
+
 def run(args) -> int:
     import torch
 
@@ -99,7 +117,6 @@ def run(args) -> int:
     from ..pca import addPCA
     from ..pick_best import best_net_path, best_wpca_path, pickBestNet
     from ..pretrained import loadNet
-    from ..plots import plot_recall_at_n
     from ..run_comparison import compare_runs
     from ..synthetic import dbSynthetic, make_places, save_tiny_net
     from ..train.opts import TrainWeaklyOpts
@@ -129,17 +146,7 @@ def run(args) -> int:
     rows = [("off-the-shelf", _test(offNet, dbTest, "offtheshelf", out, threads, p, runs)),
             (f"trained (epoch {bestEpoch})", _test(bestNet, dbTest, f"{sessionID}_best", out, threads, p, runs)),
             (f"trained + WPCA {args.pca_dim}", _test(finalNet, dbTest, f"{sessionID}_wpca", out, threads, p))]
-    print(f"\n[demo] test street '{dbTest.name}': {dbTest.numImages} database images, {dbTest.numQueries} queries")
-    cols = [RECALL_NS.index(n) for n in PRINTED_NS]
-    print(f"{'':28s} " + "  ".join(f"R@{n:<4d}" for n in PRINTED_NS))
-    for name, r in rows:
-        print(f"{name:28s} " + "  ".join(f"{r[i]:.3f} " for i in cols))
-    gain = rows[1][1] - rows[0][1]
-    print(f"[demo] trained - off-the-shelf recall@{'/'.join(map(str, PRINTED_NS))}: "
-          + " ".join(f"{gain[i]:+.3f}" for i in cols))
-    recallPlot = f"{out}{sessionID}_test_recall.png"
-    plot_recall_at_n(recallPlot, {name: (RECALL_NS, r) for name, r in rows},
-                     f"test street '{dbTest.name}' ({dbTest.numImages} database images, {dbTest.numQueries} queries)")
+    recallPlot = _print_test_table(rows, dbTest, out, sessionID)
     print("[demo] (the PCA is estimated on the training street's few hundred images, so whitening may not "
           "transfer to the test street at this scale)")
     print(f"[demo] plots: {out}{sessionID}_training.png (training curves, validation recall), {recallPlot} "

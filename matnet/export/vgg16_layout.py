@@ -67,24 +67,10 @@ def _is_l2_normalize(layer, d: int) -> bool:
         and layer.alpha == 1 and layer.beta == 0.5
 
 
-def parse_vgg16_netvlad(net: SimpleNN, target: str) -> VGG16NetVLAD:
-    """Check the layout (module doc) and return its parts; ``target`` names the peer in errors."""
-    layers = list(net.layers)
-
-    def fail(i, problem):
-        name = layers[i].name if i < len(layers) else "-"
-        return LayoutError(f"{target}: layer {i + 1} ('{name}'): {problem} (the {target} layout is VGG16 "
-                           f"conv1_1..conv5_3, preL2, NetVLAD, intra-normalisation, L2[, WPCA, L2])")
-
-    def at(i, expected):
-        """layers[i], or the error that the network ends before it."""
-        if i >= len(layers):
-            last = f"layer {len(layers)} ('{layers[-1].name}')" if layers else "no layer"
-            raise LayoutError(f"{target}: the network ends at {last}; layer {i + 1} should be {expected} "
-                              f"(the {target} layout is VGG16 conv1_1..conv5_3, preL2, NetVLAD, "
-                              f"intra-normalisation, L2[, WPCA, L2])")
-        return layers[i]
-
+def _check_trunk(layers, at, fail) -> tuple[list, list, int]:
+    """parse_vgg16_netvlad's VGG16 trunk (conv1_1..conv5_3 with relus and pools, in the
+    order :func:`_trunk_order` finds): its convolutions, their positions in VGG16_TRUNK
+    and the trunk's output channels; ``at``/``fail`` give the parse's errors."""
     order = _trunk_order(layers[:TRUNK_LEN])
     convs, conv_index, cin = [], [], 3
     for j, kind in enumerate(VGG16_TRUNK):
@@ -107,7 +93,28 @@ def parse_vgg16_netvlad(net: SimpleNN, target: str) -> VGG16NetVLAD:
         elif not (isinstance(layer, Pool) and layer.method == "max" and layer.pool == (2, 2)
                   and layer.stride == (2, 2) and not any(layer.pad)):
             raise fail(i, "expected a 2x2 max pool with stride 2, no padding")
-    d = cin
+    return convs, conv_index, cin
+
+
+def parse_vgg16_netvlad(net: SimpleNN, target: str) -> VGG16NetVLAD:
+    """Check the layout (module doc) and return its parts; ``target`` names the peer in errors."""
+    layers = list(net.layers)
+
+    def fail(i, problem):
+        name = layers[i].name if i < len(layers) else "-"
+        return LayoutError(f"{target}: layer {i + 1} ('{name}'): {problem} (the {target} layout is VGG16 "
+                           f"conv1_1..conv5_3, preL2, NetVLAD, intra-normalisation, L2[, WPCA, L2])")
+
+    def at(i, expected):
+        """layers[i], or the error that the network ends before it."""
+        if i >= len(layers):
+            last = f"layer {len(layers)} ('{layers[-1].name}')" if layers else "no layer"
+            raise LayoutError(f"{target}: the network ends at {last}; layer {i + 1} should be {expected} "
+                              f"(the {target} layout is VGG16 conv1_1..conv5_3, preL2, NetVLAD, "
+                              f"intra-normalisation, L2[, WPCA, L2])")
+        return layers[i]
+
+    convs, conv_index, d = _check_trunk(layers, at, fail)
     if not _is_l2_normalize(at(TRUNK_LEN, "the preL2 normalisation"), d):
         raise fail(TRUNK_LEN, "expected the preL2 normalisation (normalize [2D 1e-12 1 0.5])")
     vlad = at(VLAD_POS, "layerVLAD or layerVLADv2")
