@@ -346,7 +346,7 @@ def _search_data(ws):
             c = torch.randn((min(step, N - a), D), generator=g, device=ws.device)
             c /= c.norm(dim=1, keepdim=True)
             db[a:a + len(c)] = c
-            f.write(c.cpu().numpy().astype("<f4", copy=False).tobytes())
+            f.write(np.ascontiguousarray(c.cpu().numpy(), "<f4").data)  # no bytes copy of 256 MB
     ids = torch.randperm(N, generator=g, device=ws.device)[:s.search_queries]
     q = db[ids] + 0.05 * torch.randn((len(ids), D), generator=g, device=ws.device) / D ** 0.5
     return db, path, q / q.norm(dim=1, keepdim=True)
