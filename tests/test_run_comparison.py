@@ -1,12 +1,15 @@
 """`matnet report RUN_A.json RUN_B.json`: the fixed / broken query sets at N = 1, 5, 10, each
 run's recall and McNemar's exact p-value equal a hand count on runs written here; runs on
-different query lists are refused naming both datasets; the HTML page has both runs."""
+different query lists are refused naming both datasets; the HTML page has both runs per
+query and its fixed / broken filters leave those queries (in headless Chromium when one
+is installed)."""
 import json
 from math import comb
 
 import numpy as np
 import pytest
 
+from helpers.browser import Chromium, find_chromium
 from matnet.cli import main as cli
 from matnet.predictions import Predictions, write_predictions_csv
 
@@ -74,6 +77,17 @@ def test_report_counts_and_mcnemar(tmp_path, capsys):
     page = next((tmp_path / "cmp").glob("*_comparison.html")).read_text()
     assert "A: offtheshelf_pitts30k_test" in page and "B: trained_pitts30k_test" in page
     assert f"<td id='fixed-1'>{k}</td>" in page and '"key":"broken1"' in page
+    browser = find_chromium()
+    if browser is None:
+        return  # the page in a browser: tests/test_html_report.py says why it skips
+    html = next((tmp_path / "cmp").glob("*_comparison.html"))
+    with Chromium(browser, tmp_path / "profile") as b:
+        for what in ("fixed", "broken"):
+            b.open(html.as_uri() + f"#filter={what}1&per=100")
+            shown = sorted(b.eval("[...document.querySelectorAll('#rows tr')].map(t => +t.dataset.qid)"))
+            assert shown == out["by_n"]["1"][what]
+            assert b.eval("document.querySelectorAll('#rows tr')[0].querySelectorAll('.run').length") == 2
+        assert all(u.startswith("file:") for u in b.requests)
 
 
 def test_report_refuses_other_queries(tmp_path, capsys):
