@@ -8,27 +8,14 @@ import torch
 
 from converters.artefacts import write_clusters, write_train_descs
 from matnet.add_layers import addLayers, cluster_file_names, head_layer_names, parse_method
-from matnet.layers.conv import Conv
-from matnet.layers.elementwise import ReLU
 from matnet.layers.heads import layerTotalAvgPool, layerTotalMaxPool, layerWholeL2Normalize
 from matnet.layers.normalize import Normalize
 from matnet.layers.vlad import layerVLAD, layerVLADv2
-from matnet.simplenn import SimpleNN
+from helpers.add_layers_net import D, OPTS, tiny_net
 
-D = 6
 K = 64
 
 
-def tiny_net(d=D):
-    g = torch.Generator().manual_seed(0)
-    w = torch.randn(3, 3, 3, d, generator=g).numpy()
-    layers = [Conv("conv1", [w, np.zeros(d, np.float32)], pad=1), ReLU("relu1")]
-    meta = {"normalization": {"averageImage": np.full((1, 1, 3), 100, np.float32)},
-            "sessionID": "tinynet", "netID": "tiny"}
-    return SimpleNN(layers, meta)
-
-
-OPTS = dict(netID="tiny", layerName="relu1", useGPU=False)
 DB = SimpleNamespace(name="fakedb", dbPath="/nonexistent/", dbImageFns=[], numImages=0)
 
 

@@ -11,7 +11,7 @@ import matnet
 from converters.matfile import savemat
 from matnet.cli import COMMANDS, GROUPS, build_parser, main
 from matnet.commands.options import Deprecated
-from test_convert_network import released_net
+from helpers.released_net import released_net
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -28,3 +28,16 @@ def test_functions_under_60_lines():
                 if n > MAX_FUNCTION and key not in LONG_ALLOWED:
                     long[f"{key} (line {node.lineno})"] = n
     assert not long, long
+
+
+def test_no_test_module_imports_another():
+    """Shared test code lives in tests/helpers/ (or conftest.py fixtures); a test module
+    imports no other test module, and helpers import none either."""
+    tests = {f.stem for f in (ROOT / "tests").glob("test_*.py")} | {"conftest"}
+    found = []
+    for f in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            found += [f"{f.relative_to(ROOT)}:{node.lineno}: {m}" for m in mods if m.split(".")[0] in tests]
+    assert not found, found

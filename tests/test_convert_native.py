@@ -10,7 +10,7 @@ from converters.matfile import MatFileError, savemat
 from converters.native import load_native, save_native
 from converters.network import load_net
 from matnet.cli import main
-from test_convert_network import EXPECTED_CLASSES, _check_net, released_net
+from helpers.released_net import EXPECTED_CLASSES, check_net, released_net
 
 
 def _header(path):
@@ -24,7 +24,7 @@ def test_native_round_trip_exact(tmp_path):
     net = load_net(savemat(tmp_path / "n.mat", {"net": src}))
     out = save_native(net, tmp_path / "n.safetensors")
     back = load_native(out)
-    _check_net(back, src)
+    check_net(back, src)
     for a, b in zip(net.layers, back.layers):
         assert type(a) is type(b) and a.name == b.name and a.extra.keys() == b.extra.keys()
         assert a.learningRate == b.learningRate and a.weightDecay == b.weightDecay
@@ -55,10 +55,10 @@ def test_cli_convert_and_inspect(tmp_path, capsys):
     mat = savemat(tmp_path / "net.mat", {"net": src})
     st = tmp_path / "net.safetensors"
     assert main(["convert", str(mat), str(st)]) == 0
-    _check_net(load_native(st), src)
+    check_net(load_native(st), src)
     back = tmp_path / "back.mat"
     assert main(["convert", str(st), str(back), "--mat-format", "5", "--struct"]) == 0
-    _check_net(load_net(back), src)
+    check_net(load_net(back), src)
     capsys.readouterr()
     assert main(["inspect", str(mat), "--size", "16", "12"]) == 0
     out = capsys.readouterr().out.splitlines()

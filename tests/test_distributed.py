@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from ddp_worker import use_simple_head
+from helpers.ddp_worker import use_simple_head
 from converters.atomic_file import GLOB as TEMPORARIES
 from matnet import distributed
 from matnet.datasets.local_paths import env_name
@@ -21,7 +21,7 @@ from matnet.synthetic import dbSynthetic, make_places, save_tiny_net
 from matnet.train.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-WORKER = str(Path(__file__).with_name("ddp_worker.py"))
+WORKER = str(Path(__file__).parent / "helpers" / "ddp_worker.py")
 OPTS = dict(netID="tiny", layerName="conv3", batchSize=3, nNegChoice=8, nNegCap=3, nNegCache=4, margin=0.5,
             learningRate=0.05, useGPU=False, numThreads=1, saveFrequency=8, compFeatsFrequency=8,
             nTestSample=1000, nTestRankSample=12, recallNs=[1, 2, 5, 10], backPropToLayer="conv2",

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-import reference_layers as ref
+from helpers import reference_layers as ref
 from matnet import layer_from_struct, matlab_to_torch, torch_to_matlab
 
 rng = np.random.default_rng(0)

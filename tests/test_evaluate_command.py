@@ -9,11 +9,11 @@ import pytest
 from converters.bin_features import read_bin
 from converters.dbstruct import dbstruct_fields, save_dbstruct
 from converters.network import save_net
-from dataset_makers import tiny_jpeg
+from helpers.dataset_makers import tiny_jpeg
 from matnet.cli import main as cli
 from matnet.datasets import parse_dataset
 from matnet.recall_at_n import RECALL_NS, sample_queries
-from test_reference_harness import OUT, released_format_net
+from helpers.released_format import OUT, released_format_net
 
 N_PANO, N_Q = 4, 7
 

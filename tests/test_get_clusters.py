@@ -10,7 +10,7 @@ from converters.artefacts import write_clusters, write_train_descs
 from converters.matfile import loadmat
 from matnet.add_layers import addLayers, cluster_file_names
 from matnet.get_clusters import SEED, getClusters, kmeans, sample_train_descs
-from test_add_layers import OPTS, tiny_net
+from helpers.add_layers_net import OPTS, tiny_net
 
 
 def make_db(tmp_path, n, size=(6, 5)):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from converters.dbstruct import load_dbstruct
-from dataset_makers import MSLS_POST, make_msls_part, write_csv
+from helpers.dataset_makers import MSLS_POST, make_msls_part, write_csv
 from matnet.commands.dataset import import_specs
 from matnet.datasets import dbMSLS
 from matnet.datasets.msls import MSLSError

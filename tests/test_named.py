@@ -11,7 +11,7 @@ from PIL import Image
 import matnet.evaluation
 import matnet.train.train_weakly
 from converters.bin_features import read_bin
-from dataset_makers import make_msls_part
+from helpers.dataset_makers import make_msls_part
 from matnet.cli import main
 from matnet.datasets import dbMSLS, dbPitts, dbSpec, dbVPR, parse_dataset
 from matnet.datasets.named import DATASET_FORMS, MATLAB_NAMES

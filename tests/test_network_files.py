@@ -12,7 +12,7 @@ from converters.atomic_file import GLOB as TEMPORARIES
 from converters.matfile import MatFileError, MatObject, loadmat, savemat
 from matnet.train.checkpoint import saveNet
 from matnet.train.opts import TrainWeaklyOpts
-from test_convert_network import released_net
+from helpers.released_net import released_net
 
 
 def _forward(net, seed=1):

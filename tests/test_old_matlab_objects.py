@@ -22,7 +22,7 @@ import torch
 
 import matnet
 from converters.matfile import MatFileError, MatObject, filewrapper_version, loadmat, savemat
-from test_convert_network import EXPECTED_CLASSES, released_net
+from helpers.released_net import EXPECTED_CLASSES, released_net
 
 
 def older_filewrapper(src, dst, version: int, layout: int | None = None):

@@ -18,7 +18,7 @@ from matnet.search.memory import chunk_rows, row_bytes, search_overhead, smalles
 from matnet.search.streamed import RowReader
 
 from helpers import peak_growth
-from test_evaluate import make_db
+from helpers.dataset_makers import make_db
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-import train_driver
+from helpers import train_driver
 from matnet.datasets.local_paths import env_name
 from matnet.pick_best import pickBestNet
 from matnet.synthetic import dbSynthetic, make_places, save_tiny_net
@@ -67,7 +67,7 @@ def _killed_run(data, out, kill, **opts):
     spec = {"data": str(data / "data"), "pre": str(data / "pre"), "out": f"{out}/", "kill": kill,
             "opts": {**OPTS, "outPrefix": f"{out}/", **opts}}
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), str(Path(__file__).parent)])}
-    r = subprocess.run([sys.executable, str(Path(__file__).parent / "train_driver.py"), json.dumps(spec)],
+    r = subprocess.run([sys.executable, str(Path(__file__).parent / "helpers" / "train_driver.py"), json.dumps(spec)],
                        env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == -signal.SIGKILL, r.stderr[-3000:]
 

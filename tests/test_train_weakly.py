@@ -11,8 +11,6 @@ import torch
 
 from converters.atomic_file import GLOB as TEMPORARIES
 from matnet.datasets.local_paths import env_name
-from matnet.layers.heads import layerTotalMaxPool, layerWholeL2Normalize
-from matnet.simplenn import SimpleNN
 from matnet.synthetic import dbSynthetic, make_places, save_tiny_net
 from matnet.images import TrainingImageLoader
 from matnet.train import session_files
@@ -21,11 +19,7 @@ from matnet.train.batch import train_batch
 from matnet.train.sgd import lr_schedule
 from matnet.train.checkpoint import load_checkpoint
 from matnet.train.opts import TrainWeaklyOpts
-
-
-def _simple_head(net, opts, dbTrain):
-    """A parameter-free head in place of addLayers (no clustering: fast and deterministic)."""
-    return SimpleNN(list(net.layers) + [layerTotalMaxPool("max:core"), layerWholeL2Normalize("postL2")], net.meta)
+from helpers.train_driver import OPTS, simple_head
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +35,10 @@ def env(data, tmp_path, monkeypatch):
     monkeypatch.setenv(env_name("pretrainedCNNs"), str(data / "pre"))
     monkeypatch.setenv(env_name("outPrefix"), str(tmp_path / "out") + "/")
     fake = types.ModuleType("matnet.add_layers")
-    fake.addLayers = _simple_head
-    fake.head_layer_names = lambda method: ["max:core", "postL2"]  # the names _simple_head adds
+    fake.addLayers = simple_head
+    fake.head_layer_names = lambda method: ["max:core", "postL2"]  # the names simple_head adds
     monkeypatch.setitem(sys.modules, "matnet.add_layers", fake)
     return dbSynthetic("train", data / "data"), dbSynthetic("val", data / "data"), tmp_path / "out"
-
-
-OPTS = dict(netID="tiny", layerName="conv3", batchSize=2, nNegChoice=8, nNegCap=3, nNegCache=4, margin=0.5,
-            learningRate=0.05, useGPU=False, numThreads=2, saveFrequency=4, compFeatsFrequency=6,
-            nTestSample=1000, nTestRankSample=12, recallNs=[1, 2, 5, 10], backPropToLayer="conv2")
 
 
 def _weights(net):
@@ -181,7 +170,7 @@ def _setup_batch(env):
     dbT, dbV, out = env
     from matnet.pretrained import loadNet
     from matnet.nettools import netPrepareForTrain
-    net = netPrepareForTrain(_simple_head(loadNet("tiny", "conv3"), None, dbT), 1)
+    net = netPrepareForTrain(simple_head(loadNet("tiny", "conv3"), None, dbT), 1)
     calls = []
     real = TrainingImageLoader(net.meta["normalization"]["averageImage"], 1)
 
@@ -228,7 +217,7 @@ def test_concurrent_checkpoint0_writers_do_not_corrupt(env):
     from matnet.pretrained import loadNet
     dbT, _, out = env
     out.mkdir(parents=True, exist_ok=True)
-    nets = [_simple_head(loadNet("tiny", "conv3"), None, dbT) for _ in range(2)]
+    nets = [simple_head(loadNet("tiny", "conv3"), None, dbT) for _ in range(2)]
     o = TrainWeaklyOpts(**OPTS)
     fn = out / "shared_q.bin"
     ts = [threading.Thread(target=session_files.checkpoint0_feats, args=(n, dbT.qPath, dbT.qImageFns, str(fn), o)) for n in nets]

@@ -8,60 +8,10 @@ import torch
 from matnet.layers.base import LayerError
 from matnet.layers.vlad import layerVLAD, layerVLADv2, vlad_aggregate
 from matnet.layout import torch_to_matlab
+from helpers.reference_layers import ref_backward, ref_forward
 
 
 # ---------------------------------------------------------------- references (MATLAB layout)
-def ref_softmax(p):
-    """vl_nnsoftmax over the 3rd (channel) dim of H x W x K x N."""
-    e = np.exp(p - p.max(axis=2, keepdims=True))
-    return e / e.sum(axis=2, keepdims=True)
-
-
-def ref_conv1x1(x, w, b=None):
-    """x H x W x D x N, w D x K -> H x W x K x N."""
-    h, wd, d, n = x.shape
-    out = np.zeros((h, wd, w.shape[1], n))
-    for k in range(w.shape[1]):
-        out[:, :, k, :] = np.einsum("hwdn,d->hwn", x, w[:, k]) + (0 if b is None else b[k])
-    return out
-
-
-def ref_forward(x, assign_w, assign_b, offsets):
-    """MATLAB forward_: y(1,k,d,n) = sum_{h,w} a(h,w,k,n) (x(h,w,d,n) + offset(d,k))."""
-    h, wd, d, n = x.shape
-    k_ = assign_w.shape[1]
-    a = ref_softmax(ref_conv1x1(x, assign_w, assign_b))
-    y = np.zeros((1, k_, d, n))
-    for k in range(k_):
-        for i in range(n):
-            resid = x[:, :, :, i] + offsets[:, k][None, None, :]
-            y[0, k, :, i] = (a[:, :, k, i][:, :, None] * resid).sum(axis=(0, 1))
-    return y
-
-
-def ref_backward(x, assign_w, assign_b, offsets, dzdy):
-    """MATLAB backward_ (v1.03): returns dzdx (HxWxDxN), dz/d assign_w (DxK),
-    dz/d bias (K) and dz/d offsets (DxK)."""
-    h, wd, d, n = x.shape
-    k_ = assign_w.shape[1]
-    a = ref_softmax(ref_conv1x1(x, assign_w, assign_b))
-    dzda = np.zeros_like(a)
-    for k in range(k_):
-        resid = x + offsets[:, k][None, None, :, None]
-        dzda[:, :, k, :] = (dzdy[0, k, :, :][None, None, :, :] * resid).sum(axis=2)
-    # softmax backward: Y .* (dzdY - sum(dzdY .* Y, 3))
-    dzdp = a * (dzda - (dzda * a).sum(axis=2, keepdims=True))
-    # vl_nnconv backward (1x1 filters)
-    dzdx = np.einsum("hwkn,dk->hwdn", dzdp, assign_w)
-    dw = np.einsum("hwdn,hwkn->dk", x, dzdp)
-    db = dzdp.sum(axis=(0, 1, 3))
-    dzdy_ = dzdy.reshape(k_, d, n, order="F")
-    a_ = a.reshape(h * wd, k_, n, order="F")
-    for i in range(n):
-        dzdx[:, :, :, i] += (a_[:, :, i] @ dzdy_[:, :, i]).reshape(h, wd, d, order="F")
-    mass = a.sum(axis=(0, 1)).reshape(k_, 1, n)
-    doff = (dzdy_ * mass).sum(axis=2).T
-    return dzdx, dw, db, doff
 
 
 def mat_x(x_t):

@@ -10,7 +10,7 @@ from matnet.layers.heads import layerTotalAvgPool, layerTotalMaxPool, layerWhole
 from matnet.layers.normalize import Normalize
 from matnet.layers.vlad import layerVLAD, layerVLADv2
 from matnet.layout import torch_to_matlab
-from test_vlad import ref_backward, ref_forward
+from helpers.reference_layers import ref_backward, ref_forward
 
 
 def mat(t):

@@ -15,7 +15,7 @@ from PIL import Image
 from converters.dbstruct import DbStructError, dbstruct_fields, load_dbstruct, save_dbstruct
 from converters.mat5 import savemat5
 from converters.matfile import loadmat
-from dataset_makers import make_vpr, tiny_jpeg, vpr_name
+from helpers.dataset_makers import make_vpr, tiny_jpeg, vpr_name
 from matnet.cli import main as cli
 from matnet.commands.dataset import import_specs
 from matnet.datasets import dbSpec, dbTokyo247, dbVPR, db_from_spec

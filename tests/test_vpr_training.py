@@ -13,7 +13,7 @@ from matnet.datasets.vpr_export import export_vpr
 from matnet.synthetic import dbSynthetic, make_places, save_tiny_net
 from matnet.train import train_weakly as tw
 from matnet.train.checkpoint import load_checkpoint
-from test_train_weakly import OPTS, _simple_head
+from helpers.train_driver import OPTS, simple_head
 
 
 def test_trainWeakly_same_on_exported_vpr_folder(tmp_path, monkeypatch):
@@ -23,7 +23,7 @@ def test_trainWeakly_same_on_exported_vpr_folder(tmp_path, monkeypatch):
     monkeypatch.setenv(env_name("pretrainedCNNs"), str(tmp_path / "pre"))
     monkeypatch.setenv(env_name("outPrefix"), str(tmp_path / "out") + "/")
     fake = types.ModuleType("matnet.add_layers")
-    fake.addLayers = _simple_head
+    fake.addLayers = simple_head
     fake.head_layer_names = lambda method: ["max:core", "postL2"]
     monkeypatch.setitem(sys.modules, "matnet.add_layers", fake)
     for split in ("train", "val"):

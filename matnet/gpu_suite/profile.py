@@ -18,6 +18,21 @@ def _self_time(e, cuda: bool) -> float:
     return float(e.self_cpu_time_total)
 
 
+def _top_ops(prof, cuda: bool) -> tuple[str, list]:
+    """The ten ops of ``prof`` with the most self time (device time when recorded) as a
+    table and as records."""
+    avg = prof.key_averages()
+    on_device = cuda and any(_self_time(e, True) for e in avg)  # no device times without CUPTI: the CPU's
+    events = sorted(avg, key=lambda e: _self_time(e, on_device), reverse=True)[:10]
+    total = sum(_self_time(e, on_device) for e in avg) or 1.0
+    top = [{"op": e.key, "self_ms": _self_time(e, on_device) / 1e3, "share": _self_time(e, on_device) / total,
+            "calls": e.count} for e in events]
+    clock = "device" if on_device else "CPU"
+    table = "\n".join([f"{'op':<50} {'self ' + clock + ' ms':>14} {'share':>7} {'calls':>7}"] +
+                      [f"{t['op'][:50]:<50} {t['self_ms']:14.2f} {100 * t['share']:6.1f}% {t['calls']:7d}" for t in top])
+    return table, top
+
+
 def profile_workload(ws, target: str) -> dict:
     """{'what', 'table' (text), 'top': [{'op', 'self_ms', 'calls'}]} of a few iterations
     of the workload behind ``target`` ('target.fast' / 'target.exact': the network on
@@ -68,14 +83,6 @@ def profile_workload(ws, target: str) -> dict:
         what = "one trainWeakly batch (4 tuples of 12 images), fast"
     else:
         raise ValueError(f"no workload to profile for {target!r}")
-    avg = prof.key_averages()
-    on_device = ws.cuda and any(_self_time(e, True) for e in avg)  # no device times without CUPTI: the CPU's
-    events = sorted(avg, key=lambda e: _self_time(e, on_device), reverse=True)[:10]
-    total = sum(_self_time(e, on_device) for e in avg) or 1.0
-    top = [{"op": e.key, "self_ms": _self_time(e, on_device) / 1e3, "share": _self_time(e, on_device) / total,
-            "calls": e.count} for e in events]
-    clock = "device" if on_device else "CPU"
-    table = "\n".join([f"{'op':<50} {'self ' + clock + ' ms':>14} {'share':>7} {'calls':>7}"] +
-                      [f"{t['op'][:50]:<50} {t['self_ms']:14.2f} {100 * t['share']:6.1f}% {t['calls']:7d}" for t in top])
+    table, top = _top_ops(prof, ws.cuda)
     ws.free_device_memory()
     return {"what": f"{target}: {what}", "table": table, "top": top}

@@ -7,30 +7,9 @@ import pytest
 
 from converters.atomic_file import GLOB as TEMPORARIES
 from converters.bin_features import BinFeatureError, read_bin, write_bin
-from converters.matfile import savemat
-from matnet.datasets import dbBase
 from matnet.recall_at_n import (RECALL_NS, rawNnSearch, recallAtN, testCore, testCoreRank,
                              testFromFn)
-
-
-class SpecDb(dbBase):
-    def __init__(self, name, specDir):
-        self.name = name
-        self.dbLoad(specDir)
-
-
-def make_db(tmp_path, utmDb, utmQ, name="toy", posDistThr=25, nonTriv=100):
-    utmDb, utmQ = np.asarray(utmDb, float), np.asarray(utmQ, float)
-    s = {"whichSet": "test",
-         "dbImageFns": [f"db/{i:05d}.jpg" for i in range(utmDb.shape[1])],
-         "utmDb": utmDb,
-         "qImageFns": [f"q/{i:05d}.jpg" for i in range(utmQ.shape[1])],
-         "utmQ": utmQ,
-         "numImages": np.uint16(utmDb.shape[1]), "numQueries": np.uint16(utmQ.shape[1]),
-         "posDistThr": np.uint8(posDistThr), "posDistSqThr": np.uint16(posDistThr ** 2),
-         "nonTrivPosDistSqThr": np.uint8(nonTriv)}
-    savemat(tmp_path / f"{name}.mat", {"dbStruct": s}, format="5")
-    return SpecDb(name, tmp_path)
+from helpers.dataset_makers import make_db
 
 
 def ref_recalls(qFeat, dbFeat, utmQ, utmDb, ns, thr=25.0):

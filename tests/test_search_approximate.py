@@ -6,7 +6,7 @@ import pytest
 from converters.bin_features import write_bin
 from matnet.search.approximate import factory_string
 from matnet.recall_at_n import testFromFn
-from test_evaluate import make_db
+from helpers.dataset_makers import make_db
 
 pytest.importorskip("faiss")
 

@@ -60,3 +60,8 @@ def main(spec: dict) -> None:
 
 if __name__ == "__main__":
     main(json.loads(sys.argv[1]))
+
+
+OPTS = dict(netID="tiny", layerName="conv3", batchSize=2, nNegChoice=8, nNegCap=3, nNegCache=4, margin=0.5,
+            learningRate=0.05, useGPU=False, numThreads=2, saveFrequency=4, compFeatsFrequency=6,
+            nTestSample=1000, nTestRankSample=12, recallNs=[1, 2, 5, 10], backPropToLayer="conv2")

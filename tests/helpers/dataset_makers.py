@@ -9,6 +9,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from converters.matfile import savemat
+from matnet.datasets import dbBase
+
 
 def tiny_jpeg(path: Path, seed: int, size=(12, 16)) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,3 +72,23 @@ def make_msls_part(folder: Path, keys, utm, pano=None, night=None, subtask_all=N
     if images:
         for i, k in enumerate(keys):
             tiny_jpeg(folder / "images" / f"{k}.jpg", seed=zlib.crc32(f"{folder.name}/{k}".encode()))
+
+
+class SpecDb(dbBase):
+    def __init__(self, name, specDir):
+        self.name = name
+        self.dbLoad(specDir)
+
+
+def make_db(tmp_path, utmDb, utmQ, name="toy", posDistThr=25, nonTriv=100):
+    utmDb, utmQ = np.asarray(utmDb, float), np.asarray(utmQ, float)
+    s = {"whichSet": "test",
+         "dbImageFns": [f"db/{i:05d}.jpg" for i in range(utmDb.shape[1])],
+         "utmDb": utmDb,
+         "qImageFns": [f"q/{i:05d}.jpg" for i in range(utmQ.shape[1])],
+         "utmQ": utmQ,
+         "numImages": np.uint16(utmDb.shape[1]), "numQueries": np.uint16(utmQ.shape[1]),
+         "posDistThr": np.uint8(posDistThr), "posDistSqThr": np.uint16(posDistThr ** 2),
+         "nonTrivPosDistSqThr": np.uint8(nonTriv)}
+    savemat(tmp_path / f"{name}.mat", {"dbStruct": s}, format="5")
+    return SpecDb(name, tmp_path)

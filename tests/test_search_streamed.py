@@ -10,7 +10,7 @@ from matnet.recall_at_n import rawNnSearch, testFromFn
 from matnet.search.exact import smallest_k
 from matnet.search.memory import chunk_rows, row_bytes, search_overhead
 from matnet.search.memory import parse_bytes
-from test_evaluate import make_db
+from helpers.dataset_makers import make_db
 
 
 @pytest.fixture(autouse=True)
