@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from converters.atomic_file import atomic_write
+from converters.file_lock import file_lock
 
 from . import distributed
 from .device import compute_device
@@ -276,6 +278,16 @@ def _extract(net: SimpleNN, imPath, imageFns, outFn, useGPU, numThreads, batchSi
     device = compute_device(useGPU)
     mean = _mean(net)
     _check_output(outFn)
+    with file_lock(f"{outFn}.partial.lock", on_wait=lambda holder: print(
+            f"{outFn}: another run is writing it ({holder or 'holder unknown'}; lock {outFn}.partial.lock): "
+            f"waiting for it to finish", file=sys.stderr, flush=True)):
+        _extract_locked(net, imPath, imageFns, outFn, device, numThreads, batchSize, precision, mean)
+
+
+def _extract_locked(net, imPath, imageFns, outFn, device, numThreads, batchSize, precision, mean) -> None:
+    """_extract's work, under the output's lock: one run at a time writes ``<outFn>.partial``
+    (two runs into one output mixed their features: issue 24, case 1)."""
+    n = len(imageFns)
     paths = [str(imPath) + fn for fn in imageFns]
     ck = PartialFeatures(outFn, fingerprint(net, str(imPath), imageFns, precision), n)
     start = ck.resume()
@@ -326,7 +338,7 @@ def extract_features(net, imPath, imageFns, outFn: Path, log=print, **kw) -> boo
     ``.done.json`` written after.  Returns whether anything was computed."""
     precision = kw.get("precision", "exact")
     if features_complete(net, imPath, imageFns, outFn, precision):
-        log(f"{outFn}: complete for this network and image list, reused")
+        log(f"{outFn}: complete for this network and image list (names, sizes, modification times), reused")
         return False
     done = done_path(outFn)
     done.unlink(missing_ok=True)

@@ -50,14 +50,22 @@ def _settings(v, h) -> None:
 
 
 def fingerprint(net: SimpleNN, imPath: str, imageFns, precision: str = "exact") -> str:
-    """Identifies a run for resuming: image list, ``meta.normalization.averageImage``,
-    every layer's settings (its struct fields but the weights and training ones:
-    stride, pad, dilate, method, pool, param, leak, rate, other fields kept verbatim)
-    and sampled weight values; a precision other than 'exact' is appended (``+fast``)."""
+    """Identifies a run for resuming and for reusing finished features: image list and
+    each image's size and modification time (``os.stat``; a missing image counts as
+    such), ``meta.normalization.averageImage``, every layer's settings (its struct
+    fields but the weights and training ones: stride, pad, dilate, method, pool, param,
+    leak, rate, other fields kept verbatim) and sampled weight values; a precision other
+    than 'exact' is appended (``+fast``).  Images replaced under the same names were
+    reused before (issue 24, case 2: 75.5 % printed, 59.5 % fresh); MATLAB never reuses."""
     h = hashlib.sha1()
     h.update(str(imPath).encode())
     for fn in imageFns:
-        h.update(b"\0" + fn.encode())
+        try:
+            st = os.stat(str(imPath) + fn)
+            size, mtime = st.st_size, st.st_mtime_ns
+        except OSError:
+            size, mtime = -1, -1
+        h.update(b"\0" + fn.encode() + f"\0{size}:{mtime}".encode())
     h.update(b"|averageImage")
     _settings(np.asarray(net.meta.get("normalization", {}).get("averageImage")), h)
     with torch.no_grad():

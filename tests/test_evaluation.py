@@ -146,3 +146,27 @@ def test_options_object_or_keywords(tmp_path):
     with pytest.raises(TypeError, match="unknown option.*savePrediction\\b"):
         evaluate_dataset(None, None, tmp_path, "net", savePrediction=5)
     assert not any(tmp_path.iterdir())
+def test_changed_images_are_not_reused(data, tmp_path):
+    """Case 2 through evaluate: an image replaced under its name (new size and time) makes
+    the features be computed again, and the log says what reuse checks."""
+    import os
+    root = tmp_path / "copy"
+    shutil.copytree(data / "vpr", root)
+    out = tmp_path / "out"
+
+    def go():
+        netFile = data / "a" / "net.mat"
+        lines = []
+        rec = evaluate_dataset(load_net(netFile), dbVPR(root, "test"), out, "net", netFile=netFile,
+                               useGPU=False, batchSize=4, log=lines.append)
+        return rec, "\n".join(map(str, lines))
+    go()
+    rec, printed = go()
+    assert rec["features_reused"] and "(names, sizes, modification times), reused" in printed
+    first = sorted((root / "images" / "test" / "queries").iterdir())[0]
+    from PIL import Image
+    Image.new("RGB", (64, 48), (200, 10, 10)).save(first, format="JPEG", quality=80)
+    st = os.stat(first)
+    os.utime(first, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    rec, printed = go()
+    assert not rec["features_reused"] and rec["images_extracted"] == 4  # the queries' file again
