@@ -9,7 +9,7 @@ from converters.atomic_file import GLOB as TEMPORARIES
 from converters.bin_features import BinFeatureError, read_bin, write_bin
 from matnet.recall_at_n import (RECALL_NS, rawNnSearch, recallAtN, testCore, testCoreRank,
                              testFromFn)
-from helpers.dataset_makers import make_db
+from helpers.dataset_makers import make_db, street_positions
 
 
 def ref_recalls(qFeat, dbFeat, utmQ, utmDb, ns, thr=25.0):
@@ -102,10 +102,8 @@ def test_posDistThr_boundary_inclusive(tmp_path):
 
 @pytest.fixture
 def toy(tmp_path):
-    rng = np.random.default_rng(1)
     nDb, nQ, D = 400, 60, 32
-    utmDb = rng.uniform(0, 400, (2, nDb))
-    utmQ = utmDb[:, rng.choice(nDb, nQ, replace=False)] + rng.normal(0, 8, (2, nQ))
+    rng, utmDb, utmQ = street_positions(1, nDb, nQ, 400)
     centres = rng.standard_normal((D, 1)).T
     dbFeat = (rng.standard_normal((nDb, D)) + utmDb[0][:, None] / 50 * centres).astype(np.float32)
     qFeat = (rng.standard_normal((nQ, D)) + utmQ[0][:, None] / 50 * centres).astype(np.float32)

@@ -6,17 +6,15 @@ import pytest
 from converters.bin_features import write_bin
 from matnet.search.approximate import factory_string
 from matnet.recall_at_n import testFromFn
-from helpers.dataset_makers import make_db
+from helpers.dataset_makers import make_db, street_positions
 
 pytest.importorskip("faiss")
 
 
 @pytest.fixture
 def street(tmp_path):
-    rng = np.random.default_rng(3)
     nDb, nQ, D = 1500, 60, 32
-    utmDb = rng.uniform(0, 600, (2, nDb))
-    utmQ = utmDb[:, rng.choice(nDb, nQ, replace=False)] + rng.normal(0, 8, (2, nQ))
+    rng, utmDb, utmQ = street_positions(3, nDb, nQ, 600)
     basis = rng.standard_normal((2, D))
     dbFeat = (utmDb.T / 60 @ basis + 1.2 * rng.standard_normal((nDb, D))).astype(np.float32)
     qFeat = (utmQ.T / 60 @ basis + 1.2 * rng.standard_normal((nQ, D))).astype(np.float32)

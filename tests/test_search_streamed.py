@@ -10,7 +10,7 @@ from matnet.recall_at_n import rawNnSearch, testFromFn
 from matnet.search.exact import smallest_k
 from matnet.search.memory import chunk_rows, row_bytes, search_overhead
 from matnet.search.memory import parse_bytes
-from helpers.dataset_makers import make_db
+from helpers.dataset_makers import make_db, street_positions
 
 
 @pytest.fixture(autouse=True)
@@ -77,10 +77,8 @@ def test_streamed_equals_in_memory_random_floats(tmp_path):
 
 @pytest.fixture
 def toy_files(tmp_path):
-    rng = np.random.default_rng(2)
     nDb, nQ, D = 700, 40, 16
-    utmDb = rng.uniform(0, 300, (2, nDb))
-    utmQ = utmDb[:, rng.choice(nDb, nQ, replace=False)] + rng.normal(0, 8, (2, nQ))
+    rng, utmDb, utmQ = street_positions(2, nDb, nQ, 300)
     dbFeat = (rng.standard_normal((nDb, D)) + utmDb[0][:, None] / 40).astype(np.float32)
     dbFeat[350:360] = dbFeat[340:350]  # exact duplicates: tied database entries
     qFeat = (rng.standard_normal((nQ, D)) + utmQ[0][:, None] / 40).astype(np.float32)

@@ -92,3 +92,13 @@ def make_db(tmp_path, utmDb, utmQ, name="toy", posDistThr=25, nonTriv=100):
          "nonTrivPosDistSqThr": np.uint8(nonTriv)}
     savemat(tmp_path / f"{name}.mat", {"dbStruct": s}, format="5")
     return SpecDb(name, tmp_path)
+
+
+def street_positions(seed: int, nDb: int, nQ: int, extent: float):
+    """``(rng, utmDb, utmQ)``: ``nDb`` database positions uniform in an ``extent`` metres
+    square and ``nQ`` queries near distinct database images (8 m noise), from
+    ``default_rng(seed)`` (returned for the features that follow)."""
+    rng = np.random.default_rng(seed)
+    utmDb = rng.uniform(0, extent, (2, nDb))
+    utmQ = utmDb[:, rng.choice(nDb, nQ, replace=False)] + rng.normal(0, 8, (2, nQ))
+    return rng, utmDb, utmQ
