@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from converters.atomic_file import atomic_write
+from converters.atomic_file import atomic_write, write_bytes
 from converters.file_lock import file_lock
 
 from . import distributed
@@ -240,7 +240,7 @@ def _serial_all_feats_sharded(net, imPath, imageFns, outFn, useGPU, numThreads, 
         if len(mine):
             _extract(net, imPath, imageFns[mine.start:mine.stop], part, useGPU, numThreads, batchSize, precision)
         else:  # more ranks than chunks of images
-            part.write_bytes(b"")
+            write_bytes(part, b"")
         mark_complete(done, fp, [mine.start, mine.stop])
     sizes = distributed.all_gather_json(part.stat().st_size, "serialAllFeats: shards done")
     shards = [distributed.shard(len(imageFns), max(1, int(batchSize)) * _CHUNK_BATCHES, rr, W) for rr in range(W)]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.atomic_file import temporary_regex
+from converters.atomic_file import remove_stale_temporaries, temporary_regex
 
 from .. import distributed
 from ..extract import serialAllFeats
@@ -36,10 +36,14 @@ def serial_feats(net, imPath, imageFns, outFn, opts: TrainWeaklyOpts) -> None:
 
 def checkpoint0_feats(net, imPath, imageFns, outFn, opts: TrainWeaklyOpts) -> None:
     """A checkpoint0 file, computed unless it exists, under the lock ``<outFn>.lock``
-    (held by rank 0): runs sharing it compute it once, the others wait, then read it."""
+    (held by rank 0): runs sharing it compute it once, the others wait, then read it.
+    Under the lock, rank 0 first removes what killed runs left of ``outFn``'s own writes
+    (its ``*.matnet-tmp``; only rank 0 writes ``outFn``)."""
     bin_path(outFn)
     with file_lock(f"{outFn}.lock") if distributed.is_rank0() else nullcontext():
         if not exists_on_rank0(outFn):
+            if distributed.is_rank0():
+                remove_stale_temporaries(outFn)
             serial_feats(net, imPath, imageFns, outFn, opts)
 
 
