@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from matnet.cli import main
+from matnet import gpu_suite
 from matnet.gpu_suite import STEPS
 from matnet.gpu_suite.flops import PUBLISHED_GFLOP, network_flops
 from matnet.gpu_suite.record import device_peak
@@ -31,7 +32,9 @@ TARGETS = ["target.fast", "target.exact", "target.files", "target.epoch"]
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu_suite")
-    assert main(["selftest", "--gpu", "--device", "cpu", "--small", "--out", str(out)]) == 0
+    with pytest.MonkeyPatch.context() as mp:  # targets out of reach: every profile runs
+        mp.setattr(gpu_suite, "TARGETS", {"fast": 1e12, "exact": 1e12, "files": 1e12, "epoch_min": 0.0})
+        assert main(["selftest", "--gpu", "--device", "cpu", "--small", "--out", str(out)]) == 0
     return json.loads((out / "gpu_report.json").read_text()), (out / "gpu_report.md").read_text()
 
 
@@ -69,13 +72,12 @@ def test_targets_and_profiles_reported(report):
     rec, md = report
     targets = {t["id"]: t for t in rec["targets"]}
     assert list(targets) == TARGETS
-    assert all(t["status"] in ("met", "missed") and "set for one H100" in t["note"] for t in targets.values())
-    assert targets["target.fast"]["status"] == targets["target.exact"]["status"] == "missed"  # a 2-core CPU
-    missed = [i for i in TARGETS if targets[i]["status"] == "missed"]
+    assert all(t["status"] == "missed" and "set for one H100" in t["note"] for t in targets.values())
+    missed = TARGETS
     assert [p["what"].split(":")[0] for p in rec["profiles"]] == missed  # one per missed target
     for p in rec["profiles"]:
         assert len(p["top"]) >= 3 and p["top"][0]["self_ms"] > 0, p
-    for word in (*STEPS, "## Checks", "## Figures", "## Targets", "## Profile: target.fast"):
+    for word in (*STEPS, "## Checks", "## Figures", "## Targets", *(f"## Profile: {i}:" for i in missed)):
         assert word in md
 
 
