@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from converters.atomic_file import atomic_write, write_bytes
-from converters.file_lock import file_lock
+from converters.atomic_file import atomic_write, remove_stale_temporaries, write_bytes
+from converters.file_lock import file_lock, report_stale
 
 from . import distributed
 from .device import compute_device
@@ -251,15 +251,17 @@ def _serial_all_feats_sharded(net, imPath, imageFns, outFn, useGPU, numThreads, 
                          f"images (use a network ending in a fixed-size head or images of one size)")
 
     def merge():
-        with atomic_write(outFn) as out:
-            for rr, size in enumerate(sizes):
-                p = Path(f"{outFn}.shard{rr}of{W}")
-                if not p.is_file() or p.stat().st_size != size:
-                    raise FileNotFoundError(
-                        f"{p}: rank {rr}'s shard ({size} bytes) is not visible from rank 0; "
-                        f"the output folder must be on a filesystem every rank shares")
-                with open(p, "rb") as f:
-                    shutil.copyfileobj(f, out, 1 << 24)
+        with file_lock(f"{outFn}.partial.lock"):
+            report_stale(outFn, remove_stale_temporaries(outFn))  # a killed merge's (issue 24, case 19)
+            with atomic_write(outFn) as out:
+                for rr, size in enumerate(sizes):
+                    p = Path(f"{outFn}.shard{rr}of{W}")
+                    if not p.is_file() or p.stat().st_size != size:
+                        raise FileNotFoundError(
+                            f"{p}: rank {rr}'s shard ({size} bytes) is not visible from rank 0; "
+                            f"the output folder must be on a filesystem every rank shares")
+                    with open(p, "rb") as f:
+                        shutil.copyfileobj(f, out, 1 << 24)
         for rr in range(W):
             Path(f"{outFn}.shard{rr}of{W}").unlink(missing_ok=True)
             Path(f"{outFn}.shard{rr}of{W}.json").unlink(missing_ok=True)
@@ -287,6 +289,7 @@ def _extract(net: SimpleNN, imPath, imageFns, outFn, useGPU, numThreads, batchSi
 def _extract_locked(net, imPath, imageFns, outFn, device, numThreads, batchSize, precision, mean) -> None:
     """_extract's work, under the output's lock: one run at a time writes ``<outFn>.partial``
     (two runs into one output mixed their features: issue 24, case 1)."""
+    report_stale(outFn, remove_stale_temporaries(outFn))  # a killed merge's temporary (issue 24, case 19)
     n = len(imageFns)
     paths = [str(imPath) + fn for fn in imageFns]
     ck = PartialFeatures(outFn, fingerprint(net, str(imPath), imageFns, precision), n)

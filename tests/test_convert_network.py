@@ -132,3 +132,17 @@ def test_bad_networks(tmp_path):
     txt.write_bytes(b"\x00" * 300)
     with pytest.raises(MatFileError, match=r"model\.mat.*not a MAT file"):
         load_net(txt)
+
+
+def test_killed_convert_temporary_removed_by_the_next(tmp_path, capfd):
+    """Issue 24 case 19: a killed `matnet convert` left its temporary; the next convert to
+    that output removes it (another output's temporary is kept)."""
+    from matnet.cli import main
+    src = savemat(tmp_path / "in.mat", {"net": released_net()})
+    stale = tmp_path / "out.safetensors.4242-deadbeef.matnet-tmp"
+    stale.write_bytes(b"x" * 100)
+    other = tmp_path / "else.safetensors.4242-deadbeef.matnet-tmp"
+    other.write_bytes(b"y")
+    assert main(["convert", str(src), str(tmp_path / "out.safetensors")]) == 0
+    assert not stale.exists() and other.exists() and (tmp_path / "out.safetensors").is_file()
+    assert "out.safetensors: removed 1 temporary a killed run left" in capfd.readouterr().err

@@ -207,3 +207,13 @@ def test_no_verify_says_so(net_file, tmp_path, capsys):
     assert "NOT verified (--no-verify)" in capsys.readouterr().out and out.exists()
     assert main(["export", str(net_file[False]), "--format", "torchscript", str(out)]) == 0
     assert "verified against matnet: worst relative error" in capsys.readouterr().out
+
+
+def test_killed_export_temporary_removed_by_the_next(net_file, tmp_path, capfd):
+    """Issue 24 case 19: a killed export left its temporary (~600 MB for VGG16) forever."""
+    out = tmp_path / "net.pt"
+    stale = tmp_path / "net.pt.4242-deadbeef.matnet-tmp"
+    stale.write_bytes(b"x" * 100)
+    assert main(["export", str(net_file[False]), "--format", "torchscript", str(out), "--no-verify"]) == 0
+    assert not stale.exists() and out.exists() and not (tmp_path / "net.pt.lock").exists()
+    assert "net.pt: removed 1 temporary a killed run left" in capfd.readouterr().err

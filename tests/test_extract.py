@@ -326,3 +326,18 @@ def test_two_runs_into_one_output_take_turns(tmp_path, capfd):
     for i in range(12):
         np.testing.assert_allclose(feats[i], reference(net_b, rgb(6, 4, 200 + i)), rtol=1e-5, atol=1e-4)
     assert not list(tmp_path.glob("shared.bin.*"))
+
+
+def test_stale_temporaries_of_the_output_removed(tmp_path, capfd):
+    """Issue 24 case 19: a killed merge (or write) of an output left its temporary (up
+    to ~600 MB) and no later run removed it; the next run of that output does, saying so."""
+    for i in range(3):
+        Image.fromarray(rgb(6, 4, 300 + i)).save(tmp_path / f"{i}.png")
+    out = tmp_path / "o.bin"
+    stale = tmp_path / "o.bin.4242-deadbeef.matnet-tmp"
+    stale.write_bytes(b"x" * 1000)
+    other = tmp_path / "p.bin.4242-deadbeef.matnet-tmp"  # another output's: kept
+    other.write_bytes(b"y")
+    serialAllFeats(tiny_net(), str(tmp_path) + "/", [f"{i}.png" for i in range(3)], out, useGPU=False)
+    assert not stale.exists() and other.exists()
+    assert "o.bin: removed 1 temporary a killed run left (o.bin.4242-deadbeef.matnet-tmp)" in capfd.readouterr().err

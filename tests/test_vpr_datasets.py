@@ -482,3 +482,18 @@ def test_killed_export_is_not_imported_as_complete(tmp_path, monkeypatch):
     assert json.loads(marker.read_text())["complete"] is True
     db = dbVPR(out, "test")
     assert (db.numImages, db.numQueries) == (16, 3)
+
+
+def test_killed_export_temporaries_removed_by_the_next(tmp_path, monkeypatch):
+    """Issue 24 case 19 (dataset export): temporaries of a killed export are removed by
+    the next export into that folder."""
+    root, specs, out = tmp_path / "Pittsburgh", tmp_path / "specs", tmp_path / "vpr"
+    specs.mkdir()
+    pitts_like(root, specs)
+    target = out / "images" / "test" / "database"
+    target.mkdir(parents=True)
+    (target / "x.jpg.4242-deadbeef.matnet-tmp").write_bytes(b"x")
+    lines = []
+    from matnet.datasets.vpr_export import export_vpr
+    export_vpr(specs / "pitts30k_test.mat", root, out, force=True, log=lines.append)
+    assert not list(target.glob("*.matnet-tmp")) and any("removed 1 temporaries" in l for l in lines)

@@ -22,7 +22,9 @@ def run(args) -> int:
     t0 = time.perf_counter()
     net = load_net(args.input)
     t1 = time.perf_counter()
-    save_net(net, args.output, format=args.mat_format, struct=True if args.struct else None)
+    from converters.file_lock import output_lock
+    with output_lock(args.output):  # a killed convert's temporary of this output removed first
+        save_net(net, args.output, format=args.mat_format, struct=True if args.struct else None)
     n = sum(p.numel() for p in net.parameters())
     print(f"{args.input} -> {args.output}: {len(net.layers)} layers, {n} weights "
           f"(read {t1 - t0:.2f} s, write {time.perf_counter() - t1:.2f} s)")

@@ -31,7 +31,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-from converters.atomic_file import atomic_path, write_text
+from converters.atomic_file import GLOB, atomic_path, write_text
 from converters.dbstruct import DbStructError
 
 from ..images import resolve_image_path
@@ -117,6 +117,7 @@ def export_vpr(specFn, root, outDir, copy: bool = False, force: bool = False, lo
     for part, rows in plan.items():
         target = split / part
         target.mkdir(parents=True, exist_ok=True)
+        remove_temporaries(target, log)
         for src, name in rows:
             dst = target / name
             with atomic_path(dst, sync=copy) as tmp:
@@ -129,6 +130,17 @@ def export_vpr(specFn, root, outDir, copy: bool = False, force: bool = False, lo
         log(f"{target}: {len(rows)} images ({'copied' if copy else 'linked'}), order in {listing.name}")
     write_marker(marker, specFn, {p: len(r) for p, r in plan.items()}, complete=True)  # last: the export is whole
     return split
+
+
+def remove_temporaries(folder: Path, log=print) -> None:
+    """Remove the temporaries (``*.matnet-tmp``) a killed export left in ``folder``, saying
+    how many (issue 24, case 19); exports into one folder do not run concurrently (a
+    non-empty folder needs --force)."""
+    gone = list(folder.glob(GLOB))
+    for g in gone:
+        g.unlink(missing_ok=True)
+    if gone:
+        log(f"{folder}: removed {len(gone)} temporaries a killed export left")
 
 
 def write_marker(path: Path, specFn, counts: dict, complete: bool) -> None:

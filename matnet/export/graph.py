@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from converters.atomic_file import atomic_path
+from converters.file_lock import output_lock
 
 from ..descriptor_net import DescriptorNet
 from ..simplenn import SimpleNN
@@ -138,7 +139,7 @@ def write_atomically(out, write, check=None) -> Path:
     any error nothing is left (:func:`converters.atomic_file.atomic_path`)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
+    with output_lock(out), atomic_path(out) as tmp:  # a killed export's temporary removed first
         write(str(tmp))
         if check is not None:
             check(str(tmp))
