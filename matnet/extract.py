@@ -7,6 +7,7 @@ last output is flattened in MATLAB order (``reshape(res(end).x, [], nIms)``).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import warnings
@@ -173,13 +174,31 @@ def _forward_named(net, batch, mean, device, names, precision="exact") -> torch.
     """_forward, with an error naming the image files when the network fails on them."""
     try:
         return _forward(net, batch, mean, device, precision)
-    except (RuntimeError, ValueError) as e:
+    except (RuntimeError, ValueError, MemoryError) as e:
         if is_device_failure(e):  # the GPU, not the images
             raise
         raise ImageNetworkError(f"{names[0]}"
                                 + (f" (and {len(names) - 1} more images of this size)" if len(names) > 1 else "")
-                                + f": the network fails on this {batch.shape[1]} x {batch.shape[2]} image "
-                                f"(smaller than its receptive field?): {failure_text(e)}") from e
+                                + f": {failure_reason(e, batch.shape[1], batch.shape[2], len(names))}: "
+                                f"{failure_text(e)}") from e
+
+
+_OUT_OF_MEMORY = re.compile(r"can't allocate memory|Cannot allocate memory|not enough memory|std::bad_alloc")
+_TOO_SMALL = re.compile(r"too small|can't be greater than actual input size|smaller than|non-positive")
+
+
+def failure_reason(e: BaseException, h: int, w: int, n: int, plural: bool = False) -> str:
+    """What a failure of the network on ``n`` H x W images says: out of memory (an
+    oversized image was blamed as "smaller than its receptive field?": issue 24, case 18),
+    an image below the receptive field (only when the error says so), or a plain failure.
+    ``plural``: "these H x W images" (a training tuple) instead of "this H x W image"."""
+    what = f"these {h} x {w} images" if plural else f"this {h} x {w} image"
+    if isinstance(e, MemoryError) or _OUT_OF_MEMORY.search(str(e)):
+        return (f"the network ran out of memory on {what} (a batch of {n}): resize the images "
+                f"or lower the batch size (--batch-size)")
+    if _TOO_SMALL.search(failure_text(e)):
+        return f"the network fails on {what} (smaller than its receptive field?)"
+    return f"the network fails on {what}"
 
 
 def serialAllFeats(net: SimpleNN, imPath, imageFns, outFn, useGPU=None, numThreads=None,
@@ -292,7 +311,7 @@ def _extract_locked(net, imPath, imageFns, outFn, device, numThreads, batchSize,
     report_stale(outFn, remove_stale_temporaries(outFn))  # a killed merge's temporary (issue 24, case 19)
     n = len(imageFns)
     paths = [str(imPath) + fn for fn in imageFns]
-    ck = PartialFeatures(outFn, fingerprint(net, str(imPath), imageFns, precision), n)
+    ck = PartialFeatures(outFn, fingerprint(net, str(imPath), imageFns, precision, stats=False), n, paths)
     start = ck.resume()
     chunk = batchSize * _CHUNK_BATCHES
     try:

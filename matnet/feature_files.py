@@ -49,23 +49,22 @@ def _settings(v, h) -> None:
         h.update(f"<{type(v).__name__}>".encode())
 
 
-def fingerprint(net: SimpleNN, imPath: str, imageFns, precision: str = "exact") -> str:
+def fingerprint(net: SimpleNN, imPath: str, imageFns, precision: str = "exact", stats: bool = True) -> str:
     """Identifies a run for resuming and for reusing finished features: image list and
     each image's size and modification time (``os.stat``; a missing image counts as
     such), ``meta.normalization.averageImage``, every layer's settings (its struct
     fields but the weights and training ones: stride, pad, dilate, method, pool, param,
     leak, rate, other fields kept verbatim) and sampled weight values; a precision other
     than 'exact' is appended (``+fast``).  Images replaced under the same names were
-    reused before (issue 24, case 2: 75.5 % printed, 59.5 % fresh); MATLAB never reuses."""
+    reused before (issue 24, case 2: 75.5 % printed, 59.5 % fresh); MATLAB never reuses.
+    ``stats`` False leaves the sizes and times out (a partial run checks those of the
+    images it has done only: :class:`PartialFeatures`)."""
     h = hashlib.sha1()
     h.update(str(imPath).encode())
     for fn in imageFns:
-        try:
-            st = os.stat(str(imPath) + fn)
-            size, mtime = st.st_size, st.st_mtime_ns
-        except OSError:
-            size, mtime = -1, -1
-        h.update(b"\0" + fn.encode() + f"\0{size}:{mtime}".encode())
+        h.update(b"\0" + fn.encode())
+        if stats:
+            h.update(_stat_key(str(imPath) + fn))
     h.update(b"|averageImage")
     _settings(np.asarray(net.meta.get("normalization", {}).get("averageImage")), h)
     with torch.no_grad():
@@ -80,14 +79,33 @@ def fingerprint(net: SimpleNN, imPath: str, imageFns, precision: str = "exact") 
     return h.hexdigest() + ("" if precision == "exact" else f"+{precision}")
 
 
+def _stat_key(path: str) -> bytes:
+    """An image's size and modification time as bytes (-1 when it cannot be read)."""
+    try:
+        st = os.stat(path)
+        return f"\0{st.st_size}:{st.st_mtime_ns}".encode()
+    except OSError:
+        return b"\0-1:-1"
+
+
+def images_signature(paths) -> str:
+    """A hash of the sizes and modification times of the images ``paths``."""
+    h = hashlib.sha1()
+    for p in paths:
+        h.update(_stat_key(p))
+    return h.hexdigest()
+
+
 class PartialFeatures:
     """``<outFn>.partial`` (features of the first ``done`` images, MATLAB order) and
-    ``<outFn>.partial.json`` (fingerprint, D, done).  Write errors (disk full included)
-    name the file."""
+    ``<outFn>.partial.json`` (fingerprint, D, done, and with ``paths`` the
+    :func:`images_signature` of the done images: a rerun resumes only when those images
+    are unchanged, issue 24 case 2).  Write errors (disk full included) name the file."""
 
-    def __init__(self, outFn: Path, fingerprint: str, nImages: int):
+    def __init__(self, outFn: Path, fingerprint: str, nImages: int, paths=None):
         self.data, self.meta = Path(str(outFn) + ".partial"), Path(str(outFn) + ".partial.json")
         self.fp, self.n, self.D, self.done, self.f = fingerprint, nImages, None, 0, None
+        self.paths, self._sig = paths, hashlib.sha1()
 
     @contextmanager
     def _writing(self, path: Path):
@@ -104,6 +122,13 @@ class PartialFeatures:
             ok = m.get("fingerprint") == self.fp and m.get("nImages") == self.n
             D, done = int(m["D"]), int(m["done"])
             ok = ok and self.data.is_file() and self.data.stat().st_size >= D * done * 4
+            if ok and self.paths is not None:
+                sig = hashlib.sha1()
+                for p in self.paths[:done]:
+                    sig.update(_stat_key(p))
+                ok = m.get("images") == sig.hexdigest()
+                if ok:
+                    self._sig = sig
         except (OSError, ValueError, KeyError, TypeError):
             ok = False
         with self._writing(self.data):
@@ -122,10 +147,15 @@ class PartialFeatures:
             self.f.write(np.ascontiguousarray(feats, "<f4").data)  # not tofile: it loses ENOSPC
             self.f.flush()
             os.fsync(self.f.fileno())
+        if self.paths is not None:
+            for p in self.paths[self.done:self.done + feats.shape[0]]:
+                self._sig.update(_stat_key(p))
         self.done += feats.shape[0]
+        meta = {"fingerprint": self.fp, "nImages": self.n, "D": self.D, "done": self.done}
+        if self.paths is not None:
+            meta["images"] = self._sig.copy().hexdigest()
         with self._writing(self.meta):
-            write_text(self.meta, json.dumps({"fingerprint": self.fp, "nImages": self.n, "D": self.D,
-                                              "done": self.done}))
+            write_text(self.meta, json.dumps(meta))
 
     def finish(self, outFn: Path) -> None:
         with self._writing(outFn):

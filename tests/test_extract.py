@@ -341,3 +341,32 @@ def test_stale_temporaries_of_the_output_removed(tmp_path, capfd):
     serialAllFeats(tiny_net(), str(tmp_path) + "/", [f"{i}.png" for i in range(3)], out, useGPU=False)
     assert not stale.exists() and other.exists()
     assert "o.bin: removed 1 temporary a killed run left (o.bin.4242-deadbeef.matnet-tmp)" in capfd.readouterr().err
+
+
+def test_oversized_image_is_not_blamed_on_the_receptive_field(tmp_path):
+    """Issue 24 case 18: an image the network ran out of memory on was reported as
+    "smaller than its receptive field?"; now the message says memory and what to do, and
+    the receptive-field hint stays for errors that say the input is too small."""
+    from matnet.images import ImageNetworkError
+    net = tiny_net()
+    counter = Counter()
+    net.layers.insert(0, counter)
+    Image.fromarray(rgb(6, 4, 31)).save(tmp_path / "0.png")
+    real = Counter.forward
+    oom = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried "
+           "to allocate 40000000000000 bytes. Error code 12 (Cannot allocate memory)")
+    try:
+        Counter.forward = lambda self, x: (_ for _ in ()).throw(RuntimeError(oom))
+        with pytest.raises(ImageNetworkError) as e:
+            serialAllFeats(net, str(tmp_path) + "/", ["0.png"], tmp_path / "m.bin", useGPU=False)
+        msg = str(e.value)
+        assert "0.png: the network ran out of memory on this 6 x 4 image (a batch of 1)" in msg
+        assert "--batch-size" in msg and "receptive field" not in msg
+        Counter.forward = lambda self, x: (_ for _ in ()).throw(RuntimeError(
+            "Calculated padded input size per channel: (2 x 2). Kernel size: (3 x 3). Kernel size can't be "
+            "greater than actual input size"))
+        with pytest.raises(ImageNetworkError, match=r"0\.png: the network fails on this 6 x 4 image \(smaller than "
+                                                    r"its receptive field\?\)"):
+            serialAllFeats(net, str(tmp_path) + "/", ["0.png"], tmp_path / "m.bin", useGPU=False)
+    finally:
+        Counter.forward = real

@@ -16,6 +16,7 @@ import torch
 
 from .. import distributed
 from ..device import compute_device
+from ..extract import failure_reason
 from ..images import ImageNetworkError, TrainingImageLoader
 from ..nettools import netPrepareForTrain, whichLayer
 from ..simplenn import failure_text, is_device_failure
@@ -37,11 +38,11 @@ def tuple_forward(net, x, fns, precision="exact"):
     from ..precision import forward
     try:
         return forward(net, x, precision).reshape(x.shape[0], -1)
-    except (RuntimeError, ValueError) as e:
+    except (RuntimeError, ValueError, MemoryError) as e:
         if is_device_failure(e):  # the GPU, not the images
             raise
-        raise ImageNetworkError(f"{', '.join(fns)}: the network fails on these {x.shape[2]} x {x.shape[3]} "
-                                f"images (smaller than its receptive field?): {failure_text(e)}") from e
+        raise ImageNetworkError(f"{', '.join(fns)}: {failure_reason(e, x.shape[2], x.shape[3], len(fns), plural=True)}: "
+                                f"{failure_text(e)}") from e
 
 
 def train_batch(s, qIDs, lr: float, rng: np.random.Generator) -> float:
