@@ -144,3 +144,19 @@ def test_msls_csv_encodings(tmp_path):
     raw.write_bytes(raw.read_bytes().replace(b"2016-06-01", b"2016-06-01 caf\xe9", 1))  # cp1252 e-acute
     with pytest.raises(MSLSError, match=r"cph/query/raw.csv: not UTF-8 text \(line 2, byte \d+: b'\\xe9'\); save it as UTF-8"):
         dbMSLS(tmp_path, "val")
+
+
+def test_msls_cities_from_the_command_line(tmp_path):
+    """Case 17: `evaluate msls:ROOT` with only some official cities asked for `cities=`,
+    which the command cannot give; now the message gives the dataset text that works,
+    and msls:ROOT:split:city,city selects them."""
+    from matnet.datasets import parse_dataset
+    two_cities(tmp_path)
+    import shutil
+    shutil.rmtree(tmp_path / "train_val" / "sf")
+    with pytest.raises(MSLSError, match=rf"train_val/sf: city folder not found; name the cities you have: "
+                                        rf"msls:{tmp_path}:val:cph on the command line"):
+        parse_dataset(f"msls:{tmp_path}")
+    with pytest.warns(UserWarning):
+        db = parse_dataset(f"msls:{tmp_path}:val:cph")
+    assert db.cities == ["cph"] and db.numQueries == 2

@@ -154,7 +154,11 @@ class dbMSLS(dbBase):
         for k, city in enumerate(cities):
             cdir = root / "train_val" / city
             if not cdir.is_dir():
-                raise MSLSError(f"{cdir}: city folder not found (pass cities= to use the cities you have)")
+                have = sorted(p.name for p in (root / "train_val").iterdir() if p.is_dir()) \
+                    if (root / "train_val").is_dir() else []
+                raise MSLSError(f"{cdir}: city folder not found; name the cities you have: "
+                                f"msls:{root}:{whichSet}:{','.join(have) or '<city,city>'} on the command line, "
+                                f"cities= in Python (present: {', '.join(have) or 'none'})")
             parts = {}
             for part in ("database", "query"):
                 parts[part] = read_part(cdir / part, excludePanos, subtask)
