@@ -6,6 +6,7 @@ last output is flattened in MATLAB order (``reshape(res(end).x, [], nIms)``).
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -13,6 +14,7 @@ import sys
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from glob import escape as glob_escape
 from pathlib import Path
 
 import numpy as np
@@ -309,6 +311,8 @@ def _extract_locked(net, imPath, imageFns, outFn, device, numThreads, batchSize,
     """_extract's work, under the output's lock: one run at a time writes ``<outFn>.partial``
     (two runs into one output mixed their features: issue 24, case 1)."""
     report_stale(outFn, remove_stale_temporaries(outFn))  # a killed merge's temporary (issue 24, case 19)
+    if _from_shards(net, imPath, imageFns, outFn, device, numThreads, batchSize, precision, mean):
+        return
     n = len(imageFns)
     paths = [str(imPath) + fn for fn in imageFns]
     ck = PartialFeatures(outFn, fingerprint(net, str(imPath), imageFns, precision, stats=False), n, paths)
@@ -352,6 +356,90 @@ def _extract_locked(net, imPath, imageFns, outFn, device, numThreads, batchSize,
             ck.finish(outFn)
     finally:
         ck.close()
+
+
+_SHARD = re.compile(r"\.shard(\d+)of(\d+)(\.json|\.partial|\.partial\.json|\.partial\.lock)?$")
+
+
+def _from_shards(net, imPath, imageFns, outFn, device, numThreads, batchSize, precision, mean) -> bool:
+    """A one-process run after a killed torchrun run of the same output: the finished
+    shards (``<outFn>.shard<r>of<W>`` whose ``.json`` records this network and these
+    images, sizes and times included) are reused, the images between them computed, all
+    concatenated into ``outFn``; every shard file is removed, and what was reused or
+    removed is said on stderr.  Before, the shards were ignored and left on disk (issue
+    24, case 12).  Returns False when there are no shard files."""
+    files = sorted(p for p in Path(outFn).parent.glob(glob_escape(Path(outFn).name) + ".shard*")
+                   if _SHARD.fullmatch(p.name[len(Path(outFn).name):]))
+    if not files:
+        return False
+    say = lambda m: print(f"{outFn}: {m}", file=sys.stderr, flush=True)  # noqa: E731
+    keep = _finished_shards(files, net, imPath, imageFns, precision)
+    gone = [f.name for f in files if not any(f == d or f.name == d.name + ".json" for _, _, d in keep)]
+    if gone:
+        say(f"removed shard files of an earlier multi-process run that do not match this network and image "
+            f"list or were unfinished: {', '.join(gone)}")
+    if not keep:
+        for f in files:
+            f.unlink(missing_ok=True)
+        return False
+    segments, pos = [], 0
+    for start, stop, data in keep + [(len(imageFns), len(imageFns), None)]:
+        if start > pos:
+            gap = Path(f"{outFn}.images{pos}-{start}")
+            _extract_locked(net, imPath, imageFns[pos:start], gap, device, numThreads, batchSize, precision, mean)
+            segments.append(gap)
+        if data is not None:
+            segments.append(data)
+        pos = stop
+    dims = {p.stat().st_size // 4 // max(1, n) for p, n in
+            zip(segments, [b - a for a, b in _ranges(keep, len(imageFns))])}
+    if len(dims) > 1:
+        raise ValueError(f"{outFn}: the reused shards and the images computed now give representations of "
+                         f"different lengths ({', '.join(map(str, sorted(dims)))} values)")
+    with atomic_write(outFn) as out:
+        for p in segments:
+            with open(p, "rb") as f:
+                shutil.copyfileobj(f, out, 1 << 24)
+    for p in segments + files:
+        Path(p).unlink(missing_ok=True)
+    say(f"reused {len(keep)} finished shard(s) of an earlier multi-process run ("
+        + ", ".join(f"{d.name[len(Path(outFn).name) + 1:]}: images {a}-{b}" for a, b, d in keep)
+        + f"), computed the other {len(imageFns) - sum(b - a for a, b, _ in keep)} images")
+    return True
+
+
+def _finished_shards(files, net, imPath, imageFns, precision) -> list:
+    """(start, stop, data file) of the shards among ``files`` whose ``.json`` records this
+    network and these images (sizes and times included), non-overlapping, in order."""
+    found = []
+    for js in (f for f in files if f.name.endswith(".json") and not f.name.endswith(".partial.json")):
+        data = js.with_name(js.name[:-len(".json")])
+        try:
+            start, stop = json.loads(js.read_text())["images"]
+            ok = 0 <= start < stop <= len(imageFns) and is_complete(
+                js, data, fingerprint(net, str(imPath), imageFns[start:stop], precision))
+        except (OSError, ValueError, KeyError, TypeError):
+            ok = False
+        if ok:
+            found.append((start, stop, data))
+    keep, end = [], 0
+    for start, stop, data in sorted(found):
+        if start >= end:
+            keep.append((start, stop, data))
+            end = stop
+    return keep
+
+
+def _ranges(keep, n):
+    """The image ranges of the segments _from_shards concatenates (reused shards and gaps), in order."""
+    out, pos = [], 0
+    for a, b, _ in keep + [(n, n, None)]:
+        if a > pos:
+            out.append((pos, a))
+        if b > a:
+            out.append((a, b))
+        pos = b
+    return out
 
 
 def extract_features(net, imPath, imageFns, outFn: Path, log=print, **kw) -> bool:

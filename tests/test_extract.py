@@ -370,3 +370,43 @@ def test_oversized_image_is_not_blamed_on_the_receptive_field(tmp_path):
             serialAllFeats(net, str(tmp_path) + "/", ["0.png"], tmp_path / "m.bin", useGPU=False)
     finally:
         Counter.forward = real
+
+
+def test_finished_shards_of_a_killed_multiprocess_run_are_reused(tmp_path, capfd):
+    """Issue 24 case 12: after a killed 2-process run, a 1-process rerun ignored the
+    finished shards and left them on disk.  Now a matching shard is reused (its images
+    not computed again), the rest computed, the result equals a fresh run, and every
+    shard file is removed; a shard of another network is removed, saying so."""
+    from matnet.feature_files import fingerprint, mark_complete
+    net = tiny_net()
+    counter = Counter()
+    net.layers.insert(0, counter)
+    fns = []
+    for i in range(12):
+        Image.fromarray(rgb(6, 4, 400 + i)).save(tmp_path / f"{i}.png")
+        fns.append(f"{i}.png")
+    folder, out = str(tmp_path) + "/", tmp_path / "s.bin"
+    serialAllFeats(net, folder, fns, tmp_path / "fresh.bin", useGPU=False, batchSize=2)
+    # what a killed 2-process run leaves: rank 0's shard finished, rank 1's partial
+    shard0 = tmp_path / "s.bin.shard0of2"
+    serialAllFeats(net, folder, fns[:8], shard0, useGPU=False, batchSize=2)
+    mark_complete(tmp_path / "s.bin.shard0of2.json", fingerprint(net, folder, fns[:8]), [0, 8])
+    (tmp_path / "s.bin.shard1of2.partial").write_bytes(b"\0" * 32)
+    (tmp_path / "s.bin.shard1of2.partial.json").write_text("{}")
+    counter.seen = 0
+    serialAllFeats(net, folder, fns, out, useGPU=False, batchSize=2)
+    assert counter.seen == 4  # images 8..11 only
+    np.testing.assert_array_equal(read_bin(out, n=12), read_bin(tmp_path / "fresh.bin", n=12))
+    assert not list(tmp_path.glob("s.bin.*"))
+    err = capfd.readouterr().err
+    assert "reused 1 finished shard(s) of an earlier multi-process run (shard0of2: images 0-8), computed the " \
+           "other 4 images" in err and "s.bin.shard1of2.partial" in err
+    # a shard of another network: removed, not reused
+    other = tiny_net(seed=9)
+    serialAllFeats(other, folder, fns[:8], shard0, useGPU=False, batchSize=2)
+    mark_complete(tmp_path / "s.bin.shard0of2.json", fingerprint(other, folder, fns[:8]), [0, 8])
+    counter.seen = 0
+    serialAllFeats(net, folder, fns, out, useGPU=False, batchSize=2)
+    assert counter.seen == 12 and not list(tmp_path.glob("s.bin.*"))
+    assert "removed shard files" in capfd.readouterr().err
+    np.testing.assert_array_equal(read_bin(out, n=12), read_bin(tmp_path / "fresh.bin", n=12))
