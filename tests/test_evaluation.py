@@ -170,3 +170,18 @@ def test_changed_images_are_not_reused(data, tmp_path):
     os.utime(first, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     rec, printed = go()
     assert not rec["features_reused"] and rec["images_extracted"] == 4  # the queries' file again
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--dims", "4096"], "--dims 4096: must be between 1 and 32"),
+    (["--dims", "-5"], "--dims -5: must be between 1 and 32"),
+    (["--memory-cap", "lots"], "--memory-cap lots: cannot read memory size"),
+])
+def test_the_command_refuses_before_extraction(data, tmp_path, capsys, flags, message):
+    """The same checks through `matnet evaluate`: exit 1, the option named, nothing extracted."""
+    from matnet.cli import main
+    out = tmp_path / "out"
+    rc = main(["evaluate", "--net", str(data / "a" / "net.mat"), "--dataset", f"vpr:{data / 'vpr'}:test",
+               "--out", str(out), "--device", "cpu", *flags])
+    assert rc == 1 and message in capsys.readouterr().err
+    assert not list(out.glob("*.bin*"))
