@@ -1,7 +1,7 @@
 """trainWeakly and serialAllFeats under torch.distributed (gloo, CPU): 2 processes
 against 1 on the synthetic set, resume, sharding, and the failures (ranks with other
 options, a rank that dies or hangs).  The multi-process runs go through
-tests/ddp_worker.py, launched by torchrun or as plain processes."""
+tests/helpers/ddp_worker.py, launched by torchrun or as plain processes."""
 import json
 import os
 import socket
@@ -68,7 +68,7 @@ def _free_port() -> int:
 
 
 def _launch(cfg: dict, tmp: Path, n=2, torchrun=False, timeout_s=30, limit=240):
-    """Run tests/ddp_worker.py on ``n`` ranks; [(returncode, stderr)] per process."""
+    """Run tests/helpers/ddp_worker.py on ``n`` ranks; [(returncode, stderr)] per process."""
     fn = tmp / f"cfg{_free_port()}.json"
     fn.write_text(json.dumps(cfg))
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", distributed.TIMEOUT_ENV: str(timeout_s)}

@@ -1,6 +1,6 @@
 """One rank of a multi-process test (started by torchrun or by tests/test_distributed.py).
 
-``python tests/ddp_worker.py CONFIG.json``: joins the process group torchrun's
+``python tests/helpers/ddp_worker.py CONFIG.json``: joins the process group torchrun's
 variables describe, then runs CONFIG's phases in order, all ranks alike:
   {"kind": "train", "kw": {...}}                 trainWeakly(dbTrain, dbVal, **kw)
   {"kind": "train", "kw": {...}, "stop_at": k}   ... raising _Stop at the k-th batch (every rank)
