@@ -66,7 +66,7 @@ def test_testFromFn_refuses_a_cap_too_small_before_searching(tmp_path):
         testFromFn(db, tmp_path / "db.bin", tmp_path / "q.bin", memoryCap=20_000, verbose=False)
 
 
-@pytest.mark.parametrize("kind", ["plain", "offset", "float64", "columns", "rows"])
+@pytest.mark.parametrize("kind", ["plain", "offset", "float64", "columns", "rows", "copy-on-write"])
 def test_a_users_memmap_is_streamed_and_equals_in_memory(tmp_path, kind, monkeypatch):
     """np.memmap in any layout: a file region read with preadv (header offset, another
     dtype, a row slice) or, not C-ordered, sliced with its pages released; the in-memory
@@ -96,8 +96,13 @@ def test_a_users_memmap_is_streamed_and_equals_in_memory(tmp_path, kind, monkeyp
             q = q[:, 4:20]
         elif kind == "rows":
             mm, want = mm[137:901], full[137:901]
+        elif kind == "copy-on-write":  # the user's changes are in the map only: searched as they are
+            mm = np.memmap(fn, np.float32, "c", shape=full.shape)
+            mm[5] = 100.0
+            want = full.copy()
+            want[5] = 100.0
     reader = RowReader(mm)
-    assert (reader.fd is not None) == (kind != "columns")  # preadv unless the rows are not contiguous
+    assert (reader.fd is not None) == (kind not in ("columns", "copy-on-write"))  # preadv where the file has it
     cap = search_overhead(want.shape[1], 15, 30) + 97 * row_bytes(want.shape[1], 15)
     got = rawNnSearch(q, mm, 30, memoryCap=cap)
     mem = rawNnSearch(q, np.ascontiguousarray(want), 30)

@@ -40,7 +40,7 @@ class RowReader:
     rows of a file: read with ``os.preadv`` from the file, the map never touched), or
     any N x D array or tensor in memory (sliced).  A ``np.memmap`` whose rows are not
     contiguous in its file is sliced and its map's pages released (``MADV_DONTNEED``)
-    after each read.  Conversions (another dtype, ``transform``) and the NaN check go
+    after each block; one opened copy-on-write (mode 'c') is sliced as an array.  Conversions (another dtype, ``transform``) and the NaN check go
     through blocks of :data:`~matnet.search.memory.STAGE_BYTES`, so no chunk-sized
     temporary is made."""
 
@@ -54,7 +54,9 @@ class RowReader:
         if isinstance(db, MappedBin):
             self.dtype, self.offset = np.dtype(arr.dtype), 0
             self.fd = os.open(db.path, os.O_RDONLY)
-        elif isinstance(db, np.memmap) and db.ndim == 2:
+        elif isinstance(db, np.memmap) and db.ndim == 2 and getattr(db, "mode", "r") != "c":
+            # (mode 'c' maps copy-on-write: the user's changes live only in the map's pages,
+            # which neither the file nor a released page would give back: read as an array)
             root = _root_mmap(db)
             if root is not None and db.filename and db.flags.c_contiguous and db.dtype.isnative:
                 base = np.frombuffer(root, np.uint8)  # the map's address; no page is touched
@@ -121,8 +123,8 @@ class RowReader:
                 dst[...] = transform(np.asarray(x, np.float32))
             elif x is not dst:
                 dst[...] = x
-        if self.map is not None and hasattr(self.map, "madvise"):
-            self.map.madvise(mmap.MADV_DONTNEED)  # the slices' pages: out of the process
+            if self.map is not None and hasattr(self.map, "madvise"):
+                self.map.madvise(mmap.MADV_DONTNEED)  # the block's pages: out of the process
 
     def take(self, ids, transform=None) -> np.ndarray:
         """The rows ``ids`` (any order, repeats allowed) as float32, transformed; from a
