@@ -7,25 +7,25 @@ import torch
 from matnet.search.exact import KnnAccumulator
 
 
-def test_blocked_norms_give_the_same_search():
+def test_blocked_norms_give_the_same_search(monkeypatch):
+    import matnet.search.exact as exact
     g = np.random.default_rng(0)
     db = torch.from_numpy(g.standard_normal((1000, 24)).astype(np.float32))
     q = torch.from_numpy(g.standard_normal((7, 24)).astype(np.float32))
-    one = KnnAccumulator(q, 10)  # 24000 entries < the default block: norms in one piece
+    one = KnnAccumulator(q, 10)  # norms in one piece
     one.add(0, db)
-    blocked = KnnAccumulator(q, 10, block=100)  # 4 rows per norm block, 1 query per distance block
+    monkeypatch.setattr(exact, "NORM_BLOCK", 96)  # 4 rows per norm block, through one reused temporary
     seen = []
-    real = torch.Tensor.split
+    real = torch.mul
 
-    def split(t, *a, **k):
-        seen.append(a[0] if a else k)
-        return real(t, *a, **k)
-    torch.Tensor.split = split
-    try:
-        blocked.add(0, db)
-    finally:
-        torch.Tensor.split = real
-    assert seen == [4]
+    def mul(*a, **k):
+        seen.append(tuple(k["out"].shape) if "out" in k else None)
+        return real(*a, **k)
+    monkeypatch.setattr(torch, "mul", mul)
+    assert torch.equal(exact.squared_norms(db), (db * db).sum(1))  # the same numbers
+    blocked = KnnAccumulator(q, 10, block=100)  # 1 query per distance block
+    blocked.add(0, db)
+    assert set(seen) == {(4, 24)} and len(seen) == 2 * 250
     ids1, ds1 = one.result()
     ids2, ds2 = blocked.result()
     np.testing.assert_array_equal(ids1, ids2)
