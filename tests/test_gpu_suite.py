@@ -25,7 +25,7 @@ CHECKS = {"model.gflop_vs_published": ("n/a", None), "exact.descriptors_rel": ("
           "exact.tf32_off": ("n/a", 0.0), "exact.tf32_differs": ("n/a", None), "fast.cosine_min": ("pass", None),
           "exact.train_weights_rel": ("pass", 0.0), "search.streamed_equals_memory": ("pass", 1.0),
           "search.device_equals_cpu": ("n/a", 1.0), "search.kmeans_finite": ("pass", 1.0),
-          "ddp.weights_rel": ("pass", 0.0), "ddp.features_rel": ("pass", 0.0)}
+          "ddp.weights_rel": ("pass", None), "ddp.features_rel": ("pass", None)}
 TARGETS = ["target.fast", "target.exact", "target.files", "target.epoch"]
 
 
@@ -66,6 +66,9 @@ def test_small_cpu_run_exactness_holds(report):
         if value is not None:
             assert checks[i]["value"] == value, (i, checks[i])
     assert checks["fast.cosine_min"]["value"] >= 0.999
+    # torchrun's process against this one: the same kernels, but another process (thread count
+    # matched; bit-equal when the cores are free, float rounding of the sums otherwise)
+    assert checks["ddp.weights_rel"]["value"] <= 1e-6 and checks["ddp.features_rel"]["value"] <= 1e-6
 
 
 def test_targets_and_profiles_reported(report):

@@ -444,8 +444,8 @@ def torchrun(ws) -> None:
         serialAllFeats(load_net(netFn), root, cfg["fns"], work / "one.bin", useGPU=ws.cuda, batchSize=cfg["batchSize"])
     nproc = torch.cuda.device_count() if ws.cuda else 1
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]) + os.pathsep
-           + os.environ.get("PYTHONPATH", ""), "MATNET_DIST_TIMEOUT": "300", "OMP_NUM_THREADS": str(
-               max(1, ws.threads // nproc))}
+           + os.environ.get("PYTHONPATH", ""), "MATNET_DIST_TIMEOUT": "300",
+           "OMP_NUM_THREADS": str(max(1, torch.get_num_threads() // nproc))}  # one process: this one's threads
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            str(Path(__file__).with_name("ddp_worker.py")), str(work / "cfg.json")]
     t0 = time.perf_counter()
