@@ -41,7 +41,7 @@ def test_errors_exit_codes_in_process(tmp_path, capsys):
     assert "unknown network file extension" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:  # usage errors: argparse's status 2
         main(["convert", str(src)])
-    assert e.value.code == 2 and "the following arguments are required: output" in capsys.readouterr().err
+    assert e.value.code == 2 and "the following arguments are required: OUT" in capsys.readouterr().err
     assert not (tmp_path / "o.onnx").exists()
 
 

@@ -8,8 +8,8 @@ import time
 
 
 def add_arguments(p) -> None:
-    p.add_argument("input", help="network file (.mat or .safetensors; the kind is read from its content)")
-    p.add_argument("output", help="output file: .safetensors (native), .mat, or *_struct.mat (plain structs)")
+    p.add_argument("input", metavar="NET", help="network file (.mat or .safetensors; the kind is read from its content)")
+    p.add_argument("output", metavar="OUT", help="output file: .safetensors (native), .mat, or *_struct.mat (plain structs)")
     p.add_argument("--mat-format", choices=["7.3", "5"], default="7.3",
                    help="MAT version when writing .mat (default 7.3, as NetVLAD saves)")
     p.add_argument("--struct", action="store_true",

@@ -31,10 +31,10 @@ FORMAT_NAMES = ("hloc", "onnx", "patchnetvlad", "torchscript")
 
 
 def add_arguments(p) -> None:
-    p.add_argument("network", help="network file (.mat, *_struct.mat, checkpoint or .safetensors)")
+    p.add_argument("network", metavar="NET", help="network file (.mat, *_struct.mat, checkpoint or .safetensors)")
     p.add_argument("--format", required=True, choices=FORMAT_NAMES,
                    help="what to write (see above)")
-    p.add_argument("output", help="output file (written to a temporary name, then renamed)")
+    p.add_argument("output", metavar="OUT", help="output file (written to a temporary name, then renamed)")
     o.add_dims(p, help="descriptor dimensions to keep (cropToDim; default all)", repeat=False)
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="onnx/torchscript: do not run the written file against matnet before keeping it")

@@ -13,7 +13,7 @@ from . import options as o
 
 
 def add_arguments(p) -> None:
-    p.add_argument("file", help="network file (.mat or .safetensors; the kind is read from its content)")
+    p.add_argument("file", metavar="NET", help="network file (.mat or .safetensors; the kind is read from its content)")
     o.add_image_size(p, (224, 224), help="image size used to compute output sizes")
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 def add_arguments(p) -> None:
     p.add_argument("runs", nargs=2, metavar="RUN.json", help="two JSON records of matnet evaluate (A, then B)")
     p.add_argument("--out", default=".", metavar="DIR", help="folder for the comparison JSON and HTML (default: .)")
-    p.add_argument("--dims", type=int, help="the dimensionality to compare when the records hold several")
+    p.add_argument("--dims", type=int, metavar="D", help="the dimensionality to compare when the records hold several")
 
 
 def run(args) -> int:

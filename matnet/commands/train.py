@@ -67,6 +67,25 @@ def option_help() -> dict[str, str]:
     return {f.name: f.metadata["help"] for f in dataclasses.fields(TrainWeaklyOpts) if "help" in f.metadata}
 
 
+_METAVARS = {"precision": "{exact,fast}", "tensorboard": "DIR", "outPrefix": "PREFIX", "method": "METHOD",
+             "netID": "ID", "sessionID": "ID", "layerName": "LAYER", "backPropToLayer": "LAYER",
+             "fixLayers": "LAYER", "jitterScale": "X", "dbCheckpoint0": "FILE", "qCheckpoint0": "FILE",
+             "dbCheckpoint0val": "FILE", "qCheckpoint0val": "FILE"}
+
+
+def _metavar(name: str, default) -> str:
+    """What a trainWeakly option's value looks like in the help."""
+    if name in _METAVARS:
+        return _METAVARS[name]
+    if isinstance(default, bool):
+        return "{true,false}"
+    if isinstance(default, (list, int)):
+        return "N"
+    if isinstance(default, float):
+        return "X"
+    return "TEXT"
+
+
 def add_arguments(p) -> None:
     from ..train.opts import TrainWeaklyOpts
     o.add_dataset(p, flag="--db-train", matlab="--dbTrain", dest="db_train", help="training set")
@@ -93,7 +112,7 @@ def add_arguments(p) -> None:
             continue
         d = getattr(defaults, name)
         kw = {"nargs": "+"} if isinstance(d, list) else {}
-        g.add_argument(*option_flags(name), dest=f"opt_{name}", metavar="V", default=None,
+        g.add_argument(*option_flags(name), dest=f"opt_{name}", metavar=_metavar(name, d), default=None,
                        help=f"{helps[name]} (default: {d if d not in (None, '') else 'none'})", **kw)
 
 
