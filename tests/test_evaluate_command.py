@@ -10,6 +10,7 @@ from converters.bin_features import read_bin
 from converters.dbstruct import dbstruct_fields, save_dbstruct
 from converters.network import save_net
 from helpers.dataset_makers import tiny_jpeg
+from helpers.report_data import first_per_panorama
 from matnet.cli import main as cli
 from matnet.datasets import parse_dataset
 from matnet.recall_at_n import RECALL_NS, sample_queries
@@ -46,12 +47,7 @@ def brute_force_recall(dbF, qF, utm_db, utm_q, ns, panorama=None):
     for j in range(len(qF)):
         order = list(np.argsort(((dbF - qF[j]) ** 2).sum(1), kind="stable"))
         if panorama is not None:
-            seen, kept = set(), []
-            for i in order:
-                if panorama[i] not in seen:
-                    seen.add(panorama[i])
-                    kept.append(i)
-            order = kept
+            order = first_per_panorama(order, panorama)
         pos = ((utm_db[:, order] - utm_q[:, [j]]) ** 2).sum(0) <= 625
         first = np.flatnonzero(pos)
         hits += [first.size > 0 and first[0] < n for n in ns]

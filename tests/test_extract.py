@@ -177,17 +177,24 @@ def test_resume_after_interruption(tmp_path):
     np.testing.assert_allclose(read_bin(out, n=21), feats[::-1], rtol=1e-6)
 
 
-def test_resume_ignores_partial_of_another_network(tmp_path):
+def _interrupted(tmp_path, seed: int, out: str):
+    """A counting tiny network and 20 images under ``tmp_path``; a serialAllFeats run into
+    ``out`` crashed after 18 images (its first 16 checkpointed).  Returns (net, counter, fns)."""
     net = tiny_net()
     counter = Counter()
     net.layers.insert(0, counter)
     fns = []
     for i in range(20):
-        Image.fromarray(rgb(6, 4, 60 + i)).save(tmp_path / f"{i}.png")
+        Image.fromarray(rgb(6, 4, seed + i)).save(tmp_path / f"{i}.png")
         fns.append(f"{i}.png")
     counter.fail_after = 18
     with pytest.raises(RuntimeError):
-        serialAllFeats(net, str(tmp_path) + "/", fns, tmp_path / "n.bin", useGPU=False, batchSize=2)
+        serialAllFeats(net, str(tmp_path) + "/", fns, tmp_path / out, useGPU=False, batchSize=2)
+    return net, counter, fns
+
+
+def test_resume_ignores_partial_of_another_network(tmp_path):
+    net, counter, fns = _interrupted(tmp_path, 60, "n.bin")
     with torch.no_grad():
         net.layers[1].weights[0][0, 0, 0, 0] += 1.0  # another network: nothing is reused
     counter.fail_after, counter.seen = None, 0
@@ -251,16 +258,7 @@ def test_resume_ignores_partial_when_an_image_changed(tmp_path):
     """Issue 24 case 2: images replaced under the same names were reused (75.5 % printed,
     59.5 % fresh).  The fingerprint now covers each image's size and modification time."""
     import os
-    net = tiny_net()
-    counter = Counter()
-    net.layers.insert(0, counter)
-    fns = []
-    for i in range(20):
-        Image.fromarray(rgb(6, 4, 80 + i)).save(tmp_path / f"{i}.png")
-        fns.append(f"{i}.png")
-    counter.fail_after = 18
-    with pytest.raises(RuntimeError):
-        serialAllFeats(net, str(tmp_path) + "/", fns, tmp_path / "c.bin", useGPU=False, batchSize=2)
+    net, counter, fns = _interrupted(tmp_path, 80, "c.bin")
     new = rgb(6, 4, 999)
     Image.fromarray(new).save(tmp_path / "3.png")  # another picture, same name
     st = os.stat(tmp_path / "3.png")

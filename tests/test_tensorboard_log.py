@@ -3,38 +3,26 @@ event file holds the epoch losses, learning rate and validation / training recal
 to the checkpoint's history, and one batch/loss per batch; without the tensorboard
 package the request fails before any compute with an error naming the extra."""
 import sys
-import types
 
 import numpy as np
 import pytest
 
-from matnet.datasets.local_paths import env_name
-from matnet.layers.heads import layerTotalMaxPool, layerWholeL2Normalize
-from matnet.simplenn import SimpleNN
 from matnet.synthetic import dbSynthetic, make_places, save_tiny_net
 from matnet.train import train_weakly as tw
 from matnet.train.checkpoint import load_checkpoint
 from matnet.train.tensorboard_log import MissingExtraError
+from helpers.train_driver import training_env
 
 OPTS = dict(netID="tiny", layerName="conv3", batchSize=2, nNegChoice=8, nNegCap=3, nNegCache=4, margin=0.5,
             learningRate=0.05, useGPU=False, numThreads=2, saveFrequency=1000, compFeatsFrequency=1000,
             nTestSample=1000, nTestRankSample=12, recallNs=[1, 2, 5], backPropToLayer="conv2", nEpoch=2)
 
 
-def _simple_head(net, opts, dbTrain):
-    return SimpleNN(list(net.layers) + [layerTotalMaxPool("max:core"), layerWholeL2Normalize("postL2")], net.meta)
-
-
 @pytest.fixture
 def env(tmp_path, monkeypatch):
     make_places(tmp_path / "data", numImages=24, numQueries=8, imSize=(32, 40), splits=("train", "val"))
     save_tiny_net(tmp_path / "pre", [120, 120, 120], imSize=(32, 40))
-    monkeypatch.setenv(env_name("pretrainedCNNs"), str(tmp_path / "pre"))
-    monkeypatch.setenv(env_name("outPrefix"), str(tmp_path / "out") + "/")
-    fake = types.ModuleType("matnet.add_layers")
-    fake.addLayers = _simple_head
-    fake.head_layer_names = lambda method: ["max:core", "postL2"]
-    monkeypatch.setitem(sys.modules, "matnet.add_layers", fake)
+    training_env(monkeypatch, tmp_path / "pre", tmp_path / "out")
     return dbSynthetic("train", tmp_path / "data"), dbSynthetic("val", tmp_path / "data"), tmp_path / "out"
 
 

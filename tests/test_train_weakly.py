@@ -1,7 +1,6 @@
 """trainWeakly end to end on a tiny synthetic set: schedule, checkpoints, resume."""
 import math
 import sys
-import types
 
 from types import SimpleNamespace
 
@@ -10,7 +9,6 @@ import pytest
 import torch
 
 from converters.atomic_file import GLOB as TEMPORARIES
-from matnet.datasets.local_paths import env_name
 from matnet.synthetic import dbSynthetic, make_places, save_tiny_net
 from matnet.images import TrainingImageLoader
 from matnet.train import session_files
@@ -19,7 +17,7 @@ from matnet.train.batch import train_batch
 from matnet.train.sgd import lr_schedule
 from matnet.train.checkpoint import load_checkpoint
 from matnet.train.opts import TrainWeaklyOpts
-from helpers.train_driver import OPTS, simple_head
+from helpers.train_driver import OPTS, simple_head, training_env
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +30,7 @@ def data(tmp_path_factory):
 
 @pytest.fixture
 def env(data, tmp_path, monkeypatch):
-    monkeypatch.setenv(env_name("pretrainedCNNs"), str(data / "pre"))
-    monkeypatch.setenv(env_name("outPrefix"), str(tmp_path / "out") + "/")
-    fake = types.ModuleType("matnet.add_layers")
-    fake.addLayers = simple_head
-    fake.head_layer_names = lambda method: ["max:core", "postL2"]  # the names simple_head adds
-    monkeypatch.setitem(sys.modules, "matnet.add_layers", fake)
+    training_env(monkeypatch, data / "pre", tmp_path / "out")
     return dbSynthetic("train", data / "data"), dbSynthetic("val", data / "data"), tmp_path / "out"
 
 

@@ -1,31 +1,23 @@
 """trainWeakly runs unchanged on dbVPR: a synthetic street exported to the VPR folder format
 trains to the same weights as the original spec (same images in the same order, UTM
 within 0.005 m)."""
-import sys
-import types
 
 import numpy as np
 import torch
 
 from matnet.datasets import dbVPR
-from matnet.datasets.local_paths import env_name
 from matnet.datasets.vpr_export import export_vpr
 from matnet.synthetic import dbSynthetic, make_places, save_tiny_net
 from matnet.train import train_weakly as tw
 from matnet.train.checkpoint import load_checkpoint
-from helpers.train_driver import OPTS, simple_head
+from helpers.train_driver import OPTS, training_env
 
 
 def test_trainWeakly_same_on_exported_vpr_folder(tmp_path, monkeypatch):
     data = tmp_path / "data"
     make_places(data, numImages=24, numQueries=12, imSize=(32, 40), splits=("train", "val"))
     save_tiny_net(tmp_path / "pre", [120, 120, 120], imSize=(32, 40))
-    monkeypatch.setenv(env_name("pretrainedCNNs"), str(tmp_path / "pre"))
-    monkeypatch.setenv(env_name("outPrefix"), str(tmp_path / "out") + "/")
-    fake = types.ModuleType("matnet.add_layers")
-    fake.addLayers = simple_head
-    fake.head_layer_names = lambda method: ["max:core", "postL2"]
-    monkeypatch.setitem(sys.modules, "matnet.add_layers", fake)
+    training_env(monkeypatch, tmp_path / "pre", tmp_path / "out")
     for split in ("train", "val"):
         export_vpr(data / "datasets" / f"synth_{split}.mat", data / "images", tmp_path / "vpr", log=lambda *a: None)
     orig = [dbSynthetic(s, data) for s in ("train", "val")]

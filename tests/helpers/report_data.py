@@ -83,6 +83,16 @@ def tiny_net_file(path: Path) -> Path:
     return save_net(net.eval(), path)
 
 
+def first_per_panorama(order, panorama) -> list:
+    """Tokyo 24/7's NMS written plainly: ``order`` keeping only the first image of each panorama."""
+    seen, kept = set(), []
+    for i in order:
+        if panorama[i] not in seen:
+            seen.add(panorama[i])
+            kept.append(i)
+    return kept
+
+
 def brute_force_top(dbFn, qFn, utm_db, utm_q, n, thr=25.0, panorama=None, t_db=None, t_q=None):
     """Per query: list of (db id, squared L2 in float64, metres, correct) of the first ``n``
     of a stable ranking by distance, keeping only the first image of each ``panorama``
@@ -96,12 +106,7 @@ def brute_force_top(dbFn, qFn, utm_db, utm_q, n, thr=25.0, panorama=None, t_db=N
         if t_q is not None:
             order = [i for i in order if t_db[i] != t_q[j]]
         if panorama is not None:
-            seen, kept = set(), []
-            for i in order:
-                if panorama[i] not in seen:
-                    seen.add(panorama[i])
-                    kept.append(i)
-            order = kept
+            order = first_per_panorama(order, panorama)
         rows = []
         for i in order[:n]:
             m = float(np.hypot(*(utm_db[:, i] - utm_q[:, j])))

@@ -26,13 +26,26 @@ def simple_head(net, opts, dbTrain):
     return SimpleNN(list(net.layers) + [layerTotalMaxPool(HEAD[0]), layerWholeL2Normalize(HEAD[1])], net.meta)
 
 
-def install_head() -> types.ModuleType:
+def head_module() -> types.ModuleType:
     """A stand-in matnet.add_layers module with :func:`simple_head`."""
     fake = types.ModuleType("matnet.add_layers")
     fake.addLayers = simple_head
     fake.head_layer_names = lambda method: list(HEAD)
-    sys.modules["matnet.add_layers"] = fake
     return fake
+
+
+def install_head() -> types.ModuleType:
+    """:func:`head_module` installed for this process."""
+    sys.modules["matnet.add_layers"] = fake = head_module()
+    return fake
+
+
+def training_env(monkeypatch, pre, out) -> None:
+    """A training test's environment: loadNet's base networks in ``pre``, outPrefix ``out``/,
+    and :func:`simple_head` in place of addLayers (undone after the test)."""
+    monkeypatch.setenv(env_name("pretrainedCNNs"), str(pre))
+    monkeypatch.setenv(env_name("outPrefix"), str(out) + "/")
+    monkeypatch.setitem(sys.modules, "matnet.add_layers", head_module())
 
 
 def kill_at_fsync(substring: str, n: int) -> None:
