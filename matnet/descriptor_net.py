@@ -15,6 +15,7 @@ from .images import to_rgb_uint8, mean_colour
 from .layers.base import add_epsilon
 from .layers.heads import layerWholeL2Normalize
 from .nettools import netOutputDim
+from .precision import tf32
 from .simplenn import SimpleNN
 
 EPS = 1e-12  # relja_l2normalize_col
@@ -71,7 +72,9 @@ class DescriptorNet(nn.Module):
     (MATLAB order; ``dims`` None = the network's full output).
 
     ``net`` must end in layerWholeL2Normalize (every NetVLAD network does: 'postL2' or,
-    after WPCA, 'finalL2').  The module holds ``net`` itself (no copy)."""
+    after WPCA, 'finalL2').  The module holds ``net`` itself (no copy).  On a GPU the
+    forward runs with TF32 off (MatConvNet's float32, as ``precision='exact'``), except
+    while being traced or compiled (export), where the caller's settings hold."""
 
     def __init__(self, net: SimpleNN, dims: int | None = None):
         super().__init__()
@@ -95,7 +98,11 @@ class DescriptorNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected N x 3 x H x W RGB images in 0..255, got shape {tuple(x.shape)}")
-        y = self.net(x - self.mean)
+        if x.is_cuda and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+            with tf32(False):  # MatConvNet's float32 (cuDNN allows TF32 convolutions by default)
+                y = self.net(x - self.mean)
+        else:
+            y = self.net(x - self.mean)
         y = y.permute(0, 1, 3, 2).reshape(y.shape[0], -1)  # MATLAB's reshape(res(end).x, [], N)
         if self.dims:
             y = y[:, :self.dims]
