@@ -242,6 +242,20 @@ def _rate_files(ws, net, bs: int, precision: str) -> float:
     return len(fns) / t
 
 
+def _rate_or_oom(ws, measure, bs: int, precision: str, where: str):
+    """``measure()``'s rate; None after recording the batch size that ran out of memory
+    (any other error propagates to the step's guard)."""
+    try:
+        return measure()
+    except Exception as e:
+        if not is_oom(e):
+            raise
+        ws.free_device_memory()
+        ws.record.figure(f"extract.oom.{precision}", f"first batch size out of memory{where} (larger ones not run)",
+                         bs, "images", bs, precision)
+        return None
+
+
 def extraction(ws) -> None:
     rec, s = ws.record, ws.sizes
     fl = ws.flops["total"]
@@ -250,27 +264,15 @@ def extraction(ws) -> None:
     for precision in PRECISIONS:
         for bs in s.batch_sizes:
             ws.reset_peak()
-            try:
-                r = _rate_in_memory(ws, net, bs, precision)
-            except Exception as e:
-                if not is_oom(e):
-                    raise
-                ws.free_device_memory()
-                rec.figure(f"extract.oom.{precision}", "first batch size out of memory (larger ones not run)", bs,
-                           "images", bs, precision)
+            r = _rate_or_oom(ws, lambda: _rate_in_memory(ws, net, bs, precision), bs, precision, "")
+            if r is None:
                 break
             rec.figure(f"extract.memory.{precision}.bs{bs}", "extraction from device tensors", r, "images/s", bs,
                        precision, fl)
             rec.figure(f"extract.memory_peak.{precision}.bs{bs}", "extraction peak memory", ws.peak_mib(),
                        ws.memory_unit, bs, precision)
-            try:
-                f = _rate_files(ws, net, bs, precision)
-            except Exception as e:
-                if not is_oom(e):
-                    raise
-                ws.free_device_memory()
-                rec.figure(f"extract.oom.{precision}", "first batch size out of memory in serialAllFeats (larger "
-                           "ones not run)", bs, "images", bs, precision)
+            f = _rate_or_oom(ws, lambda: _rate_files(ws, net, bs, precision), bs, precision, " in serialAllFeats")
+            if f is None:
                 break
             rec.figure(f"extract.files.{precision}.bs{bs}", "serialAllFeats on JPEG files", f, "images/s", bs,
                        precision, fl)
