@@ -98,7 +98,7 @@ def in_memory_bytes(nbytes: int, D: int, nQ: int = 0, k: int = 100, crop: int = 
     temporaries, a distance block, the queries and top-k, the working set."""
     n = nbytes // (4 * D) if D else 0
     cropped = 2 * 4 * n * crop if crop else 0
-    return nbytes + nbytes // 4 + cropped + min(4 << 26, 4 * n * max(1, nQ)) + search_overhead(crop or D, nQ, k)
+    return nbytes + nbytes // 4 + cropped + min(4 * SEARCH_BLOCK, 4 * n * max(1, nQ)) + search_overhead(crop or D, nQ, k)
 
 
 def streaming_cap(nbytes: int, memoryCap=None, need: int | None = None) -> int | None:
