@@ -158,6 +158,6 @@ def run(args) -> int:
           f"{cmp['mcnemar']['fixed']} fixed, {cmp['mcnemar']['broken']} broken at N = 1)")
     print(f"[demo] trained network (epoch {bestEpoch}): {best_net_path(out, sessionID)}")
     print(f"[demo] with WPCA {args.pca_dim}: {finalFn}")
-    print(f"[demo] (matnet inspect FILE, matnet export FILE ..., matnet evaluate --net FILE take either)")
+    print("[demo] (matnet inspect FILE, matnet export FILE ..., matnet evaluate --net FILE take either)")
     print(f"[demo] done in {time.time() - t0:.0f} s")
     return 0

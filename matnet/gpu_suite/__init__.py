@@ -33,6 +33,10 @@ import platform
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .record import Record
 
 STEPS = ("environment", "exactness", "extraction", "training", "search", "torchrun")
 TARGETS = {"fast": 1500.0, "exact": 250.0, "files": 0.8, "epoch_min": 30.0}
@@ -49,7 +53,7 @@ def cpu_name() -> str:
     return platform.processor() or "CPU"
 
 
-def run_suite(out, device: str = "cuda", small: bool = False, log=print) -> "Record":
+def run_suite(out, device: str = "cuda", small: bool = False, log=print) -> Record:
     """Run the six steps on ``device`` ('cuda' or 'cpu'), write the reports under ``out``;
     returns the :class:`~matnet.gpu_suite.record.Record`."""
     import torch

@@ -8,7 +8,6 @@ serialAllFeats of the suite's JPEG files sharded over the ranks; rank 0 writes t
 trained weights (``weights.pt``), ``ddp.bin`` and ``result.json`` into CONFIG's ``out``.
 """
 import json
-import os
 import sys
 from pathlib import Path
 

@@ -278,7 +278,7 @@ def extraction(ws) -> None:
                        precision, fl)
             rec.figure(f"extract.files_ratio.{precision}.bs{bs}", "file pipeline / device tensors", f / r, "x", bs,
                        precision)
-    del net
+    net = None  # the copy freed before the device memory is (not del: the lambdas above read it)
     ws.free_device_memory()
 
 
