@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from converters.atomic_file import atomic_write, remove_stale_temporaries, write_bytes
-from converters.file_lock import file_lock, report_stale
+from converters.atomic_file import atomic_write, write_bytes
+from converters.file_lock import output_lock
 
 from . import distributed
 from .device import compute_device
@@ -272,8 +272,7 @@ def _serial_all_feats_sharded(net, imPath, imageFns, outFn, useGPU, numThreads, 
                          f"images (use a network ending in a fixed-size head or images of one size)")
 
     def merge():
-        with file_lock(f"{outFn}.partial.lock"):
-            report_stale(outFn, remove_stale_temporaries(outFn))  # a killed merge's (issue 24, case 19)
+        with output_lock(outFn, lock=f"{outFn}.partial.lock"):  # a killed merge's temporary removed first
             with atomic_write(outFn) as out:
                 for rr, size in enumerate(sizes):
                     p = Path(f"{outFn}.shard{rr}of{W}")
@@ -301,16 +300,13 @@ def _extract(net: SimpleNN, imPath, imageFns, outFn, useGPU, numThreads, batchSi
     device = compute_device(useGPU)
     mean = _mean(net)
     _check_output(outFn)
-    with file_lock(f"{outFn}.partial.lock", on_wait=lambda holder: print(
-            f"{outFn}: another run is writing it ({holder or 'holder unknown'}; lock {outFn}.partial.lock): "
-            f"waiting for it to finish", file=sys.stderr, flush=True)):
+    with output_lock(outFn, lock=f"{outFn}.partial.lock"):  # a killed merge's temporary removed first
         _extract_locked(net, imPath, imageFns, outFn, device, numThreads, batchSize, precision, mean)
 
 
 def _extract_locked(net, imPath, imageFns, outFn, device, numThreads, batchSize, precision, mean) -> None:
     """_extract's work, under the output's lock: one run at a time writes ``<outFn>.partial``
     (two runs into one output mixed their features: issue 24, case 1)."""
-    report_stale(outFn, remove_stale_temporaries(outFn))  # a killed merge's temporary (issue 24, case 19)
     if _from_shards(net, imPath, imageFns, outFn, device, numThreads, batchSize, precision, mean):
         return
     n = len(imageFns)
