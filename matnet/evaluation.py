@@ -132,7 +132,7 @@ def result_stem(network: str, dataset: str, protocol: str, searchMethod: str = "
     different networks whose files have the same name never share a stem.  Before (issue
     24): ``<net>_<dataset>[_<method>]``, so a ``vpr`` run and a ``matlab`` run kept only the
     second's files."""
-    tag = f"{network}_{dataset}" + ("" if check_precision(precision) == "exact" else f"_{precision}")
+    tag = feature_stem(network, dataset, precision)
     if protocol not in PROTOCOLS:
         raise EvaluationError(f"unknown protocol {protocol!r} (use {' or '.join(PROTOCOLS)})")
     return f"{tag}_{protocol}" + ("" if searchMethod == "exact" else f"_{method_slug(searchMethod)}")
