@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
+from converters.atomic_file import atomic_write
+
 from .html_report import write_report
 from .panels import write_panels
-from .predictions import atomic_write, build_predictions, write_predictions_csv
+from .predictions import build_predictions, write_predictions_csv
 
 
 def check_save_predictions(n, recallNs) -> int:

@@ -23,9 +23,11 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import binomtest
 
+from converters.atomic_file import atomic_write
+
 from .html_report import recall_svg, recall_table, relative_url, report_data, summary_html, write_page
 from .panels import panel_name
-from .predictions import atomic_write, read_predictions_csv
+from .predictions import read_predictions_csv
 
 COMPARE_NS = (1, 5, 10)
 

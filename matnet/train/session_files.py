@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from converters.atomic_file import remove_stale_temporaries, temporary_regex
+from converters.file_lock import file_lock
 
 from .. import distributed
 from ..extract import serialAllFeats
-from .file_lock import file_lock
 from .opts import TrainWeaklyOpts
 
 
