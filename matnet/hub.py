@@ -34,10 +34,11 @@ def file_sha256(path) -> str:
     return h.hexdigest()
 
 
-def _check_sha256(path: Path, sha256: str | None, what: str) -> None:
+def _check_sha256(path: Path, sha256: str | None, what: str, got: str | None = None) -> None:
+    """``path``'s SHA-256 (``got`` when already computed) must be ``sha256`` when given."""
     if sha256 is None:
         return
-    got = file_sha256(path)
+    got = file_sha256(path) if got is None else got
     if got != sha256.lower():
         raise ValueError(f"{what}: SHA-256 is {got}, expected {sha256.lower()}; refusing to load it")
 
@@ -96,13 +97,14 @@ def resolve_weights(weights, sha256: str | None = None) -> Path:
         _record(cached).unlink(missing_ok=True)
     cached.parent.mkdir(parents=True, exist_ok=True)
     torch.hub.download_url_to_file(text, str(cached), progress=True)
+    digest = file_sha256(cached)  # once: for the check and the record
     try:
-        _check_sha256(cached, sha256, f"{text} (downloaded to {cached})")
+        _check_sha256(cached, sha256, f"{text} (downloaded to {cached})", digest)
     except ValueError:
         cached.unlink()
         raise
     write_text(_record(cached), json.dumps({"url": text, "size": cached.stat().st_size,
-                                            "sha256": file_sha256(cached)}) + "\n")
+                                            "sha256": digest}) + "\n")
     return cached
 
 
