@@ -54,7 +54,8 @@ def import_specs(fmt: str, root, name: str, specDir, posDistThr=25, cities=None,
         from ..datasets.vpr_format import VPRFormatError
         images = Path(root).expanduser() / "images"
         if not images.is_dir():
-            raise VPRFormatError(f"{images}: folder not found (expected <root>/images/<split>/{{database,queries}})")
+            raise VPRFormatError(f"{images}: folder not found (expected {images}/<split>/{{database,queries}}, "
+                                 f"one folder per split)")
         splits = sorted(p.name for p in images.iterdir() if p.is_dir())
         if not splits:
             raise VPRFormatError(f"{images}: no split folders (train, val, test, ...)")

@@ -119,7 +119,7 @@ def present_splits(root, cities=None) -> dict[str, list[str]]:
     ``<root>/train_val``; splits with none are left out."""
     base = Path(root).expanduser() / "train_val"
     if not base.is_dir():
-        raise MSLSError(f"{base}: folder not found (expected the MSLS layout <root>/train_val/<city>/)")
+        raise MSLSError(f"{base}: folder not found (expected the MSLS layout {base}/<city>/{{database,query}}/)")
     out = {}
     for split in ("train", "val"):
         found = [c for c in CITIES[split] if (base / c).is_dir() and (cities is None or c in cities)]

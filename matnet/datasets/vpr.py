@@ -46,7 +46,7 @@ class dbVPR(dbBase):
         root = Path(root).expanduser()
         if not (root / "images").is_dir():
             raise VPRFormatError(f"{root / 'images'}: folder not found (expected "
-                                 f"<root>/images/<split>/{{database,queries}})")
+                                 f"{root}/images/{whichSet}/{{database,queries}})")
         self.name = f"{root.name}_{whichSet}"
         self.whichSet = whichSet
         self.dbPath = self.qPath = folder(root)
