@@ -88,12 +88,16 @@ def _stat_key(path: str) -> bytes:
         return b"\0-1:-1"
 
 
-def images_signature(paths) -> str:
-    """A hash of the sizes and modification times of the images ``paths``."""
-    h = hashlib.sha1()
+def _hash_stats(h, paths):
+    """``h`` (a hashlib object) fed the sizes and modification times of ``paths``."""
     for p in paths:
         h.update(_stat_key(p))
-    return h.hexdigest()
+    return h
+
+
+def images_signature(paths) -> str:
+    """A hash of the sizes and modification times of the images ``paths``."""
+    return _hash_stats(hashlib.sha1(), paths).hexdigest()
 
 
 class PartialFeatures:
@@ -123,9 +127,7 @@ class PartialFeatures:
             D, done = int(m["D"]), int(m["done"])
             ok = ok and self.data.is_file() and self.data.stat().st_size >= D * done * 4
             if ok and self.paths is not None:
-                sig = hashlib.sha1()
-                for p in self.paths[:done]:
-                    sig.update(_stat_key(p))
+                sig = _hash_stats(hashlib.sha1(), self.paths[:done])  # images_signature, continued by append
                 ok = m.get("images") == sig.hexdigest()
                 if ok:
                     self._sig = sig
@@ -148,8 +150,7 @@ class PartialFeatures:
             self.f.flush()
             os.fsync(self.f.fileno())
         if self.paths is not None:
-            for p in self.paths[self.done:self.done + feats.shape[0]]:
-                self._sig.update(_stat_key(p))
+            _hash_stats(self._sig, self.paths[self.done:self.done + feats.shape[0]])
         self.done += feats.shape[0]
         meta = {"fingerprint": self.fp, "nImages": self.n, "D": self.D, "done": self.done}
         if self.paths is not None:
