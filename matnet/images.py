@@ -151,3 +151,7 @@ class TrainingImageLoader:
             raise ValueError("a training tuple needs images of one size: "
                              + ", ".join(f"{fn} ({im.shape[0]} x {im.shape[1]})" for fn, im in zip(fns, ims)))
         return np.stack(ims)
+
+    def close(self) -> None:
+        """Stop the reading threads (the loader is not used afterwards)."""
+        self.pool.shutdown(wait=True)

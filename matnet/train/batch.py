@@ -171,4 +171,4 @@ class TupleTrainer:
         return train_batch(self, qIDs, lr, rng)
 
     def close(self) -> None:
-        self.loader.pool.shutdown(wait=True)
+        self.loader.close()

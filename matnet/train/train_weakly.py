@@ -157,6 +157,7 @@ def trainWeakly(dbTrain, dbVal, opts: TrainWeaklyOpts | None = None, **kw) -> st
     finally:
         s.log.close()
         s.tb.close()
+        s.loader.close()  # its threads (before, every trainWeakly call left numThreads idle ones)
     return s.opts.sessionID
 
 
