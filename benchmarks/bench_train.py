@@ -35,7 +35,7 @@ def main():
     torch.set_num_threads(a.threads)
 
     from matnet.add_layers import addLayers
-    from matnet.commands.demo import _mean_colour, _set_paths
+    from matnet.commands.demo import dataset_mean_colour, set_demo_paths
     from matnet.pretrained import loadNet
     from matnet.nettools import netPrepareForTrain
     from matnet.images import TrainingImageLoader
@@ -47,10 +47,10 @@ def main():
     from matnet.train.sgd import set_backprop_depth
 
     root = Path(a.workdir or tempfile.mkdtemp(prefix="bench_train_"))
-    _set_paths(root)
+    set_demo_paths(root)
     make_places(root / "data", numImages=a.images, numQueries=a.queries, imSize=(64, 80), splits=("train",))
     db = dbSynthetic("train", root / "data")
-    save_tiny_net(root / "pretrained", _mean_colour(db), imSize=(64, 80))
+    save_tiny_net(root / "pretrained", dataset_mean_colour(db), imSize=(64, 80))
     opts = TrainWeaklyOpts(netID="tiny", layerName="conv3", useGPU=False, numThreads=a.threads, nNegChoice=60,
                            nNegCap=6, nNegCache=6, margin=0.1, sessionID="bench", outPrefix=str(root / "output") + "/")
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):

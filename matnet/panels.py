@@ -10,8 +10,9 @@ of a query with k results has k + 1 tiles.
 Panels are written in parallel (Pillow decodes, resizes and encodes outside the GIL;
 JPEGs are decoded at a reduced scale when much larger than the tile) with a progress
 bar, each atomically.  Each file carries a signature of its content (query, results,
-flags, tile height) in its JPEG comment; a rerun reuses a panel whose signature
-matches and redraws the others.
+flags, tile height, and each shown image file's size and modification time) in its JPEG
+comment; a rerun reuses a panel whose signature matches and redraws the others, so an
+image replaced under the same name is never shown stale.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ WRONG_COLOUR = (220, 20, 20)
 FRAME = 8
 GAP = 6
 DEFAULT_HEIGHT = 200
-_VERSION = 1
+_VERSION = 2
 
 
 def panel_name(query_id: int, query: str) -> str:
@@ -99,8 +100,21 @@ def _label(rank: int, dist: float, meters: float) -> str:
     return f"#{rank}  d={d}  {meters:.0f} m"
 
 
-def _signature(query, dbs, correct, labels, height) -> str:
-    key = json.dumps([_VERSION, query, dbs, [bool(c) for c in correct], labels, height])
+def _file_stats(paths) -> list:
+    """(size, modification time in ns) of each image file, None where it cannot be read:
+    an image replaced under the same name changes its panel's signature."""
+    out = []
+    for p in paths:
+        try:
+            st = os.stat(resolve_image_path(p))
+            out.append([st.st_size, st.st_mtime_ns])
+        except (OSError, ValueError):
+            out.append(None)
+    return out
+
+
+def _signature(query, dbs, correct, labels, height, stats) -> str:
+    key = json.dumps([_VERSION, query, dbs, [bool(c) for c in correct], labels, height, stats])
     return hashlib.sha1(key.encode()).hexdigest()
 
 
@@ -135,11 +149,12 @@ def write_panels(pred: Predictions, outDir, onlyWrong: bool = False, height: int
         ids = [int(i) for i in pred.ids[r, :k]]
         labels = [_label(j + 1, pred.distance[r, j], pred.meters[r, j]) for j in range(k)]
         dbs = [pred.db_names[i] for i in ids]
-        sig = _signature(pred.query_names[r], dbs, pred.correct[r, :k], labels, height)
+        paths = [pred.query_path(r)] + [pred.db_path(i) for i in ids]
+        sig = _signature(pred.query_names[r], dbs, pred.correct[r, :k], labels, height, _file_stats(paths))
         path = outDir / panel_name(pred.queries[r], pred.query_names[r])
         if _finished(path, sig):
             return "reused"
-        im = render_panel(pred.query_path(r), [pred.db_path(i) for i in ids], pred.correct[r, :k], labels, height)
+        im = render_panel(paths[0], paths[1:], pred.correct[r, :k], labels, height)
         with atomic_write(path, "wb") as f:
             im.save(f, "JPEG", quality=quality, comment=sig)
         return "written"

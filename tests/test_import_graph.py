@@ -177,8 +177,11 @@ def private_imports(mods) -> list[str]:
 
 
 def test_no_private_name_used_across_modules():
-    """A helper another module needs is public in the module that owns it."""
-    found = private_imports(modules())
+    """A helper another module needs is public in the module that owns it (the benchmarks
+    and hubconf.py, which import the project, included)."""
+    scripts = {f"benchmarks.{f.stem}": (f, False) for f in (ROOT / "benchmarks").glob("*.py")}
+    scripts["hubconf"] = (ROOT / "hubconf.py", False)
+    found = private_imports({**modules(), **scripts})
     assert not found, "\n".join(found)
 
 

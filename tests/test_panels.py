@@ -4,6 +4,7 @@ frames' colours (sampled from the pixels) blue / green for correct / red for wro
 CSV says; a rerun reuses finished panels and redraws a changed one."""
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
@@ -76,6 +77,17 @@ def test_panels_tiles_and_colours(data, capsys):
     assert f"panels: 1 written, {N_Q - 1} reused" in capsys.readouterr().out
     assert all(f.stat().st_mtime_ns == stamps[f] for f in files[1:])
     assert tiles(files[0])[0][0] == "query"
+    # an image replaced under the same name (here: only its modification time) redraws every
+    # panel that shows it, and only those
+    shown = rows[0]["db_image"]
+    showing = {int(r["query_id"]) for r in rows if r["db_image"] == shown}
+    img = data[0] / "Tokyo247" / shown
+    st = img.stat()
+    os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    capsys.readouterr()
+    run(data, out)
+    assert f"panels: {len(showing)} written, {N_Q - len(showing)} reused" in capsys.readouterr().out
+    assert {int(f.name[:6]) for f in files if f.stat().st_mtime_ns != stamps[f]} - {0} == showing - {0}
 
 
 def test_only_wrong_and_no_images(data):

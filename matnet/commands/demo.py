@@ -50,7 +50,8 @@ def add_arguments(p) -> None:
         o.deprecated(p, old, new, dest, type=type_)
 
 
-def _set_paths(root: Path) -> None:
+def set_demo_paths(root: Path) -> None:
+    """localPaths' folders of a demo run under ``root`` (created), through their environment variables."""
     from ..datasets.local_paths import env_name
     for field, sub in (("dsetSpecDir", "data/datasets"), ("pretrainedCNNs", "pretrained"),
                        ("initData", "initdata"), ("outPrefix", "output")):
@@ -58,7 +59,8 @@ def _set_paths(root: Path) -> None:
         os.environ[env_name(field)] = str(root / sub) + "/"
 
 
-def _mean_colour(db):
+def dataset_mean_colour(db):
+    """The mean RGB colour of a dataset's database images (the tiny base network's averageImage)."""
     import numpy as np
 
     from ..images import imread_uint8
@@ -125,13 +127,13 @@ def run(args) -> int:
     torch.manual_seed(args.seed)
     root = Path(args.out).resolve()
     print(f"[demo] writing everything under {root}")
-    _set_paths(root)
+    set_demo_paths(root)
     torch.set_num_threads(args.num_threads)
     print(f"[demo] synthetic streets in {root / 'data'}")
     make_places(root / "data", numImages=args.num_images, numQueries=args.num_queries, imSize=(64, 80),
                 seed=args.seed)
     dbTrain, dbVal, dbTest = (dbSynthetic(s, root / "data") for s in ("train", "val", "test"))
-    save_tiny_net(root / "pretrained", _mean_colour(dbTrain), imSize=(64, 80), seed=args.seed)
+    save_tiny_net(root / "pretrained", dataset_mean_colour(dbTrain), imSize=(64, 80), seed=args.seed)
     opts = TrainWeaklyOpts(**{**_DEMO_OPTS, "learningRate": args.learning_rate, "nEpoch": args.n_epoch,
                               "numThreads": args.num_threads, "precision": args.precision})
     sessionID = trainWeakly(dbTrain, dbVal, opts)
