@@ -146,7 +146,7 @@ def test_tf32_with_the_newer_torch_settings():
     the newer ones and put the program's values back."""
     mm = getattr(torch.backends.cuda.matmul, "fp32_precision", None)
     if mm is None:
-        pytest.skip("fp32_precision settings missing in this torch (older than 2.9)")
+        pytest.skip(reason="fp32_precision settings missing in this torch (older than 2.9)")
     conv = torch.backends.cudnn.conv.fp32_precision
     try:
         torch.backends.cuda.matmul.fp32_precision = "tf32"
