@@ -75,17 +75,18 @@ def report_stale(path, gone) -> None:
 
 
 @contextmanager
-def output_lock(path, lock=None):
+def output_lock(path, lock=None, sidecars=()):
     """Hold ``lock`` (default ``<path>.lock``) while writing ``path`` (a second writer
     waits, told who holds it), and first remove the temporaries
-    (``<name>.<pid>-<token>.matnet-tmp``) that killed runs of ``path`` left, saying so: a
-    killed convert, export or merge left up to ~600 MB that no later run removed (issue
-    24, case 19).  Yields the removed paths."""
+    (``<name>.<pid>-<token>.matnet-tmp``) that killed runs of ``path`` and of its
+    ``sidecars`` (files written under the same lock) left, saying so: a killed convert,
+    export or merge left up to ~600 MB that no later run removed (issue 24, case 19).
+    Yields the removed paths."""
     path = os.fspath(path)
     lock = f"{path}.lock" if lock is None else os.fspath(lock)
     with file_lock(lock, on_wait=lambda holder: print(
             f"{path}: another run is writing it ({holder or 'holder unknown'}; lock {lock}): waiting",
             file=sys.stderr, flush=True)):
-        gone = remove_stale_temporaries(path)
+        gone = [g for p in (path, *sidecars) for g in remove_stale_temporaries(p)]
         report_stale(path, gone)
         yield gone

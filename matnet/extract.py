@@ -300,7 +300,8 @@ def _extract(net: SimpleNN, imPath, imageFns, outFn, useGPU, numThreads, batchSi
     device = compute_device(useGPU)
     mean = _mean(net)
     _check_output(outFn)
-    with output_lock(outFn, lock=f"{outFn}.partial.lock"):  # a killed merge's temporary removed first
+    # a killed write's temporaries (the .bin's, its .partial.json's, its .done.json's) removed first
+    with output_lock(outFn, lock=f"{outFn}.partial.lock", sidecars=(f"{outFn}.partial.json", done_path(outFn))):
         _extract_locked(net, imPath, imageFns, outFn, device, numThreads, batchSize, precision, mean)
 
 

@@ -334,11 +334,14 @@ def test_stale_temporaries_of_the_output_removed(tmp_path, capfd):
     out = tmp_path / "o.bin"
     stale = tmp_path / "o.bin.4242-deadbeef.matnet-tmp"
     stale.write_bytes(b"x" * 1000)
+    stale_sidecar = tmp_path / "o.bin.partial.json.4243-cafebabe.matnet-tmp"  # a killed checkpoint's
+    stale_sidecar.write_text("{")
     other = tmp_path / "p.bin.4242-deadbeef.matnet-tmp"  # another output's: kept
     other.write_bytes(b"y")
     serialAllFeats(tiny_net(), str(tmp_path) + "/", [f"{i}.png" for i in range(3)], out, useGPU=False)
-    assert not stale.exists() and other.exists()
-    assert "o.bin: removed 1 temporary a killed run left (o.bin.4242-deadbeef.matnet-tmp)" in capfd.readouterr().err
+    assert not stale.exists() and not stale_sidecar.exists() and other.exists()
+    assert ("o.bin: removed 2 temporaries a killed run left (o.bin.4242-deadbeef.matnet-tmp, "
+            "o.bin.partial.json.4243-cafebabe.matnet-tmp)") in capfd.readouterr().err
 
 
 def test_oversized_image_is_not_blamed_on_the_receptive_field(tmp_path):
